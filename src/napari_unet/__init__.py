@@ -1,0 +1,54 @@
+"""napari-unet: U-Net segmentation, training and evaluation for napari, the CLI and Python.
+
+Everything public is importable from here; submodules load lazily, so ``import napari_unet``
+(and opening napari's plugin menu) does not import torch.
+
+>>> from napari_unet import UNet, load_model, save_model, segment, predict_tiled, train
+>>> from napari_unet import metrics
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+_LAZY = {
+    "UNet": "napari_unet.core.model",
+    "UNetConfig": "napari_unet.core.model",
+    "load_model": "napari_unet.core.model_io",
+    "save_model": "napari_unet.core.model_io",
+    "layer_summary": "napari_unet.core.summary",
+    "segment": "napari_unet.core.segment",
+    "predict_tiled": "napari_unet.core.tiling",
+    "receptive_field": "napari_unet.core.tiling",
+    "train": "napari_unet.core.training",
+    "UserInputError": "napari_unet.core.errors",
+    "ModelFileError": "napari_unet.core.errors",
+}
+_SUBMODULES = {"metrics": "napari_unet.core.metrics"}
+
+__all__ = ["__version__", *_LAZY, *_SUBMODULES]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core import metrics
+    from .core.errors import ModelFileError, UserInputError
+    from .core.model import UNet, UNetConfig
+    from .core.model_io import load_model, save_model
+    from .core.segment import segment
+    from .core.summary import layer_summary
+    from .core.tiling import predict_tiled, receptive_field
+    from .core.training import train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(_SUBMODULES[name])
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'napari_unet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
