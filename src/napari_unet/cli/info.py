@@ -13,7 +13,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Print the model card and the layer summary (output shape and parameter "
         "count per layer, total) of a model file.",
     )
-    p.add_argument("model", metavar="MODEL", help="a .safetensors model file, or 'nuclei' for the built-in model")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .safetensors model file, or 'nuclei' for the built-in model",
+    )
     p.add_argument(
         "--shape",
         type=int,
@@ -34,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"architecture": model.config.to_dict(), **model.card}, indent=2))
         return 0
     shape = tuple(args.shape) if args.shape else _default_shape(model)
+    rows = layer_summary(model, shape)  # checks the shape before anything is printed
     print(format_card(model))
     print()
     print(f"Layer summary for input shape (1, {model.in_channels}, {', '.join(map(str, shape))}):")
-    print(format_summary(layer_summary(model, shape), count_parameters(model)))
+    print(format_summary(rows, count_parameters(model)))
     return 0
 
 
@@ -63,7 +68,20 @@ def format_card(model) -> str:
         if value:
             lines.append(f"{key.capitalize()}:")
             lines.extend(f"  {k}: {json.dumps(v)}" for k, v in value.items())
-    extra = {k: v for k, v in card.items() if k not in {
-        "name", "description", "task", "class_names", "input", "normalization", "metrics", "provenance"}}
+    extra = {
+        k: v
+        for k, v in card.items()
+        if k
+        not in {
+            "name",
+            "description",
+            "task",
+            "class_names",
+            "input",
+            "normalization",
+            "metrics",
+            "provenance",
+        }
+    }
     lines.extend(f"{k}: {json.dumps(v)}" for k, v in extra.items())
     return "\n".join(lines)

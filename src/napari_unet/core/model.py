@@ -13,6 +13,7 @@ be divisible by ``2**depth`` along every spatial axis.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -178,7 +179,8 @@ class UNet(nn.Module):
     def valid_sizes_near(self, size: int) -> tuple[int | None, int | None]:
         """The nearest input lengths at or below and at or above ``size`` that the net takes."""
         below = next((s for s in range(size, 0, -1) if self.output_size(s)), None)
-        above = next(s for s in range(max(size, 1), size + 2 ** (self.config.depth + 3)) if self.output_size(s))
+        # valid sizes recur every 2**depth above the smallest one, so this search ends
+        above = next(s for s in itertools.count(max(size, 1)) if self.output_size(s))
         return below, above
 
     def check_input_shape(self, spatial_shape: tuple[int, ...]) -> None:
@@ -190,11 +192,13 @@ class UNet(nn.Module):
         for axis, size in enumerate(spatial_shape):
             if self.output_size(int(size)) is None:
                 below, above = self.valid_sizes_near(int(size))
-                options = " or ".join(str(s) for s in (below, above) if s)
+                if below is None:
+                    options = f"the smallest valid size is {above}"
+                else:
+                    options = f"the nearest valid sizes are {below} or {above}"
                 raise ShapeError(
                     f"input size {size} along spatial axis {axis} is not valid for this U-Net "
-                    f"(depth={self.config.depth}, padding={self.config.padding!r}); "
-                    f"the nearest valid sizes are {options}"
+                    f"(depth={self.config.depth}, padding={self.config.padding!r}); {options}"
                 )
 
     def output_shape(self, spatial_shape: tuple[int, ...]) -> tuple[int, ...]:
