@@ -29,7 +29,21 @@ _LAZY = {
 }
 _SUBMODULES = {"metrics": "napari_unet.core.metrics"}
 
-__all__ = ["__version__", *_LAZY, *_SUBMODULES]
+__all__ = [
+    "ModelFileError",
+    "UNet",
+    "UNetConfig",
+    "UserInputError",
+    "__version__",
+    "layer_summary",
+    "load_model",
+    "metrics",
+    "predict_tiled",
+    "receptive_field",
+    "save_model",
+    "segment",
+    "train",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core import metrics

@@ -27,7 +27,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if kind not in DEVICES[1:]:
         raise UserInputError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise UserInputError(
+            "device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'"
+        )
     if kind == "mps" and not torch.backends.mps.is_available():
-        raise UserInputError("device 'mps' was asked for but Apple MPS is not available; use 'auto' or 'cpu'")
+        raise UserInputError(
+            "device 'mps' was asked for but Apple MPS is not available; use 'auto' or 'cpu'"
+        )
     return torch.device(name)

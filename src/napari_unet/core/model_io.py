@@ -36,7 +36,11 @@ def default_card(model: UNet) -> dict[str, Any]:
     """The card a model gets when nothing else is known about it."""
     n = model.num_classes
     task = "instance" if n == 3 else "semantic"
-    names = INSTANCE_CLASSES if task == "instance" else ["background"] + [f"class {i}" for i in range(1, n)]
+    names = (
+        INSTANCE_CLASSES
+        if task == "instance"
+        else ["background"] + [f"class {i}" for i in range(1, n)]
+    )
     return {
         "name": "unet",
         "description": "",
@@ -163,7 +167,9 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     return document
 
 
-def load_model(path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu") -> UNet:
+def load_model(
+    path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu"
+) -> UNet:
     """Load a model file (or the built-in model) into a :class:`UNet` in eval mode.
 
     Parameters
@@ -195,12 +201,16 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
     try:
         config = UNetConfig(**document["architecture"])
     except (KeyError, TypeError, UserInputError) as err:
-        raise ModelFileError(f"{path} has an invalid architecture in its model card: {err}") from err
+        raise ModelFileError(
+            f"{path} has an invalid architecture in its model card: {err}"
+        ) from err
     model = build_model(config)
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
-        raise ModelFileError(f"{path}: the weights cannot be read (truncated file?): {err}") from err
+        raise ModelFileError(
+            f"{path}: the weights cannot be read (truncated file?): {err}"
+        ) from err
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
@@ -226,7 +236,9 @@ def builtin_model_path(name: str = "nuclei") -> Path:
     return path
 
 
-def resolve_model(model: UNet | str | os.PathLike | None, device: str | torch.device = "cpu") -> UNet:
+def resolve_model(
+    model: UNet | str | os.PathLike | None, device: str | torch.device = "cpu"
+) -> UNet:
     """A :class:`UNet` from a model, a path, a built-in name or ``None`` (built-in)."""
     if isinstance(model, UNet):
         return model

@@ -23,7 +23,9 @@ class LayerInfo:
     params: int
 
 
-def layer_summary(model: nn.Module, spatial_shape: tuple[int, ...], batch: int = 1) -> list[LayerInfo]:
+def layer_summary(
+    model: nn.Module, spatial_shape: tuple[int, ...], batch: int = 1
+) -> list[LayerInfo]:
     """Output shape and parameter count of every leaf layer, in execution order.
 
     Parameters

@@ -1,0 +1,211 @@
+"""``napari-unet train``: train a U-Net on folders of TIFF images and labels."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a U-Net on folders of images and labels",
+        description="Train a U-Net. Images and labels are TIFF files matched by file name "
+        "(a '_labels' suffix on label files is accepted). Writes a .safetensors model file "
+        "whose card holds the final validation metrics and the provenance.",
+    )
+    p.add_argument(
+        "--images", required=True, type=Path, metavar="DIR", help="folder of training images"
+    )
+    p.add_argument(
+        "--labels", required=True, type=Path, metavar="DIR", help="folder of training labels"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="MODEL",
+        help="model file to write (.safetensors)",
+    )
+    p.add_argument("--val-images", type=Path, metavar="DIR", help="folder of validation images")
+    p.add_argument("--val-labels", type=Path, metavar="DIR", help="folder of validation labels")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="fraction held out for validation without --val-images (default 0.1)",
+    )
+    p.add_argument("--task", choices=("instance", "semantic"), default="instance")
+    p.add_argument("--ndim", type=int, choices=(2, 3), default=2)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="batches per epoch (default: from the data size)",
+    )
+    p.add_argument(
+        "--patch",
+        type=int,
+        default=128,
+        metavar="N",
+        help="patch size per spatial axis (default 128)",
+    )
+    p.add_argument("--batch", type=int, default=8, metavar="N", help="batch size (default 8)")
+    p.add_argument("--depth", type=int, default=4, metavar="D")
+    p.add_argument("--base-filters", type=int, default=16, metavar="F")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument(
+        "--ignore-label", type=int, default=None, help="label value of unannotated pixels"
+    )
+    p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="resume checkpoint to write (default: MODEL with .ckpt)",
+    )
+    p.add_argument(
+        "--resume", type=Path, default=None, metavar="CKPT", help="continue from this checkpoint"
+    )
+    p.add_argument("--name", default=None, help="model name for the card")
+    p.add_argument("--description", default="", help="model description for the card")
+    p.add_argument(
+        "--half", action="store_true", help="store the weights as float16 (half the file size)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..core.augment import AugmentConfig
+    from ..core.data import read_folder_pairs
+    from ..core.errors import UserInputError
+    from ..core.model_io import save_model
+    from ..core.training import (
+        BatchEnd,
+        CheckpointSaved,
+        EpochEnd,
+        TrainConfig,
+        prepare_data,
+        train_iter,
+    )
+
+    if (args.val_images is None) != (args.val_labels is None):
+        raise UserInputError("--val-images and --val-labels go together: give both or neither")
+    if args.output.suffix != ".safetensors":
+        raise UserInputError(f"-o/--output must end in .safetensors, got {args.output}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        task=args.task,
+        ndim=args.ndim,
+        depth=args.depth,
+        base_filters=args.base_filters,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch,
+        patch_size=args.patch,
+        learning_rate=args.lr,
+        val_fraction=args.val_fraction,
+        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
+        seed=args.seed,
+        device=args.device,
+    )
+    triples = read_folder_pairs(args.images, args.labels)
+    print(f"preparing {len(triples)} training pairs ...", file=sys.stderr)
+    images, labels, names = _unzip(triples)
+    pairs = prepare_data(images, labels, config, names=names, ignore_label=args.ignore_label)
+    val = None
+    if args.val_images is not None:
+        vt = read_folder_pairs(args.val_images, args.val_labels)
+        vi, vl, vn = _unzip(vt)
+        val = prepare_data(vi, vl, config, names=vn, ignore_label=args.ignore_label)
+    checkpoint = args.checkpoint or args.output.with_suffix(".ckpt")
+    stop = threading.Event()
+    gen = train_iter(pairs, val, config, checkpoint=checkpoint, resume=args.resume, stop=stop)
+    bar = None
+    with _graceful_stop(stop, checkpoint):
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            if isinstance(event, BatchEnd):
+                if bar is None:
+                    bar = tqdm(
+                        total=event.steps,
+                        desc=f"epoch {event.epoch + 1}/{config.epochs}",
+                        file=sys.stderr,
+                        disable=args.quiet,
+                        initial=event.step,
+                    )
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.loss:.4f}")
+            elif isinstance(event, EpochEnd):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                print(
+                    f"epoch {event.epoch + 1}/{event.epochs}: train loss {event.train_loss:.4f}  "
+                    f"val loss {event.val_loss:.4f}  val Dice {event.val_dice:.4f}"
+                    f"{'  (best)' if event.is_best else ''}  [{event.seconds:.0f} s]",
+                    file=sys.stderr,
+                )
+            elif isinstance(event, CheckpointSaved):
+                log.info("checkpoint saved: %s", event.path)
+    if bar is not None:
+        bar.close()
+    if result.stopped:
+        print(f"stopped early; continue with --resume {checkpoint}", file=sys.stderr)
+    card = {"name": args.name or args.output.stem, "description": args.description}
+    save_model(result.model, args.output, half=args.half, **card)
+    dice = result.model.card["metrics"]["val_dice"]
+    score = (
+        f"best epoch {result.best_epoch + 1}, validation Dice {dice:.4f}"
+        if dice is not None
+        else "no epoch completed"
+    )
+    print(f"saved {args.output} ({score})")
+    return 0
+
+
+@contextlib.contextmanager
+def _graceful_stop(stop: threading.Event, checkpoint: Path):
+    """First Ctrl-C (or SIGTERM) stops after the current batch and keeps the best model."""
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(
+            f"\nstopping after this batch (checkpoint: {checkpoint}); press Ctrl-C again to abort",
+            file=sys.stderr,
+        )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _unzip(triples):
+    images, labels, names = zip(*triples)
+    return list(images), list(labels), list(names)

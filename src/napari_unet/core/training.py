@@ -1,0 +1,558 @@
+"""Training: a generator that yields typed events, with stop, resume and a kept best model.
+
+:func:`train_iter` is the one computation behind ``napari-unet train``, the U-Net Train widget
+and :func:`train`. It yields :class:`BatchEnd`, :class:`EpochEnd` and :class:`CheckpointSaved`
+events, checks a stop flag after every batch, and returns a :class:`TrainResult` holding the
+best model (by validation Dice) and the history. A checkpoint (weights, optimizer, scheduler,
+random-number state, position) lets a stopped run continue exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augment import augment
+from .data import PatchSampler, TrainingPair, fingerprint, prepare_pair
+from .device import resolve_device
+from .errors import UserInputError
+from .losses import combined_loss
+from .model import UNet
+from .model_io import DEFAULT_NORMALIZATION, INSTANCE_CLASSES
+from .training_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "napari-unet-checkpoint/1"
+
+__all__ = [
+    "BatchEnd",
+    "CheckpointSaved",
+    "EpochEnd",
+    "TrainConfig",
+    "TrainResult",
+    "prepare_data",
+    "train",
+    "train_iter",
+]
+
+
+# -- events -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchEnd:
+    """One optimisation step is done."""
+
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """An epoch is done and validated."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_dice: float
+    best_dice: float
+    is_best: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A resume checkpoint was written."""
+
+    path: str
+    epoch: int
+    step: int
+
+
+@dataclass
+class TrainResult:
+    """What training returns: the best model, its history, and whether it was stopped."""
+
+    model: UNet
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_dice: float = float("nan")
+    stopped: bool = False
+
+
+# -- data ---------------------------------------------------------------------------------
+def prepare_data(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    config: TrainConfig,
+    *,
+    regions: Sequence[np.ndarray | None] | None = None,
+    names: Sequence[str] | None = None,
+    ignore_label: int | None = None,
+) -> list[TrainingPair]:
+    """Check and convert raw (image, labels[, region]) arrays into training pairs."""
+    if len(images) == 0:
+        raise UserInputError("no training pairs given: pass at least one (image, labels) pair")
+    if len(images) != len(labels):
+        raise UserInputError(f"got {len(images)} images but {len(labels)} label images")
+    regions = list(regions) if regions is not None else [None] * len(images)
+    names = list(names) if names is not None else [f"pair {i}" for i in range(len(images))]
+    return [
+        prepare_pair(
+            img,
+            lab,
+            ndim=config.ndim,
+            task=config.task,
+            region=reg,
+            ignore_label=ignore_label,
+            normalization=config.normalization,
+            num_classes=config.num_classes,
+            w0=config.w0,
+            sigma=config.sigma,
+            name=name,
+        )
+        for img, lab, reg, name in zip(images, labels, regions, names)
+    ]
+
+
+def _split_validation(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list, list]:
+    if len(pairs) < 2 or fraction <= 0:
+        log.warning("no separate validation data: validating on the training data")
+        return pairs, pairs
+    n_val = min(max(1, round(fraction * len(pairs))), len(pairs) - 1)
+    order = np.random.default_rng(seed + 1).permutation(len(pairs))
+    val = {int(i) for i in order[:n_val]}
+    return [p for i, p in enumerate(pairs) if i not in val], [
+        p for i, p in enumerate(pairs) if i in val
+    ]
+
+
+def _validation_crops(pairs: list[TrainingPair], model: UNet, max_size: int) -> list[TrainingPair]:
+    """Deterministic centre crops of each validation image, of a size the network takes."""
+    crops = []
+    for p in pairs:
+        sizes = []
+        for n in p.spatial_shape:
+            below = model.valid_sizes_near(min(n, max_size))[0]
+            if below is None:
+                break
+            sizes.append(below)
+        if len(sizes) != len(p.spatial_shape):
+            continue
+        sl = tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(p.spatial_shape, sizes))
+        crops.append(
+            TrainingPair(
+                p.image[(slice(None), *sl)], p.target[sl], p.weight[sl], p.valid[sl], p.name
+            )
+        )
+    if not crops:
+        raise UserInputError(
+            "every validation image is smaller than the smallest size the network takes"
+        )
+    return crops
+
+
+# -- the loop -----------------------------------------------------------------------------
+def train_iter(
+    train_pairs: Sequence[TrainingPair],
+    val_pairs: Sequence[TrainingPair] | None = None,
+    config: TrainConfig | None = None,
+    *,
+    model: UNet | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    stop: threading.Event | None = None,
+) -> Generator[BatchEnd | EpochEnd | CheckpointSaved, None, TrainResult]:
+    """Train a U-Net, yielding events; returns a :class:`TrainResult`.
+
+    Parameters
+    ----------
+    train_pairs : sequence of TrainingPair
+        From :func:`prepare_data`.
+    val_pairs : sequence of TrainingPair, optional
+        Validation data; by default ``config.val_fraction`` of the pairs is held out.
+    config : TrainConfig
+    model : UNet, optional
+        Start from this network (fine-tuning) instead of a new one.
+    checkpoint : path, optional
+        Write a resume checkpoint here after every epoch and when stopped.
+    resume : path, optional
+        Continue from this checkpoint (same data and config).
+    stop : threading.Event, optional
+        Set it to stop after the current batch; the best model so far is returned.
+    """
+    config = config or TrainConfig()
+    stop = stop or threading.Event()
+    torch.manual_seed(config.seed)
+    train_pairs = list(train_pairs)
+    if val_pairs is None:
+        train_pairs, val_pairs = _split_validation(train_pairs, config.val_fraction, config.seed)
+    num_classes = config.resolved_num_classes(train_pairs)
+    if model is None:
+        model = UNet(
+            train_pairs[0].image.shape[0],
+            num_classes,
+            ndim=config.ndim,
+            depth=config.depth,
+            base_filters=config.base_filters,
+            batch_norm=config.batch_norm,
+            padding="same",
+        )
+    _check_model(model, train_pairs, num_classes)
+    patch = config.patch_shape()
+    model.check_input_shape(patch)
+    device = resolve_device(config.device)
+    model.to(device)
+    sampler = PatchSampler(train_pairs, patch, config.foreground_fraction)
+    val_crops = _validation_crops(list(val_pairs), model, config.val_crop_size)
+    steps = config.steps_per_epoch or _default_steps(train_pairs, patch, config.batch_size)
+    total_steps = steps * config.epochs
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps))
+    rng = np.random.default_rng(config.seed)
+    state = _RunState()
+    if resume is not None:
+        _load_checkpoint(resume, model, optimizer, scheduler, rng, state, config, train_pairs)
+
+    for epoch in range(state.epoch, config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for step in range(state.step, steps):
+            batch = _sample_batch(sampler, rng, config, device)
+            loss = _train_step(model, optimizer, batch, config)
+            scheduler.step()
+            state.loss_sum += loss
+            state.loss_count += 1
+            state.step = step + 1
+            yield BatchEnd(epoch, step, steps, loss, scheduler.get_last_lr()[0])
+            if stop.is_set():
+                break
+        if stop.is_set() and state.step < steps:
+            state.epoch = epoch
+            if checkpoint is not None:
+                yield _save_checkpoint(
+                    checkpoint, model, optimizer, scheduler, rng, state, config, train_pairs
+                )
+            break
+        val_loss, val_dice = evaluate_crops(model, val_crops, config, device)
+        train_loss = state.loss_sum / max(state.loss_count, 1)
+        is_best = val_dice > state.best_dice or state.best_state is None
+        if is_best:
+            state.best_dice, state.best_epoch = val_dice, epoch
+            state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_dice": val_dice,
+                "lr": scheduler.get_last_lr()[0],
+            }
+        )
+        state.epoch, state.step, state.loss_sum, state.loss_count = epoch + 1, 0, 0.0, 0
+        yield EpochEnd(
+            epoch,
+            config.epochs,
+            train_loss,
+            val_loss,
+            val_dice,
+            state.best_dice,
+            is_best,
+            time.perf_counter() - t0,
+        )
+        if checkpoint is not None:
+            yield _save_checkpoint(
+                checkpoint, model, optimizer, scheduler, rng, state, config, train_pairs
+            )
+        if stop.is_set():
+            break
+    return _finish(model, state, config, train_pairs, stopped=stop.is_set())
+
+
+def _check_model(model: UNet, pairs: list[TrainingPair], num_classes: int) -> None:
+    channels = pairs[0].image.shape[0]
+    if any(p.image.shape[0] != channels for p in pairs):
+        raise UserInputError("all training images must have the same number of channels")
+    if model.in_channels != channels:
+        raise UserInputError(
+            f"the model takes {model.in_channels} channel(s), the images have {channels}"
+        )
+    if model.num_classes != num_classes:
+        raise UserInputError(
+            f"the model has {model.num_classes} classes, the task needs {num_classes}"
+        )
+    if model.ndim != pairs[0].target.ndim:
+        raise UserInputError(f"the model is {model.ndim}D, the data is {pairs[0].target.ndim}D")
+
+
+def _default_steps(pairs: list[TrainingPair], patch: tuple[int, ...], batch: int) -> int:
+    pixels = sum(int(p.valid.sum()) for p in pairs)
+    return int(np.clip(round(pixels / math.prod(patch) / batch), 10, 200))
+
+
+def _warmup_cosine(total_steps: int):
+    warmup = max(1, min(200, total_steps // 20))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _sample_batch(
+    sampler: PatchSampler, rng: np.random.Generator, config: TrainConfig, device: torch.device
+):
+    images, targets, weights, valids = [], [], [], []
+    for _ in range(config.batch_size):
+        img, tgt, w, v = sampler.sample(rng)
+        img, (tgt, w, v) = augment(img, [tgt, w, v], rng, config.augment, orders=[0, 1, 0])
+        images.append(img)
+        targets.append(tgt)
+        weights.append(w)
+        valids.append(v)
+    return (
+        torch.from_numpy(np.stack(images)).to(device),
+        torch.from_numpy(np.stack(targets).astype(np.int64)).to(device),
+        torch.from_numpy(np.stack(weights).astype(np.float32)).to(device),
+        torch.from_numpy(np.stack(valids).astype(bool)).to(device),
+    )
+
+
+def _train_step(model: UNet, optimizer: torch.optim.Optimizer, batch, config: TrainConfig) -> float:
+    image, target, weight, valid = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(image)
+    loss = combined_loss(logits, target, weight, valid, config.dice_weight)
+    loss.backward()
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def evaluate_crops(
+    model: UNet, crops: Sequence[TrainingPair], config: TrainConfig, device: torch.device
+) -> tuple[float, float]:
+    """Mean loss and pooled foreground Dice of ``model`` on validation crops.
+
+    Dice is computed on the foreground (any class > 0) of the argmax, over valid pixels only,
+    pooled over all crops: ``2 |P & G| / (|P| + |G|)``, 1.0 when both are empty.
+    """
+    model.eval()
+    losses, inter, total = [], 0, 0
+    with torch.inference_mode():
+        for c in crops:
+            x = torch.from_numpy(np.ascontiguousarray(c.image[None])).to(device)
+            logits = model(x)
+            t = torch.from_numpy(c.target[None].astype(np.int64)).to(device)
+            w = torch.from_numpy(c.weight[None]).to(device)
+            v = torch.from_numpy(c.valid[None]).to(device)
+            losses.append(float(combined_loss(logits, t, w, v, config.dice_weight)))
+            pred_fg = (logits.argmax(1) > 0) & v
+            true_fg = (t > 0) & v
+            inter += int((pred_fg & true_fg).sum())
+            total += int(pred_fg.sum() + true_fg.sum())
+    dice = 1.0 if total == 0 else 2 * inter / total
+    return float(np.mean(losses)), float(dice)
+
+
+# -- state, checkpoints and the result ----------------------------------------------------
+@dataclass
+class _RunState:
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    best_dice: float = -1.0
+    best_epoch: int = -1
+    best_state: dict | None = None
+    history: list = field(default_factory=list)
+
+
+def _save_checkpoint(
+    path, model, optimizer, scheduler, rng, state: _RunState, config, pairs
+) -> CheckpointSaved:
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "data_fingerprint": fingerprint(pairs),
+        "model": model.state_dict(),
+        "best_state": state.best_state or {},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_numpy": json.dumps(rng.bit_generator.state),
+        "rng_torch": torch.get_rng_state(),
+        "position": json.dumps(
+            {
+                k: getattr(state, k)
+                for k in ("epoch", "step", "loss_sum", "loss_count", "best_dice", "best_epoch")
+            }
+        ),
+        "history": json.dumps(state.history),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(document, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return CheckpointSaved(str(path), state.epoch, state.step)
+
+
+def _load_checkpoint(
+    path, model, optimizer, scheduler, rng, state: _RunState, config, pairs
+) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint to resume from not found: {path}")
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a bad file
+        raise UserInputError(f"{path} is not a readable training checkpoint: {err}") from err
+    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+        raise UserInputError(f"{path} is not a napari-unet training checkpoint")
+    saved = TrainConfig.from_dict(json.loads(document["config"]))
+    if replace(saved, epochs=config.epochs, device=config.device) != config:
+        raise UserInputError(
+            f"{path} was written with different training settings; resume with the same settings "
+            f"(only --epochs may change). Saved: {saved.to_dict()}"
+        )
+    if document["data_fingerprint"] != fingerprint(pairs):
+        raise UserInputError(
+            f"{path} was written for different training data; resume with the same data"
+        )
+    model.load_state_dict(document["model"])
+    optimizer.load_state_dict(document["optimizer"])
+    scheduler.load_state_dict(document["scheduler"])
+    rng.bit_generator.state = json.loads(document["rng_numpy"])
+    torch.set_rng_state(document["rng_torch"])
+    for key, value in json.loads(document["position"]).items():
+        setattr(state, key, value)
+    state.history = json.loads(document["history"])
+    state.best_state = document["best_state"] or None
+
+
+def _finish(
+    model: UNet, state: _RunState, config: TrainConfig, pairs, stopped: bool
+) -> TrainResult:
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    model.eval()
+    from .model_io import library_versions
+
+    last = state.history[-1] if state.history else {}
+    model.card = {
+        **model.card,
+        "task": config.task,
+        "class_names": list(config.class_names or _default_class_names(config, model.num_classes)),
+        "input": {"axes": "ZYX" if config.ndim == 3 else "YX", "channels": model.in_channels},
+        "normalization": dict(config.normalization or DEFAULT_NORMALIZATION),
+        "provenance": {
+            "data_fingerprint": fingerprint(pairs),
+            "n_training_images": len(pairs),
+            "seed": config.seed,
+            "training": config.to_dict(),
+            "epochs_trained": len(state.history),
+            "library_versions": library_versions(),
+        },
+        "metrics": {
+            "val_dice": state.best_dice if state.best_epoch >= 0 else None,
+            "best_epoch": state.best_epoch,
+            "final_train_loss": last.get("train_loss"),
+            "final_val_loss": last.get("val_loss"),
+        },
+    }
+    return TrainResult(model, list(state.history), state.best_epoch, state.best_dice, stopped)
+
+
+def _default_class_names(config: TrainConfig, n: int) -> list[str]:
+    if config.task == "instance":
+        return list(INSTANCE_CLASSES)
+    return ["background"] + [f"class {i}" for i in range(1, n)]
+
+
+def train(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    val_images: Sequence[np.ndarray] | None = None,
+    val_labels: Sequence[np.ndarray] | None = None,
+    regions: Sequence[np.ndarray | None] | None = None,
+    ignore_label: int | None = None,
+    model: UNet | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    **config: Any,
+) -> TrainResult:
+    """Train a U-Net on arrays and return the best model and its history.
+
+    Parameters
+    ----------
+    images, labels : sequences of ndarray
+        Images ``(*spatial)`` or with one channel axis, and their labels ``(*spatial)``.
+    val_images, val_labels : sequences of ndarray, optional
+        Validation data; by default a fraction of the pairs is held out.
+    regions : sequence of bool ndarray or None, optional
+        Where each label image is valid (sparse annotation).
+    ignore_label : int, optional
+        Label value of unannotated pixels.
+    model, checkpoint, resume
+        As in :func:`train_iter`.
+    **config
+        Fields of :class:`TrainConfig` (``epochs``, ``patch_size``, ``batch_size``, ``task``,
+        ``depth``, ``base_filters``, ``seed``, ...).
+
+    Returns
+    -------
+    TrainResult
+        ``result.model`` (its ``card`` is filled in) and ``result.history``.
+
+    Examples
+    --------
+    >>> result = train([image], [labels], epochs=5, patch_size=64)  # doctest: +SKIP
+    >>> save_model(result.model, "my_model.safetensors")  # doctest: +SKIP
+    """
+    cfg = TrainConfig(**config)
+    pairs = prepare_data(images, labels, cfg, regions=regions, ignore_label=ignore_label)
+    val = None
+    if val_images is not None:
+        val = prepare_data(val_images, val_labels or [], cfg, ignore_label=ignore_label)
+    gen = train_iter(pairs, val, cfg, model=model, checkpoint=checkpoint, resume=resume)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            return done.value
+        if isinstance(event, EpochEnd):
+            log.info(
+                "epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.4f",
+                event.epoch + 1,
+                event.epochs,
+                event.train_loss,
+                event.val_loss,
+                event.val_dice,
+            )
