@@ -1,0 +1,192 @@
+"""``napari-unet segment INPUT... -o OUTDIR``: segment TIFF and zarr / OME-Zarr images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: tifffile's axis letters that mean the same as ours (S: the samples of an RGB image)
+_TIFF_AXES = {"S": "C"}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment images with a U-Net model",
+        description="Segment TIFF or zarr / OME-Zarr images. Writes <name>_labels.tif per TIFF "
+        "input (<name>_labels.zarr per zarr input) into OUTDIR, or <name>_probabilities.* "
+        "with --output probabilities.",
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="TIFF files or zarr / OME-Zarr folders"
+    )
+    p.add_argument(
+        "-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created)"
+    )
+    p.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a .safetensors model file (default: the built-in nuclei model)",
+    )
+    p.add_argument(
+        "--axes",
+        metavar="AXES",
+        help="axes of the inputs, e.g. YX, ZYX, YXC, TCYX (default: from the file, else guessed)",
+    )
+    p.add_argument(
+        "--tile", type=int, metavar="N", help="tile size in pixels (default: from the model)"
+    )
+    p.add_argument(
+        "--overlap",
+        type=float,
+        metavar="F",
+        help="tile overlap, a fraction of the tile (default: enough for the receptive field)",
+    )
+    p.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch")
+    p.add_argument(
+        "--output",
+        choices=("instance", "semantic", "probabilities"),
+        help="what to write (default: the model's task)",
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument(
+        "--min-size",
+        type=int,
+        default=10,
+        metavar="PX",
+        help="smallest object kept (instance output)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.errors import UserInputError
+    from ..core.model_io import load_model
+
+    try:
+        model = load_model(args.model)  # None: the built-in model
+    except UserInputError as err:
+        if args.model is None:
+            raise UserInputError(f"{err} (no built-in model: pass one with --model PATH)") from err
+        raise
+    inputs = [Path(p) for p in args.inputs]
+    for path in inputs:
+        if not path.exists():
+            raise UserInputError(f"input not found: {path}")
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for path in inputs:
+        written = segment_file(path, outdir, model, args)
+        log.info("%s -> %s", path, written)
+        print(written)
+    return 0
+
+
+def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> Path:
+    """Segment one TIFF or zarr input and write the result into ``outdir``."""
+    from ..core.errors import UserInputError
+    from ..core.segment import run_with_progress, segment_iter
+
+    image, file_axes = read_image(path)
+    zarr_input = not _is_tiff(path)
+    kind = "probabilities" if args.output == "probabilities" else "labels"
+    target = outdir / f"{image_name(path)}_{kind}.{'zarr' if zarr_input else 'tif'}"
+    axes = args.axes or file_axes
+    try:
+        gen = segment_iter(
+            image,
+            model,
+            axes=axes,
+            output=args.output,
+            tile_shape=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=args.device,
+            min_size=args.min_size,
+            out=target if zarr_input else None,
+        )
+        result = run_with_progress(gen, progress=True)
+    except UserInputError as err:
+        raise UserInputError(f"{path}: {err}") from err
+    if not zarr_input:
+        import tifffile
+
+        tifffile.imwrite(target, result, compression="zlib")
+    return target
+
+
+def image_name(path: Path) -> str:
+    """The file name without its image suffixes: ``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_image(path: Path) -> tuple[Any, str | None]:
+    """An image and its axes if the file records them (``None`` otherwise).
+
+    TIFF files are read into memory; zarr arrays and OME-Zarr groups (level 0 of the first
+    multiscale image) are opened lazily as dask arrays.
+    """
+    from ..core.errors import UserInputError
+
+    if _is_tiff(path):
+        return _read_tiff(path)
+    if path.is_dir():
+        return _read_zarr(path)
+    raise UserInputError(f"{path}: not a TIFF file (.tif, .tiff) or a zarr / OME-Zarr folder")
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def _read_tiff(path: Path) -> tuple[Any, str | None]:
+    import tifffile
+
+    from ..core.errors import UserInputError
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            image = series.asarray()
+            axes = "".join(_TIFF_AXES.get(a, a) for a in series.axes.upper())
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
+        raise UserInputError(f"{path}: cannot read this TIFF file: {err}") from err
+    if image.ndim == 2:
+        return image, "YX"
+    known = set(axes) <= set("TCZYX") and len(set(axes)) == len(axes) == image.ndim
+    return image, axes if known else None
+
+
+def _read_zarr(path: Path) -> tuple[Any, str | None]:
+    import dask.array as da
+    import zarr
+
+    from ..core.errors import UserInputError
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several unrelated types for a bad store
+        raise UserInputError(f"{path}: cannot open as zarr: {err}") from err
+    if isinstance(node, zarr.Array):
+        return da.from_zarr(node), None
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        raise UserInputError(f"{path}: a zarr group without OME-Zarr 'multiscales' metadata")
+    first = multiscales[0]
+    level0 = first["datasets"][0]["path"]
+    names = [a["name"] if isinstance(a, dict) else a for a in first.get("axes", [])]
+    axes = "".join(str(n).upper() for n in names) or None
+    array = da.from_zarr(node[level0])
+    if axes is not None and (len(axes) != array.ndim or not set(axes) <= set("TCZYX")):
+        axes = None
+    return array, axes

@@ -1,0 +1,99 @@
+"""Axes strings: parsing, guessing, canonical order and the frames a model takes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.core import axes as ax
+from napari_unet.core.errors import ShapeError, UserInputError
+
+
+@pytest.mark.parametrize("text", ["yx", " ZYX ", "TCZYX", "YXC", "tcyx"])
+def test_parse_axes_accepts_and_uppercases(text):
+    assert ax.parse_axes(text) == text.strip().upper()
+
+
+@pytest.mark.parametrize(
+    ("text", "ndim", "match"),
+    [
+        ("YQ", None, "unknown letter"),
+        ("YYX", None, "more than once"),
+        ("ZY", None, "both Y and X"),
+        ("ZYX", 2, "2 dimension"),
+        (3, None, "must be a string"),
+    ],
+)
+def test_parse_axes_rejects_with_reason(text, ndim, match):
+    with pytest.raises(UserInputError, match=match):
+        ax.parse_axes(text, ndim)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "expected"),
+    [
+        ((64, 64), {}, "YX"),
+        ((5, 64, 64), {}, "ZYX"),
+        ((3, 64, 64), {"in_channels": 3}, "CYX"),
+        ((3, 64, 64), {"in_channels": 3, "model_ndim": 3}, "ZYX"),
+        ((64, 64, 3), {"rgb": True}, "YXC"),
+        ((64, 64, 3), {"in_channels": 3}, "YXC"),
+        ((4, 5, 64, 64), {}, "TZYX"),
+        ((4, 2, 64, 64), {"in_channels": 2}, "TCYX"),
+        ((5, 64, 64), {"axis_labels": ("t", "y", "x")}, "TYX"),
+        ((5, 64, 64), {"axis_labels": ("-3", "-2", "-1")}, "ZYX"),  # napari's defaults
+        ((7, 5, 64, 64), {"axis_labels": ("time", "Z", "Y", "X")}, "TZYX"),  # not letters
+        ((64, 64, 3), {"rgb": True, "axis_labels": ("y", "x")}, "YXC"),
+    ],
+)
+def test_guess_axes(shape, kwargs, expected):
+    assert ax.guess_axes(shape, **kwargs) == expected
+
+
+def test_guess_axes_refuses_what_it_cannot_guess():
+    with pytest.raises(ShapeError, match="at least two axes"):
+        ax.guess_axes((64,))
+    with pytest.raises(ShapeError, match="pass them explicitly"):
+        ax.guess_axes((2, 2, 2, 2, 64, 64))
+
+
+def test_to_canonical_and_back_round_trips():
+    image = np.arange(2 * 3 * 4 * 5).reshape(4, 5, 3, 2)  # Y X C T
+    canon, caxes = ax.to_canonical(image, "YXCT")
+    assert caxes == "TCYX"
+    assert canon.shape == (2, 3, 4, 5)
+    assert canon[1, 2, 3, 4] == image[3, 4, 2, 1]
+    labels = canon[:, 0]  # canonical labels (T, Y, X)
+    back = ax.from_canonical(labels, caxes, "YXCT")
+    assert back.shape == (4, 5, 2)
+    np.testing.assert_array_equal(back, image[:, :, 0, :])
+    probs = np.stack([labels, labels + 1])  # (K, T, Y, X)
+    assert ax.from_canonical(probs, caxes, "YXCT", leading=1).shape == (2, 4, 5, 2)
+
+
+def test_frames_of_a_2d_model_walk_time_and_z():
+    image = np.zeros((2, 3, 4, 8, 9))  # T C Z Y X
+    indices = ax.frame_indices(image.shape, "TCZYX", model_ndim=2)
+    assert len(indices) == 2 * 4
+    assert indices[5] == (1, 1)
+    frame = ax.frame(np.arange(image.size).reshape(image.shape), "TCZYX", (1, 2))
+    assert frame.shape == (3, 8, 9)
+    assert frame[0, 0, 0] == np.ravel_multi_index((1, 0, 2, 0, 0), image.shape)
+
+
+def test_frames_of_a_3d_model_walk_time_only_and_add_channels():
+    image = np.zeros((2, 4, 8, 9))  # T Z Y X
+    assert ax.frame_indices(image.shape, "TZYX", model_ndim=3) == [(0,), (1,)]
+    assert ax.frame(image, "TZYX", (1,)).shape == (1, 4, 8, 9)
+    assert ax.frame_indices((8, 9), "YX", model_ndim=2) == [()]
+    assert ax.frame(np.zeros((8, 9)), "YX", ()).shape == (1, 8, 9)
+
+
+def test_check_model_fit_explains_mismatches():
+    with pytest.raises(ShapeError, match=r"takes 1 input channel.*has 3.*pick one channel"):
+        ax.check_model_fit((3, 8, 8), "CYX", in_channels=1, model_ndim=2)
+    with pytest.raises(ShapeError, match=r"takes 2 input channel.*no C axis"):
+        ax.check_model_fit((8, 8), "YX", in_channels=2, model_ndim=2)
+    with pytest.raises(ShapeError, match="3D model and needs a Z axis"):
+        ax.check_model_fit((5, 8, 8), "TYX", in_channels=1, model_ndim=3)
+    ax.check_model_fit((2, 5, 8, 8), "CZYX", in_channels=2, model_ndim=3)  # fits: no error
