@@ -1,0 +1,310 @@
+"""Tiled inference: class probabilities of an image of any size, tile by tile.
+
+The engine plans the tiles as data (:mod:`.tile_plan`), reads each tile (reflect-padding where
+it runs past the image), runs the tiles in batches on the compute device, and blends the
+outputs into the result, which may live elsewhere (a numpy array or a zarr array written tile
+by tile). Three faces share it:
+
+* :func:`predict_tiled_iter` - a generator that yields :class:`TileProgress` after each batch
+  and returns the probabilities; closing it stops the work within one batch;
+* :func:`predict_tiled` - the same, run to the end;
+* :func:`predict_tiled_dask` - a lazy dask array whose tasks are the tiles, so the same
+  computation runs on a dask.distributed cluster.
+
+Seamless: for ``padding="same"`` networks, with an overlap of at least
+``2 * receptive_field(model)`` the result equals one forward pass over the whole image (when
+the image's size is valid for the network) to float rounding, whatever the blend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import resolve_device
+from .errors import ShapeError, UserInputError
+from .fast_model import inference_model
+from .model import UNet
+from .receptive import receptive_field
+from .tile_plan import TilePlan, default_batch_size, plan_tiles
+
+__all__ = [
+    "TileProgress",
+    "predict_tiled",
+    "predict_tiled_dask",
+    "predict_tiled_iter",
+    "receptive_field",
+]
+
+IntOrSeq = int | Sequence[int] | None
+
+
+@dataclass(frozen=True)
+class TileProgress:
+    """Progress of a tiled prediction: ``done`` of ``total`` tiles are finished."""
+
+    done: int
+    total: int
+
+
+def predict_tiled_iter(
+    model: UNet,
+    image: Any,
+    *,
+    tile_shape: IntOrSeq = None,
+    overlap: IntOrSeq = None,
+    batch_size: int | None = None,
+    device: str | torch.device = "auto",
+    blend: str = "gaussian",
+    out: Any = None,
+) -> Generator[TileProgress, None, Any]:
+    """Predict class probabilities tile by tile, yielding progress after each batch.
+
+    Parameters
+    ----------
+    model : UNet
+        The network (left unchanged: the engine runs an eval-mode copy with batch norm folded).
+    image : array of shape (C, Y, X) or (C, Z, Y, X)
+        The normalised image, channel first: a numpy, dask or zarr array (any real dtype; read
+        tile by tile, so a zarr or dask image is never loaded whole).
+    tile_shape : int or sequence of int, optional
+        Input size of a tile per spatial axis, valid for the network. Default: the fewest
+        tiles of at most 512 px (2D) / 96 px (3D) per axis, sized to the image.
+    overlap : int or sequence of int, optional
+        Pixels by which neighbouring tiles overlap. Default: ``2 * receptive_field(model)``
+        capped at 64 px (2D) / 32 px (3D).
+    batch_size : int, optional
+        Tiles per forward pass. Default: about 512x512 px (2D) / 96^3 (3D) per batch.
+    device : str or torch.device
+        Compute device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``. The output stays in
+        host memory (or in ``out``).
+    blend : {"gaussian", "linear", "crop"}
+        How overlapping tiles are combined: a Gaussian or linear taper, or a hard cut in the
+        middle of the overlap. The pixels at a tile's inner border that see its zero padding
+        get no weight.
+    out : numpy or zarr array of shape (K, Y, X) or (K, Z, Y, X), optional
+        Where to write the probabilities (it is zeroed first). Default: a new numpy array.
+
+    Yields
+    ------
+    TileProgress
+        After each batch.
+
+    Returns
+    -------
+    probabilities : array of shape (K, Y, X) or (K, Z, Y, X), float32
+        Softmax over the ``K`` classes (sigmoid when ``K == 1``); ``out`` if given.
+
+    Raises
+    ------
+    ShapeError
+        ``image`` has the wrong number of axes or channels, or ``out`` the wrong shape.
+    UserInputError
+        A bad ``tile_shape``, ``overlap``, ``batch_size``, ``blend`` or ``device``, or an
+        image with NaN or inf (found when its tile is read).
+    """
+    _check_model(model)
+    _check_image(model, image)
+    plan = plan_tiles(model, image.shape[1:], tile_shape=tile_shape, overlap=overlap, blend=blend)
+    batch_size = _check_batch_size(batch_size, plan)
+    dev = resolve_device(device)
+    out = _prepare_out(out, (model.num_classes, *plan.shape))
+    return _run(model, image, plan, batch_size, dev, out)
+
+
+def predict_tiled(
+    model: UNet,
+    image: Any,
+    *,
+    tile_shape: IntOrSeq = None,
+    overlap: IntOrSeq = None,
+    batch_size: int | None = None,
+    device: str | torch.device = "auto",
+    blend: str = "gaussian",
+    out: Any = None,
+) -> Any:
+    """Class probabilities of ``image``, by tiled inference; see :func:`predict_tiled_iter`.
+
+    A numpy or zarr image gives a numpy result (or fills ``out``). A dask image is computed
+    tile by tile, streaming (each tile's input is computed when the tile runs), into numpy
+    or ``out``; use :func:`predict_tiled_dask` for a lazy result that runs on a cluster.
+
+    Returns
+    -------
+    probabilities : array of shape (K, Y, X) or (K, Z, Y, X), float32
+    """
+    gen = predict_tiled_iter(
+        model,
+        image,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        blend=blend,
+        out=out,
+    )
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _run(
+    model: UNet, image: Any, plan: TilePlan, batch_size: int, dev: torch.device, out: Any
+) -> Generator[TileProgress, None, Any]:
+    net = inference_model(model, dev)
+    tiles = list(plan.tiles())
+    for first in range(0, len(tiles), batch_size):
+        batch = tiles[first : first + batch_size]
+        x = np.stack([read_window(image, t.input_window) for t in batch])
+        probs = forward_probabilities(net, x, dev)
+        for tile, p in zip(batch, probs):
+            _accumulate(out, p, plan.weight(tile.index), tile.output_window)
+        yield TileProgress(done=first + len(batch), total=len(tiles))
+    return out
+
+
+# -- the pieces -------------------------------------------------------------------------------
+def forward_probabilities(net: UNet, x: np.ndarray, dev: torch.device) -> np.ndarray:
+    """Probabilities ``(B, K, *out)`` float32 of a batch ``x`` of shape ``(B, C, *tile)``."""
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(x).to(dev))
+        if logits.shape[1] == 1:
+            probs = torch.sigmoid(logits)
+        else:
+            probs = torch.softmax(logits, dim=1)
+        return probs.float().cpu().numpy()
+
+
+def read_window(image: Any, window: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The pixels ``[lo, hi)`` per spatial axis of ``image`` (C, ...), as float32.
+
+    Parts outside the image are reflected (``numpy.pad(mode="reflect")``, repeated for
+    windows wider than the image). Only the needed part of a zarr or dask image is read.
+    """
+    spatial = image.shape[1:]
+    index = [_reflect_index(lo, hi, n) for (lo, hi), n in zip(window, spatial)]
+    inside = all(lo >= 0 and hi <= n for (lo, hi), n in zip(window, spatial))
+    if inside:
+        block = image[(slice(None), *(slice(lo, hi) for lo, hi in window))]
+        block = np.asarray(block)
+    else:
+        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+        block = np.asarray(image[(slice(None), *box)])
+        local = [i - s.start for i, s in zip(index, box)]
+        block = block[np.ix_(np.arange(block.shape[0]), *local)]
+    return check_tile(block.astype(np.float32, copy=False))
+
+
+def check_tile(block: np.ndarray) -> np.ndarray:
+    """``block``, after checking that it holds no NaN or inf."""
+    if not np.isfinite(block).all():
+        raise UserInputError(
+            "the image contains NaN or infinite values; replace them (e.g. with "
+            "numpy.nan_to_num) before predicting"
+        )
+    return block
+
+
+def _reflect_index(lo: int, hi: int, n: int) -> np.ndarray:
+    i = np.arange(lo, hi)
+    if n == 1:
+        return np.zeros_like(i)
+    period = 2 * (n - 1)
+    i = np.mod(i, period)
+    return np.where(i < n, i, period - i)
+
+
+def _accumulate(out: Any, probs: np.ndarray, weight: np.ndarray, window) -> None:
+    """Add ``probs * weight`` (the part inside the image) to ``out``."""
+    dst = (slice(None), *(slice(lo, hi) for lo, hi, _ in window))
+    src = (slice(None), *(slice(lo - off, hi - off) for lo, hi, off in window))
+    contribution = probs[src] * weight[src[1:]]
+    if isinstance(out, np.ndarray):
+        out[dst] += contribution
+    else:  # zarr: read-modify-write of this tile's region only
+        out[dst] = np.asarray(out[dst]) + contribution
+
+
+# -- checks -----------------------------------------------------------------------------------
+def _check_model(model: Any) -> None:
+    if not isinstance(model, UNet):
+        raise UserInputError(
+            f"model must be a napari_unet UNet (see napari_unet.load_model), got {type(model).__name__}"
+        )
+
+
+def _check_image(model: UNet, image: Any) -> None:
+    shape = getattr(image, "shape", None)
+    dtype = getattr(image, "dtype", None)
+    if shape is None or dtype is None or not hasattr(image, "__getitem__"):
+        raise UserInputError(
+            f"image must be a numpy, dask or zarr array, got {type(image).__name__}"
+        )
+    axes = "(C, Y, X)" if model.ndim == 2 else "(C, Z, Y, X)"
+    if len(shape) != model.ndim + 1:
+        raise ShapeError(
+            f"this {model.ndim}D U-Net needs a channel-first image {axes}, got shape "
+            f"{tuple(shape)}; add a channel axis (image[None]) or pick the right model"
+        )
+    if shape[0] != model.in_channels:
+        raise ShapeError(
+            f"this U-Net takes {model.in_channels} channel(s) but the image {axes} has "
+            f"{shape[0]} (shape {tuple(shape)}); is the channel axis first?"
+        )
+    if np.dtype(dtype).kind not in "biuf":
+        raise UserInputError(f"image must hold real numbers, got dtype {dtype}")
+    if math.prod(shape) == 0:
+        raise ShapeError(f"image is empty (shape {tuple(shape)})")
+
+
+def _check_batch_size(batch_size: int | None, plan: TilePlan) -> int:
+    if batch_size is None:
+        return default_batch_size(plan)
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise UserInputError(f"batch_size must be a positive int, got {batch_size!r}")
+    return int(batch_size)
+
+
+def _prepare_out(out: Any, shape: tuple[int, ...]) -> Any:
+    if out is None:
+        return np.zeros(shape, dtype=np.float32)
+    if tuple(getattr(out, "shape", ())) != shape:
+        raise ShapeError(
+            f"out must have shape {shape} (classes first), got {tuple(getattr(out, 'shape', ()))}"
+        )
+    if np.dtype(out.dtype).kind != "f":
+        raise UserInputError(f"out must be a float array, got dtype {out.dtype}")
+    out[...] = 0
+    return out
+
+
+def predict_tiled_dask(
+    model: UNet,
+    image: Any,
+    *,
+    tile_shape: IntOrSeq = None,
+    overlap: IntOrSeq = None,
+    device: str = "auto",
+    blend: str = "gaussian",
+) -> Any:
+    """Lazy class probabilities of a dask image, one dask task per tile.
+
+    Same plan, blending and result as :func:`predict_tiled` (to float rounding), but as a
+    ``dask.array.Array`` of shape ``(K, *spatial)``: nothing runs until it is computed, by
+    any dask scheduler, including a ``dask.distributed`` cluster. Its chunks follow the tile
+    plan (rechunk before ``to_zarr``). See :func:`.tiling_dask.predict_tiled_dask`.
+    """
+    from .tiling_dask import predict_tiled_dask as impl
+
+    return impl(model, image, tile_shape=tile_shape, overlap=overlap, device=device, blend=blend)

@@ -1,0 +1,131 @@
+"""Tiled inference as a dask graph, for dask.distributed clusters.
+
+Each tile of the :class:`~.tile_plan.TilePlan` is one task: it reads its input window from the
+(dask) image, runs the network and returns its weighted probabilities. The result is assembled
+from *cells*, the pieces of the image between consecutive edges of the tiles' blending
+supports: each cell is the sum of the (at most ``2**ndim``) tiles that cover it. The network
+is one task too, so a cluster ships it to each worker once.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+from typing import Any
+
+import numpy as np
+
+from .device import resolve_device
+from .fast_model import inference_model
+from .model import UNet
+from .tile_plan import AxisPlan, TilePlan, plan_tiles
+from .tiling import (
+    IntOrSeq,
+    _check_image,
+    _check_model,
+    _reflect_index,
+    check_tile,
+    forward_probabilities,
+)
+
+
+def predict_tiled_dask(
+    model: UNet,
+    image: Any,
+    *,
+    tile_shape: IntOrSeq = None,
+    overlap: IntOrSeq = None,
+    device: str = "auto",
+    blend: str = "gaussian",
+) -> Any:
+    """Lazy probabilities ``(K, *spatial)`` float32 of ``image``, one dask task per tile.
+
+    Parameters
+    ----------
+    model : UNet
+        The network (pickled into the graph once).
+    image : dask array (or numpy/zarr array) of shape (C, Y, X) or (C, Z, Y, X)
+        The normalised image, channel first.
+    tile_shape, overlap, blend
+        As for :func:`~.tiling.predict_tiled`.
+    device : str
+        Compute device, resolved on the worker that runs the tiles (``"auto"``: its GPU if
+        it has one).
+
+    Returns
+    -------
+    dask.array.Array of shape (K, Y, X) or (K, Z, Y, X), float32
+    """
+    import dask
+    import dask.array as da
+
+    _check_model(model)
+    _check_image(model, image)
+    if not isinstance(image, da.Array):
+        image = da.from_array(image, chunks=image.shape)
+    plan = plan_tiles(model, image.shape[1:], tile_shape=tile_shape, overlap=overlap, blend=blend)
+    resolve_device(device)  # fail early on a bad name
+    net = dask.delayed(_prepare, pure=True)(model, str(device))
+    k = model.num_classes
+    tiles = {}
+    for tile in plan.tiles():
+        box, local = _box(tile.input_window, image.shape[1:])
+        task = dask.delayed(_predict_tile, pure=True)(
+            net, image[(slice(None), *box)], local, plan.weight(tile.index)
+        )
+        tiles[tile.index] = da.from_delayed(task, shape=(k, *plan.out_shape), dtype=np.float32)
+    return da.block(_cells(plan, tiles, k))
+
+
+def _prepare(model: UNet, device: str) -> Any:
+    return inference_model(model, resolve_device(device))
+
+
+def _box(window, spatial) -> tuple[tuple[slice, ...], list[np.ndarray]]:
+    """The in-image bounding box of a window and the reflected indices inside it."""
+    index = [_reflect_index(lo, hi, n) for (lo, hi), n in zip(window, spatial)]
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+    return box, [i - s.start for i, s in zip(index, box)]
+
+
+def _predict_tile(net: UNet, block: np.ndarray, local, weight: np.ndarray) -> np.ndarray:
+    """The weighted probabilities ``(K, *out)`` of one tile read from its bounding box."""
+    x = np.asarray(block)[np.ix_(np.arange(block.shape[0]), *local)]
+    x = check_tile(x.astype(np.float32, copy=False))
+    device = next(net.parameters()).device
+    return forward_probabilities(net, x[None], device)[0] * weight
+
+
+def _axis_cells(axis: AxisPlan, weights: np.ndarray) -> list[tuple[int, int, list[int]]]:
+    """``(lo, hi, tiles)`` for each cell along an axis: its pixels and the tiles covering it."""
+    support = []
+    for k, start in enumerate(axis.starts):
+        nz = np.flatnonzero(weights[k])
+        support.append((start + int(nz[0]), start + int(nz[-1]) + 1) if nz.size else (0, 0))
+    edges = sorted({0, axis.size} | {e for s in support for e in s if 0 < e < axis.size})
+    return [
+        (lo, hi, [k for k, (a, b) in enumerate(support) if a <= lo and hi <= b])
+        for lo, hi in itertools.pairwise(edges)
+    ]
+
+
+def _cells(plan: TilePlan, tiles: dict, k: int) -> Any:
+    """Nested lists (one level per spatial axis) of the cells' dask arrays."""
+    per_axis = [_axis_cells(a, w) for a, w in zip(plan.axes, plan.axis_weights)]
+
+    def build(axis: int, prefix: tuple) -> Any:
+        if axis < len(per_axis):
+            return [build(axis + 1, (*prefix, cell)) for cell in per_axis[axis]]
+        parts = []
+        for index in itertools.product(*(cell[2] for cell in prefix)):
+            src = tuple(
+                slice(lo - start, hi - start)
+                for (lo, hi, _), start in zip(
+                    prefix, (a.starts[i] for a, i in zip(plan.axes, index))
+                )
+            )
+            parts.append(tiles[index][(slice(None), *src)])
+        return functools.reduce(operator.add, parts)
+
+    return build(0, ())
