@@ -1,19 +1,260 @@
-"""The U-Net Segment dock widget (grows into the full widget in its own issue)."""
+"""The U-Net Segment dock widget: an image layer in, a Labels layer out.
+
+The widget only collects parameters and moves data: it turns the chosen layer into an array
+and its axes, runs :func:`napari_unet.core.segment.segment_iter` in a thread worker (progress
+in napari's activity dock, Cancel stops within one batch of tiles), and puts the result into a
+Labels layer named ``"<image> labels"`` with the image's scale, translate and axis labels.
+Running again updates that layer. torch is imported when a run starts, not before.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container, Label
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
+
+from ._layers import layer_array, output_placement, propose_axes, upsert_layer
 
 if TYPE_CHECKING:
     import napari
+    from superqt.utils import GeneratorWorker
+
+BUILTIN = "built-in nuclei"
+FROM_FILE = "model file"
+OUTPUT_KINDS = ("instance", "semantic")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class SegmentWidget(Container):
-    """U-Net Segment: opens in napari's dock."""
+    """U-Net Segment: pick an image layer and a model, press Run.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose image layers are offered and where the result goes.
+    """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=False)
+        super().__init__()
         self._viewer = viewer
-        self.append(Label(value="U-Net Segment"))
+        self._worker: GeneratorWorker | None = None
+        self._gen = None
+        self._pbar = None
+        self._cancelled = False
+        self._build()
+        self._connect()
+        self._on_image_changed()
+
+    # -- construction ----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.axes = LineEdit(label="Axes", tooltip="one letter per axis of the data: T C Z Y X")
+        self.model_source = ComboBox(label="Model", choices=(BUILTIN, FROM_FILE), value=BUILTIN)
+        self.model_file = FileEdit(
+            label="Model file", mode="r", filter="*.safetensors", visible=False
+        )
+        self.output = ComboBox(label="Output", choices=OUTPUT_KINDS, value="instance")
+        self.tile = SpinBox(
+            label="Tile size", value=0, min=0, max=4096, step=16,
+            tooltip="tile edge in pixels; 0 = from the model and the image",
+        )  # fmt: skip
+        self.overlap = SpinBox(
+            label="Overlap", value=0, min=0, max=1024,
+            tooltip="tile overlap in pixels; 0 = from the model's receptive field",
+        )  # fmt: skip
+        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
+        self.probabilities = CheckBox(label="Probabilities layer", value=False)
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.extend(
+            [
+                self.image,
+                self.axes,
+                self.model_source,
+                self.model_file,
+                self.output,
+                self.tile,
+                self.overlap,
+                self.device,
+                self.probabilities,
+                self.run_button,
+                self.cancel_button,
+                self.status,
+            ]
+        )
+
+    def _connect(self) -> None:
+        events = self._viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self._refresh_images)
+        self.image.changed.connect(self._on_image_changed)
+        self.model_source.changed.connect(self._on_source_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        import napari
+
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, napari.layers.Image)
+        ]
+
+    def _refresh_images(self, _event: Any = None) -> None:
+        self.image.reset_choices()
+        if self.image.value is None and self.image.choices:
+            self.image.value = self.image.choices[0]
+
+    def _on_image_changed(self, _value: Any = None) -> None:
+        layer = self.image.value
+        self.axes.value = propose_axes(layer, self._viewer) if layer is not None else ""
+
+    def _on_source_changed(self, value: str) -> None:
+        self.model_file.visible = value == FROM_FILE
+
+    # -- running ---------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a segmentation is in progress."""
+        return self._worker is not None
+
+    def run(self) -> GeneratorWorker | None:
+        """Start segmenting the chosen image layer in a thread worker; returns the worker.
+
+        Returns ``None`` (after a notification) when the inputs are incomplete.
+        """
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        from ..core.errors import UserInputError
+        from ..core.segment import segment_iter
+
+        if self.running:
+            return self._worker
+        layer = self.image.value
+        try:
+            job = self._job(layer)
+        except UserInputError as err:
+            self._notify_error(err)
+            return None
+        self._gen = segment_iter(
+            job.pop("image"), job.pop("model"), return_probabilities=self.probabilities.value, **job
+        )
+        worker = create_worker(
+            _drive,
+            self._gen,
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_progress,
+                "returned": lambda result: self._on_result(layer, job["axes"], result),
+                "errored": self._on_error,  # napari also shows it as a notification
+                "finished": self._on_finished,
+            },
+        )
+        self._worker, self._cancelled = worker, False
+        self._pbar = progress(total=0, desc=f"U-Net Segment {layer.name}")
+        self._set_running(True)
+        self.status.value = "loading the model..."
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running segmentation to stop (it stops after the current batch of tiles)."""
+        if self._worker is not None:
+            self._cancelled = True
+            self.status.value = "cancelling..."
+            self._worker.quit()
+
+    def _job(self, layer: Any) -> dict[str, Any]:
+        from ..core.axes import parse_axes
+        from ..core.errors import UserInputError
+
+        if layer is None:
+            raise UserInputError("choose an image layer to segment")
+        model: Any = None
+        if self.model_source.value == FROM_FILE:
+            path = Path(self.model_file.value)
+            if not path.is_file():
+                raise UserInputError(f"choose a model file (.safetensors); {path} is not a file")
+            model = path
+        data = layer_array(layer)
+        return {
+            "image": data,
+            "model": model,
+            "axes": parse_axes(self.axes.value or propose_axes(layer, self._viewer), data.ndim),
+            "output": self.output.value,
+            "tile_shape": self.tile.value or None,
+            "overlap": self.overlap.value or None,
+            "device": self.device.value,
+        }
+
+    # -- results (GUI thread) --------------------------------------------------------------
+    def _on_progress(self, event: Any) -> None:
+        pbar = self._pbar
+        if pbar is None:
+            return
+        if pbar.total != event.total:
+            pbar.total = event.total
+            pbar.set_description(f"U-Net Segment: {event.stage}")
+        pbar.update(event.done - pbar.n)
+        frames = f", frame {event.frame + 1}/{event.n_frames}" if event.n_frames > 1 else ""
+        self.status.value = f"{event.stage}: {event.done}/{event.total}{frames}"
+
+    def _on_result(self, layer: Any, axes: str, result: Any) -> None:
+        if self._cancelled:
+            return
+        labels, probs = result if isinstance(result, tuple) else (result, None)
+        placement = output_placement(layer, axes)
+        upsert_layer(self._viewer, "labels", f"{layer.name} labels", labels, placement)
+        if probs is not None:
+            upsert_layer(
+                self._viewer, "image", f"{layer.name} probabilities", probs, placement,
+                leading=1, colormap="magma", contrast_limits=(0.0, 1.0),
+            )  # fmt: skip
+        self.status.value = f"done: {self._describe(labels)}"
+
+    @staticmethod
+    def _describe(labels: Any) -> str:
+        if type(labels).__module__.startswith("dask"):
+            return f"labels {tuple(labels.shape)} (zarr-backed)"
+        return f"{int(labels.max())} label(s) in {tuple(labels.shape)}"
+
+    def _on_finished(self) -> None:
+        if self._cancelled and self._gen is not None:
+            self._gen.close()  # removes temporary stores of a cancelled run
+            self.status.value = "cancelled"
+        self._worker, self._gen = None, None
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _on_error(self, err: BaseException) -> None:
+        self.status.value = f"error: {err}"
+
+    def _notify_error(self, err: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"error: {err}"
+        show_error(f"U-Net Segment: {err}")
+
+
+def _drive(gen):
+    """Run ``gen`` in the worker thread, passing its events on (and its result back)."""
+    return (yield from gen)

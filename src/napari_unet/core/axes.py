@@ -165,7 +165,7 @@ def from_canonical(array, canonical: str, axes: str, leading: int = 0):
     target = labels_axes(axes)
     source = labels_axes(canonical)
     order = list(range(leading)) + [leading + source.index(a) for a in target]
-    return array.transpose(order)
+    return array if order == sorted(order) else array.transpose(order)
 
 
 def check_model_fit(

@@ -1,0 +1,102 @@
+"""Layers <-> arrays: the data, axes and world placement a computation needs, and back.
+
+Workers get arrays, never layers; these helpers run on the GUI thread before and after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.axes import guess_axes, parse_axes
+
+if TYPE_CHECKING:
+    import napari
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a layer's spatial axes sit in the world: per-axis scale, translate, labels, units."""
+
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    axis_labels: tuple[str, ...]
+    units: tuple[Any, ...] | None
+
+    def kwargs(self, leading: int = 0) -> dict[str, Any]:
+        """Layer keyword arguments; ``leading`` extra axes (e.g. classes) get scale 1."""
+        pad = (1.0,) * leading
+        out: dict[str, Any] = {
+            "scale": pad + self.scale,
+            "translate": (0.0,) * leading + self.translate,
+            "axis_labels": tuple(f"class{'' if i == 0 else i}" for i in range(leading))
+            + self.axis_labels,
+        }
+        if self.units is not None:
+            out["units"] = ("pixel",) * leading + self.units
+        return out
+
+
+def layer_array(layer: napari.layers.Image) -> Any:
+    """The layer's data as one array (level 0 of a multiscale layer), numpy or dask."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def propose_axes(layer: napari.layers.Image, viewer: napari.viewer.Viewer | None = None) -> str:
+    """Axes for ``layer``'s data from its rgb flag, its shape and the axis labels."""
+    data = layer_array(layer)
+    labels = tuple(getattr(layer, "axis_labels", ()) or ())
+    if viewer is not None and not _letters_only(labels):
+        labels = tuple(viewer.dims.axis_labels)[-layer.ndim :]
+    try:
+        return guess_axes(data.shape, rgb=bool(layer.rgb), axis_labels=labels)
+    except ValueError:
+        return ""
+
+
+def _letters_only(labels: tuple[str, ...]) -> bool:
+    return bool(labels) and all(len(str(a)) == 1 and str(a).isalpha() for a in labels)
+
+
+def output_placement(layer: napari.layers.Image, axes: str) -> Placement:
+    """The placement of the labels of ``layer`` (data axes ``axes``): its own, minus ``C``.
+
+    An RGB layer's colour axis is not a layer dimension; another ``C`` axis is, and is dropped.
+    """
+    axes = parse_axes(axes, layer_array(layer).ndim)
+    dims = axes[:-1] if layer.rgb and axes.endswith("C") else axes
+    if len(dims) != layer.ndim:  # axes that do not describe this layer: keep the trailing dims
+        dims = dims[-layer.ndim :]
+    keep = [i for i, a in enumerate(dims) if a != "C"]
+    units = getattr(layer, "units", None)
+    return Placement(
+        scale=tuple(float(layer.scale[i]) for i in keep),
+        translate=tuple(float(layer.translate[i]) for i in keep),
+        axis_labels=tuple(str(layer.axis_labels[i]) for i in keep),
+        units=tuple(units[i] for i in keep) if units is not None else None,
+    )
+
+
+def upsert_layer(
+    viewer: napari.viewer.Viewer, kind: str, name: str, data: Any, placement: Placement, **kwargs
+) -> napari.layers.Layer:
+    """Update the layer called ``name`` of type ``kind`` with ``data``, or add it.
+
+    Re-running a computation therefore replaces its previous result instead of stacking copies.
+    """
+    leading = kwargs.pop("leading", 0)
+    existing = viewer.layers[name] if name in viewer.layers else None
+    place = placement.kwargs(leading)
+    if (
+        existing is not None
+        and type(existing).__name__.lower() == kind
+        and existing.ndim == data.ndim
+    ):
+        existing.data = data
+        for key, value in place.items():
+            setattr(existing, key, value)
+        return existing
+    if existing is not None:
+        viewer.layers.remove(existing)
+    add = getattr(viewer, f"add_{kind}")
+    return add(data, name=name, **place, **kwargs)
