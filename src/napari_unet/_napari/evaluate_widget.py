@@ -1,19 +1,375 @@
-"""The U-Net Evaluate dock widget (grows into the full widget in its own issue)."""
+"""The U-Net Evaluate dock widget: a prediction and a ground-truth Labels layer in, scores out.
+
+The widget collects the parameters, hands the layers' arrays to
+:func:`napari_unet.core.evaluation.iter_evaluate_pair` in a thread worker (progress per slice
+in napari's activity dock, Cancel stops between slices), then on the GUI thread fills a table,
+and adds (or updates) an error layer named ``"<prediction> errors"`` with the ground truth's
+scale, translate and axis labels. :meth:`EvaluateWidget.run` is what the button calls;
+scripts and tests call it too, and :meth:`EvaluateWidget.export_csv` writes the full table.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container, Label
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    Table,
+)
 
 if TYPE_CHECKING:
     import napari
+    from superqt.utils import GeneratorWorker
+
+#: error-layer value -> (meaning, RGBA colour)
+ERROR_COLORS: dict[int, tuple[str, tuple[float, float, float, float]]] = {
+    1: ("false positive object", (1.0, 0.0, 1.0, 1.0)),  # magenta
+    2: ("missed object", (0.0, 0.9, 1.0, 1.0)),  # cyan
+    3: ("false positive pixels", (1.0, 0.85, 0.0, 1.0)),  # yellow
+    4: ("false negative pixels", (0.25, 0.4, 1.0, 1.0)),  # blue
+}
+#: columns shown in the table (the CSV export has every column at full precision)
+INSTANCE_COLUMNS = (
+    "slice", "n_true", "n_pred", "pixel_precision", "pixel_recall", "pixel_iou", "pixel_dice",
+    "tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou", "panoptic_quality",
+)  # fmt: skip
+SEMANTIC_COLUMNS = ("slice", "class", "support", "predicted", "precision", "recall", "iou", "dice")
+NO_REGION = "none"
+WHOLE = "none (whole volume)"
+
+
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    """``"0.5:0.95:0.05"`` (start:stop:step, stop included) or a list ``"0.5, 0.75"``."""
+    from ..core.errors import UserInputError
+
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            n = int(np.floor((stop - start) / step + 1e-6)) + 1
+            return tuple(round(start + i * step, 6) for i in range(max(n, 0)))
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except (ValueError, ZeroDivisionError) as err:
+        raise UserInputError(
+            f"AP thresholds {text!r}: write start:stop:step (e.g. 0.5:0.95:0.05) or a list (0.5 0.75)"
+        ) from err
 
 
 class EvaluateWidget(Container):
-    """U-Net Evaluate: opens in napari's dock."""
+    """U-Net Evaluate: score a prediction Labels layer against a ground-truth Labels layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose Labels layers are offered and where the error layer goes.
+    """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=False)
+        super().__init__()
         self._viewer = viewer
-        self.append(Label(value="U-Net Evaluate"))
+        self._worker: GeneratorWorker | None = None
+        self._cancelled = False
+        self.records: list[dict[str, Any]] = []
+        self._build()
+        self._connect()
+        self._refresh()
+
+    # -- construction ----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.prediction = ComboBox(label="Prediction", choices=self._labels_choices, nullable=True)
+        self.ground_truth = ComboBox(
+            label="Ground truth", choices=self._labels_choices, nullable=True
+        )
+        self.region = ComboBox(
+            label="Region (optional)", choices=self._region_choices,
+            tooltip="evaluate only where this layer is nonzero; objects mostly outside are left out",
+        )  # fmt: skip
+        self.task = ComboBox(
+            label="Labels are", choices=("instance", "semantic"), value="instance",
+            tooltip="instance: one id per object; semantic: one id per class",
+        )  # fmt: skip
+        self.iou_threshold = FloatSpinBox(
+            label="Match at IoU >", value=0.5, min=0.0, max=0.99, step=0.05,
+            tooltip="threshold of TP/FP/FN, precision, recall, F1, PQ and the error layer",
+        )  # fmt: skip
+        self.ap_thresholds = LineEdit(
+            label="AP thresholds", value="0.5:0.95:0.05",
+            tooltip="start:stop:step or a list; AP = TP/(TP+FP+FN) at each, and their mean",
+        )  # fmt: skip
+        self.axis = ComboBox(label="Per slice along", choices=self._axis_choices)
+        self.run_button = PushButton(text="Evaluate")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.table = Table(value=[])
+        self.csv_file = FileEdit(label="CSV file", mode="w", filter="*.csv")
+        self.export_button = PushButton(text="Export CSV", enabled=False)
+        legend = " ".join(
+            f"<span style='color:{_hex(c)}'>&#9632;</span> {name}"
+            for name, c in ERROR_COLORS.values()
+        )
+        self.legend = Label(value=f"Error layer: {legend}")
+        self.extend([
+            self.prediction, self.ground_truth, self.region, self.task, self.iou_threshold,
+            self.ap_thresholds, self.axis, self.run_button, self.cancel_button, self.status,
+            self.table, self.legend, self.csv_file, self.export_button,
+        ])  # fmt: skip
+
+    def _connect(self) -> None:
+        events = self._viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self._refresh)
+        self.ground_truth.changed.connect(self._on_gt_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(lambda: self.export_csv(self.csv_file.value))
+
+    def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        import napari
+
+        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, napari.layers.Labels)]
+
+    def _region_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        import napari
+
+        kinds = (napari.layers.Labels, napari.layers.Image)
+        layers = [
+            (ly.name, ly)
+            for ly in self._viewer.layers
+            if isinstance(ly, kinds) and not getattr(ly, "rgb", False)
+        ]
+        return [(NO_REGION, None), *layers]
+
+    def _axis_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        gt = getattr(self, "ground_truth", None)
+        layer = gt.value if gt is not None else None
+        ndim = layer.ndim if layer is not None else 2
+        axes = [(f"axis {i} ({layer.axis_labels[i]})", i) for i in range(ndim - 2)] if layer else []
+        return [(WHOLE, None), *axes]
+
+    def _refresh(self, _event: Any = None) -> None:
+        self.reset_choices()
+        labels = [ly for _, ly in self._labels_choices()]
+        if len(labels) >= 2 and self.prediction.value is self.ground_truth.value:
+            self.ground_truth.value = labels[0]
+            self.prediction.value = labels[-1]
+        self._on_gt_changed()
+
+    def _on_gt_changed(self, _value: Any = None) -> None:
+        self.axis.reset_choices()
+        layer = self.ground_truth.value
+        if layer is not None and layer.ndim >= 3 and self.axis.value is None:
+            self.axis.value = 0  # stacks: per slice along the first axis by default
+
+    # -- running ---------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether an evaluation is in progress."""
+        return self._worker is not None
+
+    @property
+    def error_layer(self) -> napari.layers.Labels | None:
+        """The error layer of the current prediction, if it exists."""
+        pred = self.prediction.value
+        name = f"{pred.name} errors" if pred is not None else None
+        return self._viewer.layers[name] if name in self._viewer.layers else None
+
+    def run(self) -> GeneratorWorker | None:
+        """Evaluate the chosen layers in a thread worker and return the worker.
+
+        Returns ``None`` (after a notification) when the inputs are incomplete or do not fit.
+        The table and the error layer are updated on the GUI thread when the worker returns.
+        """
+        from napari.qt.threading import create_worker
+
+        from ..core.errors import UserInputError
+
+        if self.running:
+            return self._worker
+        try:
+            job = self._job()
+        except UserInputError as err:
+            self._notify_error(err)
+            return None
+        pred_layer, gt_layer = self.prediction.value, self.ground_truth.value
+        n = gt_layer.data.shape[job["axis"]] if job["axis"] is not None else 1
+        worker = create_worker(
+            _evaluate,
+            job,
+            _start_thread=False,
+            _progress={"total": n, "desc": "U-Net Evaluate"},
+            _connect={
+                "yielded": self._on_progress,
+                "returned": lambda result: self._on_result(pred_layer, gt_layer, result),
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
+        )
+        self._worker, self._cancelled = worker, False
+        self._set_running(True)
+        self.status.value = f"evaluating {pred_layer.name} against {gt_layer.name}..."
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running evaluation after the current slice."""
+        if self._worker is not None:
+            self._cancelled = True
+            self.status.value = "cancelling..."
+            self._worker.quit()
+
+    def _job(self) -> dict[str, Any]:
+        from ..core.errors import ShapeError, UserInputError
+
+        pred, gt, region = self.prediction.value, self.ground_truth.value, self.region.value
+        if pred is None or gt is None:
+            raise UserInputError("choose a prediction and a ground-truth Labels layer")
+        arrays = {"prediction": _array(pred), "ground_truth": _array(gt)}
+        if arrays["prediction"].shape != arrays["ground_truth"].shape:
+            raise ShapeError(
+                f"prediction {pred.name!r} has shape {arrays['prediction'].shape} but ground truth "
+                f"{gt.name!r} has shape {arrays['ground_truth'].shape}; choose layers of the same shape"
+            )
+        if region is not None and _array(region).shape != arrays["ground_truth"].shape:
+            raise ShapeError(
+                f"region {region.name!r} has shape {_array(region).shape}, not the ground truth's "
+                f"{arrays['ground_truth'].shape}"
+            )
+        thresholds = parse_thresholds(self.ap_thresholds.value)
+        if not thresholds:
+            raise UserInputError("give at least one AP threshold")
+        return {
+            **arrays,
+            "region": _array(region) if region is not None else None,
+            "task": self.task.value,
+            "thresholds": thresholds,
+            "iou_threshold": round(float(self.iou_threshold.value), 6),
+            "axis": self.axis.value,
+            "image": pred.name,
+        }
+
+    # -- results (GUI thread) --------------------------------------------------------------
+    def _on_progress(self, event: Any) -> None:
+        self.status.value = f"evaluated {event.done}/{event.total} slice(s)"
+
+    def _on_result(self, pred_layer: Any, gt_layer: Any, result: Any) -> None:
+        if self._cancelled:
+            return
+        self.records = result.records
+        self._show_table(self.records)
+        self._show_errors(pred_layer, gt_layer, result.errors)
+        last = self.records[-1]
+        if "ap" in last:
+            summary = (
+                f"F1 {last['f1']:.3f}, AP {last['ap']:.3f}, pixel Dice {last['pixel_dice']:.3f}"
+            )
+        else:
+            summary = f"macro Dice {self.records[-2]['dice']:.3f}, micro Dice {last['dice']:.3f}"
+        self.status.value = f"done: {summary}"
+        self.export_button.enabled = True
+
+    def _show_table(self, records: list[dict[str, Any]]) -> None:
+        base = (
+            INSTANCE_COLUMNS
+            if "tp" in records[0] and "class" not in records[0]
+            else SEMANTIC_COLUMNS
+        )
+        extra = [k for k in records[0] if k.startswith("ap")] if base is INSTANCE_COLUMNS else []
+        cols = [*base, *extra]
+        data = [[_rounded(rec.get(c, "")) for c in cols] for rec in records]
+        self.table.value = {"data": data, "columns": cols, "index": list(range(len(data)))}
+
+    def _show_errors(self, pred_layer: Any, gt_layer: Any, errors: np.ndarray | None) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        if errors is None:
+            return
+        colors: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+        colors.update({k: c for k, (_, c) in ERROR_COLORS.items()})
+        colormap = DirectLabelColormap(color_dict=colors)
+        placement = {
+            "scale": gt_layer.scale, "translate": gt_layer.translate,
+            "axis_labels": gt_layer.axis_labels, "units": gt_layer.units,
+        }  # fmt: skip
+        name = f"{pred_layer.name} errors"
+        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        if layer is not None and layer.ndim == errors.ndim and type(layer).__name__ == "Labels":
+            layer.data = errors
+            for key, value in placement.items():
+                setattr(layer, key, value)
+            layer.colormap = colormap
+        else:
+            if layer is not None:
+                self._viewer.layers.remove(layer)
+            self._viewer.add_labels(errors, name=name, colormap=colormap, opacity=0.8, **placement)
+
+    def export_csv(self, path: str | os.PathLike) -> Path:
+        """Write every record of the last evaluation at full precision to ``path`` (atomically)."""
+        from ..core.errors import UserInputError
+        from ..core.evaluation_files import write_csv
+
+        if not self.records:
+            raise UserInputError("nothing to export yet: run the evaluation first")
+        target = Path(path)
+        if target.suffix.lower() != ".csv":
+            target = target.with_suffix(".csv")
+        written = write_csv(self.records, target)
+        self.status.value = f"wrote {written}"
+        return written
+
+    def _on_finished(self) -> None:
+        if self._cancelled:
+            self.status.value = "cancelled"
+        self._worker = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _on_error(self, err: BaseException) -> None:
+        self.status.value = f"error: {err}"
+
+    def _notify_error(self, err: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"error: {err}"
+        show_error(f"U-Net Evaluate: {err}")
+
+
+def _array(layer: Any) -> Any:
+    """A layer's data as one array (level 0 of a multiscale layer), numpy or dask."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def _evaluate(job: dict[str, Any]):
+    """Worker body: evaluate ``job`` (arrays only), yield per-slice progress, return the result."""
+    from ..core.evaluation import iter_evaluate_pair
+
+    job = dict(job)
+    gt, pred = np.asarray(job.pop("ground_truth")), np.asarray(job.pop("prediction"))
+    region = job.pop("region")
+    region = None if region is None else np.asarray(region) != 0
+    gen = iter_evaluate_pair(gt, pred, region=region, errors=True, **job)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if event.done:
+            yield event
+
+
+def _rounded(value: Any) -> Any:
+    return round(float(value), 3) if isinstance(value, float | np.floating) else value
+
+
+def _hex(rgba: tuple[float, ...]) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])
