@@ -56,7 +56,13 @@ def _keep_small_objects(labels: np.ndarray, classes: np.ndarray) -> None:
             continue
         inside = labels[sl] == obj_id
         dist = ndi.distance_transform_edt(np.pad(inside, 1))[(slice(1, -1),) * inside.ndim]
-        peak = np.unravel_index(np.argmax(dist), dist.shape)
+        # among the pixels farthest from the edge, the one nearest the centroid (thin objects)
+        grid = np.indices(inside.shape, dtype=np.float64)
+        centroid = [g[inside].mean() for g in grid]
+        off_centre = sum((g - c) ** 2 for g, c in zip(grid, centroid))
+        peak = np.unravel_index(
+            np.argmin(np.where(dist == dist.max(), off_centre, np.inf)), dist.shape
+        )
         classes[tuple(s.start + p for s, p in zip(sl, peak))] = INTERIOR
 
 
