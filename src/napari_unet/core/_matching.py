@@ -20,6 +20,13 @@ from .errors import ShapeError, UserInputError
 _DIRECT_ID_LIMIT = 1 << 24
 
 
+def safe_ratio(num: float, den: float, tp: float, fp: float, fn: float) -> float:
+    """``num / den``; if ``den == 0``: 1.0 when ``tp + fp + fn == 0`` (both empty), else 0.0."""
+    if den > 0:
+        return float(num / den)
+    return 1.0 if tp + fp + fn == 0 else 0.0
+
+
 def check_pair(
     ground_truth: ArrayLike, prediction: ArrayLike, region: ArrayLike | None = None
 ) -> tuple[NDArray, NDArray, NDArray[np.bool_] | None]:

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._matching import check_pair, match_pairs, overlap_table
+from ._instances import DEFAULT_THRESHOLDS, instance_scores
+from ._matching import check_pair, match_pairs, overlap_table, safe_ratio
 from .errors import UserInputError
-from .metrics import DEFAULT_THRESHOLDS, class_scores, instance_scores, safe_ratio
+from .metrics import class_scores, scores_from_counts
 
 __all__ = [
     "ERROR_CODES",
@@ -130,8 +131,6 @@ class ClassCounts:
 
     def records(self) -> list[Record]:
         """One record per class, then ``macro`` and ``micro`` averages."""
-        from .metrics import scores_from_counts
-
         classes = sorted(self.counts)
         tp, fp, fn = (
             np.array([self.counts[c][k] for c in classes], dtype=np.int64) for k in range(3)
