@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--overlap",
         type=float,
         metavar="F",
-        help="tile overlap, a fraction of the tile (default: enough for the receptive field)",
+        help="tile overlap: pixels (>= 1), or a fraction of --tile (< 1); "
+        "default: from the model's receptive field",
     )
     p.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch")
     p.add_argument(
@@ -104,7 +105,7 @@ def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> P
             axes=axes,
             output=args.output,
             tile_shape=args.tile,
-            overlap=args.overlap,
+            overlap=overlap_pixels(args.overlap, args.tile),
             batch_size=args.batch_size,
             device=args.device,
             min_size=args.min_size,
@@ -118,6 +119,21 @@ def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> P
 
         tifffile.imwrite(target, result, compression="zlib")
     return target
+
+
+def overlap_pixels(overlap: float | None, tile: int | None) -> int | None:
+    """``--overlap`` in pixels: a value below 1 is a fraction of ``--tile``."""
+    from ..core.errors import UserInputError
+
+    if overlap is None:
+        return None
+    if overlap < 0:
+        raise UserInputError(f"--overlap must be >= 0, got {overlap}")
+    if overlap >= 1 or overlap == 0:
+        return round(overlap)
+    if tile is None:
+        raise UserInputError("a fractional --overlap needs --tile (or give it in pixels)")
+    return round(overlap * tile)
 
 
 def image_name(path: Path) -> str:

@@ -1,0 +1,130 @@
+"""``napari-unet segment``: TIFF and zarr / OME-Zarr in, labels files out, exit codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_unet import segment
+from napari_unet.cli import main
+
+
+@pytest.fixture
+def image():
+    return (np.random.default_rng(0).random((70, 90)) * 255).astype(np.uint8)
+
+
+def test_tiff_inputs_give_labels_tiffs_equal_to_python(
+    tiny_model, tiny_model_file, image, tmp_path, capsys
+):
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    tifffile.imwrite(
+        tmp_path / "b.ome.tif", np.stack([image, image[::-1]]), metadata={"axes": "TYX"}
+    )
+    out = tmp_path / "out"
+    code = main(
+        ["segment", str(tmp_path / "a.tif"), str(tmp_path / "b.ome.tif"), "-o", str(out),
+         "--model", str(tiny_model_file), "--output", "semantic", "--tile", "64", "--overlap", "0.25"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    a = tifffile.imread(out / "a_labels.tif")
+    np.testing.assert_array_equal(
+        a, segment(image, tiny_model, output="semantic", tile_shape=64, overlap=16)
+    )
+    b = tifffile.imread(out / "b_labels.tif")
+    assert b.shape == (2, 70, 90)  # the file's T axis was read from its metadata
+    np.testing.assert_array_equal(b[0], a)
+    assert "predict" in captured.err  # the progress bar
+
+
+def test_zarr_and_ome_zarr_inputs_give_zarr_outputs(tiny_model, tiny_model_file, image, tmp_path):
+    plain = zarr.open_array(
+        tmp_path / "plain.zarr", mode="w", shape=image.shape, chunks=(32, 32), dtype="u1"
+    )
+    plain[:] = image
+    group = zarr.open_group(tmp_path / "ome.zarr", mode="w")
+    group.create_array("0", shape=(2, *image.shape), chunks=(1, 32, 32), dtype="u1")[:] = np.stack(
+        [image] * 2
+    )
+    group.attrs["multiscales"] = [
+        {"axes": [{"name": "z"}, {"name": "y"}, {"name": "x"}], "datasets": [{"path": "0"}]}
+    ]
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "plain.zarr"), str(tmp_path / "ome.zarr"), "-o", str(out)]
+    assert main([*args, "--model", str(tiny_model_file), "--output", "probabilities"]) == 0
+    expected = segment(image, tiny_model, output="probabilities")
+    np.testing.assert_allclose(
+        zarr.open_array(out / "plain_probabilities.zarr")[:], expected, atol=1e-5
+    )
+    ome = zarr.open_array(out / "ome_probabilities.zarr")
+    assert ome.shape == (3, 2, *image.shape)
+    np.testing.assert_allclose(ome[:, 1], expected, atol=1e-5)
+
+
+def test_missing_builtin_model_exits_2_and_says_pass_model(image, tmp_path, monkeypatch, capsys):
+    from napari_unet.core import model_io
+
+    monkeypatch.setattr(model_io.resources, "files", lambda package: tmp_path)
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    assert main(["segment", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "match"),
+    [
+        (lambda p: p.joinpath("x.png").write_bytes(b"png"), [], "not a TIFF"),
+        (lambda p: p.joinpath("x.tif").write_bytes(b"not a tiff"), [], "cannot read"),
+        (lambda p: tifffile.imwrite(p / "x.tif", np.full((9, 9), np.nan, np.float32)), [], "NaN"),
+        (lambda p: tifffile.imwrite(p / "x.tif", np.zeros((9, 9))), ["--axes", "ZYX"], "dimension"),
+        (
+            lambda p: tifffile.imwrite(p / "x.tif", np.zeros((9, 9))),
+            ["--overlap", "0.5"],
+            "needs --tile",
+        ),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(tiny_model_file, tmp_path, capsys, setup, extra, match):
+    setup(tmp_path)
+    name = next(p.name for p in tmp_path.iterdir() if p.name.startswith("x."))
+    code = main(
+        [
+            "segment",
+            str(tmp_path / name),
+            "-o",
+            str(tmp_path / "o"),
+            "--model",
+            str(tiny_model_file),
+            *extra,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert match in err and "Traceback" not in err
+
+
+def test_missing_input_and_corrupt_model(tiny_model_file, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "nope.tif"),
+                "-o",
+                str(tmp_path),
+                "--model",
+                str(tiny_model_file),
+            ]
+        )
+        == 2
+    )
+    assert "input not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 16)
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((9, 9), np.uint8))
+    assert main(["segment", str(tmp_path / "a.tif"), "-o", str(tmp_path), "--model", str(bad)]) == 2
+    assert "not a readable model file" in capsys.readouterr().err
