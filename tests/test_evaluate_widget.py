@@ -22,6 +22,11 @@ def _stack():
     return gt, pred
 
 
+def _cell(widget, metric, column):
+    """The table value of ``metric`` (a row) in ``column`` (a slice / class / summary)."""
+    return widget.table[column][widget.table.row_headers.index(metric)]
+
+
 def _run(widget, qtbot):
     worker = widget.run()
     assert worker is not None
@@ -39,14 +44,15 @@ def test_widget_evaluates_stack_per_slice(make_napari_viewer, qtbot, tmp_path):
     assert widget.axis.value == 0  # stacks default to per-slice rows
     _run(widget, qtbot)
 
-    table = widget.table
-    assert table["slice"] == [0, 1, 2, "all"]
-    assert (
-        table["tp"] == [2, 1, 2, 5] and table["fp"] == [0, 0, 1, 1] and table["fn"] == [0, 1, 0, 1]
-    )
+    cols = ["slice 0", "slice 1", "slice 2", "all"]
+    assert list(widget.table.column_headers) == cols
+    assert [_cell(widget, "tp", c) for c in cols] == [2, 1, 2, 5]
+    assert [_cell(widget, "fp", c) for c in cols] == [0, 0, 1, 1]
+    assert [_cell(widget, "fn", c) for c in cols] == [0, 1, 0, 1]
     expected = metrics.match_instances(gt[2], pred[2])
-    assert table["f1"][2] == round(expected.f1, 3)
-    assert table["pixel_dice"][3] == round(metrics.dice(gt, pred), 3)
+    assert _cell(widget, "f1", "slice 2") == round(expected.f1, 3)
+    assert _cell(widget, "pixel_dice", "all") == round(metrics.dice(gt, pred), 3)
+    assert _cell(widget, "ap@0.50", "all") == round(5 / 7, 3)
     assert widget.records[3]["ap@0.50"] == pytest.approx(5 / 7)
 
     errors = widget.error_layer
@@ -64,7 +70,7 @@ def test_widget_evaluates_stack_per_slice(make_napari_viewer, qtbot, tmp_path):
     widget.iou_threshold.value = 0.95
     _run(widget, qtbot)
     assert [ly.name for ly in viewer.layers].count("pred errors") == 1
-    assert widget.table["tp"][-1] == 2  # object 1 (IoU 0.9) no longer matches at 0.95
+    assert _cell(widget, "tp", "all") == 2  # object 1 (IoU 0.9) no longer matches at 0.95
 
     out = widget.export_csv(tmp_path / "scores.csv")
     rows = list(csv.DictReader(out.open()))
@@ -91,13 +97,13 @@ def test_widget_region_semantic_and_bad_input(make_napari_viewer, qtbot):
     widget.prediction.value = viewer.layers["classes"]
     widget.task.value = "semantic"
     _run(widget, qtbot)
-    assert widget.table["class"][-2:] == ["macro", "micro"]
-    assert widget.table["dice"][-1] < 1.0
+    assert list(widget.table.column_headers) == ["class 0", "class 1", "class 2", "macro", "micro"]
+    assert _cell(widget, "dice", "micro") < 1.0 and _cell(widget, "support", "class 2") == 50
     assert np.count_nonzero(widget.error_layer.data == 3) == 25
 
     widget.region.value = viewer.layers["region"]
     _run(widget, qtbot)
-    assert widget.table["dice"] == [1.0] * len(widget.table["dice"])
+    assert [_cell(widget, "dice", c) for c in widget.table.column_headers] == [1.0] * 5
 
     viewer.add_labels(np.zeros((5, 5), np.uint8), name="small")
     widget.prediction.value = viewer.layers["small"]

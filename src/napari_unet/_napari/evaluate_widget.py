@@ -37,7 +37,7 @@ ERROR_COLORS: dict[int, tuple[str, tuple[float, float, float, float]]] = {
     3: ("false positive pixels", (1.0, 0.85, 0.0, 1.0)),  # yellow
     4: ("false negative pixels", (0.25, 0.4, 1.0, 1.0)),  # blue
 }
-#: columns shown in the table (the CSV export has every column at full precision)
+#: metrics shown in the table, one per row (the CSV export has every column at full precision)
 INSTANCE_COLUMNS = (
     "slice", "n_true", "n_pred", "pixel_precision", "pixel_recall", "pixel_iou", "pixel_dice",
     "tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou", "panoptic_quality",
@@ -111,11 +111,11 @@ class EvaluateWidget(Container):
         self.table = Table(value=[])
         self.csv_file = FileEdit(label="CSV file", mode="w", filter="*.csv")
         self.export_button = PushButton(text="Export CSV", enabled=False)
-        legend = " ".join(
-            f"<span style='color:{_hex(c)}'>&#9632;</span> {name}"
-            for name, c in ERROR_COLORS.values()
-        )
-        self.legend = Label(value=f"Error layer: {legend}")
+        swatches = [
+            f"<span style='color:{_hex(c)}'>&#9632;</span> {n}" for n, c in ERROR_COLORS.values()
+        ]
+        legend = f"{', '.join(swatches[:2])}<br>{', '.join(swatches[2:])}"
+        self.legend = Label(value=f"Error layer:<br>{legend}")
         self.extend([
             self.prediction, self.ground_truth, self.region, self.task, self.iou_threshold,
             self.ap_thresholds, self.axis, self.run_button, self.cancel_button, self.status,
@@ -276,15 +276,19 @@ class EvaluateWidget(Container):
         self.export_button.enabled = True
 
     def _show_table(self, records: list[dict[str, Any]]) -> None:
-        base = (
-            INSTANCE_COLUMNS
-            if "tp" in records[0] and "class" not in records[0]
-            else SEMANTIC_COLUMNS
-        )
-        extra = [k for k in records[0] if k.startswith("ap")] if base is INSTANCE_COLUMNS else []
-        cols = [*base, *extra]
-        data = [[_rounded(rec.get(c, "")) for c in cols] for rec in records]
-        self.table.value = {"data": data, "columns": cols, "index": list(range(len(data)))}
+        """One column per record (slice, class, summary), one row per metric: fits a dock."""
+        semantic = "class" in records[0]
+        rows = [
+            c
+            for c in (SEMANTIC_COLUMNS if semantic else INSTANCE_COLUMNS)
+            if c not in ("slice", "class")
+        ]
+        if not semantic:
+            rows += [k for k in records[0] if k.startswith("ap")]
+        per_slice = any(rec["slice"] != "all" for rec in records)
+        headers = [column_header(rec, per_slice) for rec in records]
+        data = [[_rounded(rec.get(r, "")) for rec in records] for r in rows]
+        self.table.value = {"data": data, "columns": headers, "index": rows}
 
     def _show_errors(self, pred_layer: Any, gt_layer: Any, errors: np.ndarray | None) -> None:
         from napari.utils.colormaps import DirectLabelColormap
@@ -342,6 +346,17 @@ class EvaluateWidget(Container):
 
         self.status.value = f"error: {err}"
         show_error(f"U-Net Evaluate: {err}")
+
+
+def column_header(record: dict[str, Any], per_slice: bool) -> str:
+    """Table column of a record: ``"all"``, ``"slice 3"``, ``"class 2"``, ``"slice 3 macro"``..."""
+    parts = []
+    if per_slice or "class" not in record:
+        parts.append("all" if record["slice"] == "all" else f"slice {record['slice']}")
+    if "class" in record:
+        cls = record["class"]
+        parts.append(cls if isinstance(cls, str) else f"class {cls}")
+    return " ".join(parts)
 
 
 def _array(layer: Any) -> Any:
