@@ -17,7 +17,7 @@ from .errors import ShapeError, UserInputError
 
 #: ids up to this value are counted with ``np.bincount`` (a table of ``max id`` entries);
 #: larger ids go through ``np.unique`` on run-length compressed labels
-_DIRECT_ID_LIMIT = 1 << 24
+_DIRECT_ID_LIMIT = 1 << 22
 
 
 def safe_ratio(num: float, den: float, tp: float, fp: float, fn: float) -> float:
@@ -121,7 +121,7 @@ def compact_labels(flat: NDArray) -> tuple[NDArray[np.int64], NDArray[np.int64],
     """
     labels = _as_index_dtype(flat)
     top = int(labels.max()) if labels.size else 0
-    if top <= max(_DIRECT_ID_LIMIT, 4 * labels.size):
+    if top <= min(_DIRECT_ID_LIMIT, max(1 << 16, labels.size)):  # tables of at most 32 MB
         counts = np.bincount(labels, minlength=1)
         ids = np.flatnonzero(counts[1:]) + 1
         lut = np.zeros(top + 1, dtype=np.int64)
