@@ -105,3 +105,15 @@ def test_targets_in_3d():
     weights = unet_weight_map(labels)
     assert weights.shape == labels.shape
     assert weights[8, 10, 15] > weights[8, 10, 0] > 0  # the neck between the balls
+
+
+def test_weight_map_class_balance_counts_annotated_pixels_only():
+    labels = np.zeros((20, 40), np.int32)
+    labels[5:10, 5:10] = 1  # 25 foreground pixels in the annotated left half (200 pixels)
+    valid = np.zeros(labels.shape, bool)
+    valid[:, :10] = True
+    weights = unet_weight_map(labels, w0=0.0, valid=valid)
+    np.testing.assert_allclose(weights[labels > 0], 175 / 25)
+    junk = labels.copy()
+    junk[:, 30:] = 7  # an "object" where nothing is annotated
+    np.testing.assert_array_equal(unet_weight_map(junk, w0=0.0, valid=valid)[valid], weights[valid])

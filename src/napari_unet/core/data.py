@@ -109,8 +109,9 @@ def prepare_pair(
 
         labels = relabel_sequential(labels.astype(np.int64))[0]
         target = instance_to_classes(labels)
-        weight = unet_weight_map(labels, w0=w0, sigma=sigma)
+        weight = unet_weight_map(labels, w0=w0, sigma=sigma, valid=valid)
     elif task == "semantic":
+        labels = np.where(valid, labels, 0)  # unannotated class ids are unknown, not classes
         if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
             raise UserInputError(
                 f"semantic labels{where} must be class ids in [0, {num_classes}), got range "

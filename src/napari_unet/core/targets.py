@@ -67,7 +67,12 @@ def _keep_small_objects(labels: np.ndarray, classes: np.ndarray) -> None:
 
 
 def unet_weight_map(
-    labels: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0, class_balance: bool = True
+    labels: np.ndarray,
+    *,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    class_balance: bool = True,
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-pixel loss weights of the U-Net paper (eq. 2).
 
@@ -80,6 +85,9 @@ def unet_weight_map(
     class_balance : bool
         Include ``w_c``, the inverse frequency of foreground / background (normalised so the
         background weighs 1).
+    valid : ndarray of bool, same shape, optional
+        Where the labels are annotated; the class frequencies are counted there only, so
+        unannotated pixels cannot change the weights.
 
     Returns
     -------
@@ -88,8 +96,13 @@ def unet_weight_map(
     labels = np.asarray(labels)
     fg = labels > 0
     weights = np.ones(labels.shape, np.float32)
-    if class_balance and fg.any() and not fg.all():
-        weights[fg] = min(float((~fg).sum()) / float(fg.sum()), 10.0)
+    n_fg, n_bg = (
+        (int(fg.sum()), int((~fg).sum()))
+        if valid is None
+        else (int((fg & valid).sum()), int((~fg & valid).sum()))
+    )
+    if class_balance and n_fg and n_bg:
+        weights[fg] = min(n_bg / n_fg, 10.0)
     if w0 > 0:
         d1, d2 = _two_nearest_object_distances(labels, reach=3 * sigma)
         border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
