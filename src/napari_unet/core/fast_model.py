@@ -18,12 +18,15 @@ from torch import nn
 
 from .model import UNet
 
+_LAYOUT = {2: torch.channels_last, 3: torch.channels_last_3d}
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def inference_model(model: UNet, device: torch.device, *, fold: bool = True) -> UNet:
-    """A copy of ``model`` on ``device`` in eval mode, with batch norm folded (``fold``).
+def inference_model(
+    model: UNet, device: torch.device, *, fold: bool = True, channels_last: bool = True
+) -> UNet:
+    """A copy of ``model`` on ``device`` in eval mode, batch norm folded, channels last.
 
     Parameters
     ----------
@@ -33,13 +36,16 @@ def inference_model(model: UNet, device: torch.device, *, fold: bool = True) -> 
         Where the copy runs.
     fold : bool
         Fold each batch norm into the convolution before it (exact in eval mode).
+    channels_last : bool
+        Store the weights channels-last (NHWC / NDHWC), the faster layout for CPU
+        convolutions; feed it inputs made with :func:`to_model_layout`.
 
     Returns
     -------
     UNet
         The copy, with ``requires_grad`` off. Do not train it.
     """
-    key = (str(device), fold, _version(model))
+    key = (str(device), fold, channels_last, _version(model))
     with _LOCK:
         hit = _CACHE.get(model)
         if hit is not None and hit[0] == key:
@@ -48,11 +54,20 @@ def inference_model(model: UNet, device: torch.device, *, fold: bool = True) -> 
     if fold:
         fold_batch_norm(net)
     net = net.to(device)
+    if channels_last:
+        net = net.to(memory_format=_LAYOUT[model.ndim])
+        net.inference_layout = _LAYOUT[model.ndim]
     for p in net.parameters():
         p.requires_grad_(False)
     with _LOCK:
         _CACHE[model] = (key, net)
     return net
+
+
+def to_model_layout(x: torch.Tensor, net: nn.Module) -> torch.Tensor:
+    """``x`` in the memory layout that :func:`inference_model` gave ``net``."""
+    layout = getattr(net, "inference_layout", None)
+    return x if layout is None else x.contiguous(memory_format=layout)
 
 
 def _version(model: nn.Module) -> tuple:

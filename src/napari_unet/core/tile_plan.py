@@ -31,11 +31,11 @@ from .receptive import receptive_field
 
 BLENDS = ("gaussian", "linear", "crop")
 #: largest default tile side (input pixels) for 2D and 3D networks
-MAX_TILE = {2: 512, 3: 96}
+MAX_TILE = {2: 768, 3: 112}
 #: largest default overlap (pixels) for 2D and 3D networks
-MAX_OVERLAP = {2: 64, 3: 32}
+MAX_OVERLAP = {2: 32, 3: 16}
 #: pixels (voxels) per batch that the default batch size aims at
-BATCH_PIXELS = {2: 512 * 512, 3: 96**3}
+BATCH_PIXELS = {2: 512 * 512, 3: 112**3}
 _GAUSSIAN_SIGMA = 0.125  # of the tile's output length, as in nnU-Net and MONAI
 
 
@@ -209,11 +209,12 @@ def plan_tiles(
         ``(Y, X)`` or ``(Z, Y, X)``.
     tile_shape : int or sequence of int, optional
         Input size of a tile (an int for all axes). Each must be valid for the network
-        (``model.check_input_shape``). Default: the fewest tiles of at most 512 px (2D) or
-        96 px (3D) per axis that cover the image, sized to the image.
+        (``model.check_input_shape``). Default: the fewest tiles of at most 768 px (2D) or
+        112 px (3D) per axis that cover the image, sized to the image (the number of tiles,
+        not their size, drives the cost).
     overlap : int or sequence of int, optional
         Output pixels shared by neighbouring tiles (at least; starts are rounded to the
-        pooling grid). Default: ``2 * receptive_field(model)`` capped at 64 px (2D) / 32 (3D)
+        pooling grid). Default: ``2 * receptive_field(model)`` capped at 32 px (2D) / 16 (3D)
         and at half a tile for ``"same"`` networks, 0 for ``"valid"`` ones (which never see
         padding).
     blend : {"gaussian", "linear", "crop"}
@@ -254,7 +255,7 @@ def plan_tiles(
 
 
 def default_batch_size(plan: TilePlan) -> int:
-    """Tiles per batch: about 512x512 px (2D) or 96^3 voxels (3D) per batch, at most 16."""
+    """Tiles per batch: about 512x512 px (2D) or 112^3 voxels (3D) per batch, at most 16."""
     budget = BATCH_PIXELS[len(plan.axes)]
     return int(min(16, max(1, budget // math.prod(plan.tile_shape)), plan.n_tiles))
 

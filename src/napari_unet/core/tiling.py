@@ -28,7 +28,7 @@ import torch
 
 from .device import resolve_device
 from .errors import ShapeError, UserInputError
-from .fast_model import inference_model
+from .fast_model import inference_model, to_model_layout
 from .model import UNet
 from .receptive import receptive_field
 from .tile_plan import TilePlan, default_batch_size, plan_tiles
@@ -74,12 +74,13 @@ def predict_tiled_iter(
         tile by tile, so a zarr or dask image is never loaded whole).
     tile_shape : int or sequence of int, optional
         Input size of a tile per spatial axis, valid for the network. Default: the fewest
-        tiles of at most 512 px (2D) / 96 px (3D) per axis, sized to the image.
+        tiles of at most 768 px (2D) / 112 px (3D) per axis, sized to the image.
     overlap : int or sequence of int, optional
-        Pixels by which neighbouring tiles overlap. Default: ``2 * receptive_field(model)``
-        capped at 64 px (2D) / 32 px (3D).
+        Pixels by which neighbouring tiles overlap (at least; tile starts are rounded to the
+        network's pooling grid). Default: ``2 * receptive_field(model)`` (exact) capped at
+        32 px (2D) / 16 px (3D) and half a tile; the blending hides the rest.
     batch_size : int, optional
-        Tiles per forward pass. Default: about 512x512 px (2D) / 96^3 (3D) per batch.
+        Tiles per forward pass. Default: about 512x512 px (2D) / 112^3 (3D) per batch.
     device : str or torch.device
         Compute device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``. The output stays in
         host memory (or in ``out``).
@@ -174,7 +175,7 @@ def _run(
 def forward_probabilities(net: UNet, x: np.ndarray, dev: torch.device) -> np.ndarray:
     """Probabilities ``(B, K, *out)`` float32 of a batch ``x`` of shape ``(B, C, *tile)``."""
     with torch.inference_mode():
-        logits = net(torch.from_numpy(x).to(dev))
+        logits = net(to_model_layout(torch.from_numpy(x).to(dev), net))
         if logits.shape[1] == 1:
             probs = torch.sigmoid(logits)
         else:
