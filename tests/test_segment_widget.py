@@ -32,8 +32,7 @@ def _image(shape=(64, 80), seed=0):
 def _run_to_end(widget, qtbot):
     worker = widget.run()
     assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
+    # not waitSignal: a fast worker may finish before a late connection sees the signal
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     return worker
 
@@ -110,17 +109,16 @@ def test_bad_inputs_report_an_error_and_add_no_layer(widget, qtbot, data, messag
     viewer = widget._viewer
     viewer.add_image(data, name="bad")
     widget.axes.value = "CYX" if data.ndim == 3 else "YX"
-    worker = widget.run()
-    with qtbot.waitSignal(worker.errored, timeout=TIMEOUT_MS):
-        pass
+    assert widget.run() is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.status.value.startswith("error")
     assert message in widget.status.value
     assert "bad labels" not in viewer.layers
 
 
 def test_cancel_stops_within_a_batch_and_adds_nothing(widget, qtbot):
     viewer = widget._viewer
-    viewer.add_image(_image((512, 512)), name="large")
+    viewer.add_image(_image((1024, 1024)), name="large")  # ~1800 tiles in ~8 batches
     widget.tile.value = 32
     widget.overlap.value = 8
     events = []
@@ -128,12 +126,11 @@ def test_cancel_stops_within_a_batch_and_adds_nothing(widget, qtbot):
     worker.yielded.connect(events.append)
     qtbot.waitUntil(lambda: len(events) >= 1, timeout=TIMEOUT_MS)
     widget.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
-        pass
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     total = events[0].total
-    assert total > 20
-    assert events[-1].done < total  # stopped early
+    batch = events[0].done
+    assert total > 4 * batch
+    assert events[-1].done <= 3 * batch < total  # stopped within a batch of the Cancel
     assert "large labels" not in viewer.layers
     assert widget.status.value == "cancelled"
     assert widget.run_button.enabled and not widget.cancel_button.enabled

@@ -65,11 +65,11 @@ class SegmentWidget(Container):
         )
         self.output = ComboBox(label="Output", choices=OUTPUT_KINDS, value="instance")
         self.tile = SpinBox(
-            label="Tile size", value=0, min=0, max=4096, step=16,
+            label="Tile (0 = auto)", value=0, min=0, max=4096, step=16,
             tooltip="tile edge in pixels; 0 = from the model and the image",
         )  # fmt: skip
         self.overlap = SpinBox(
-            label="Overlap", value=0, min=0, max=1024,
+            label="Overlap (0 = auto)", value=0, min=0, max=1024,
             tooltip="tile overlap in pixels; 0 = from the model's receptive field",
         )  # fmt: skip
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
