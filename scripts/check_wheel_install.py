@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -128,7 +129,12 @@ def check_viewer() -> None:
     viewer = napari.Viewer(show=False)
     try:
         for name in WIDGETS:
-            _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+            try:
+                _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+            except Exception as err:  # report every broken widget, not just the first
+                traceback.print_exc()
+                check(False, f"widget {name!r} opens in a viewer", repr(err))
+                continue
             check(widget is not None, f"widget {name!r} opens in a viewer")
         layers = viewer.open_sample(PLUGIN, "nuclei")
         kinds = sorted(type(layer).__name__ for layer in layers)
