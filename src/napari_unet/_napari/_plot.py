@@ -1,0 +1,96 @@
+"""The live training plot: loss (per batch and per epoch) and validation Dice per epoch.
+
+A matplotlib figure on a Qt canvas; matplotlib is imported when the plot is made (when the
+Train widget opens), not when napari starts. Redraws are throttled: :meth:`TrainingPlot.redraw`
+draws at most every ``min_interval`` seconds unless forced, so a fast stream of batches never
+stalls napari's event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class TrainingPlot:
+    """Two stacked axes against the epoch: losses on top, validation Dice below.
+
+    Attributes
+    ----------
+    widget : QWidget
+        The canvas, to put in a layout.
+    batch_x, batch_loss : list of float
+        Every batch's loss, at ``epoch + (step + 1) / steps``.
+    epoch_x, train_loss, val_loss, val_dice : list of float
+        One value per finished epoch, at ``epoch + 1``.
+    """
+
+    def __init__(self, min_interval: float = 0.25) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.min_interval = min_interval
+        self._last_draw = 0.0
+        figure = Figure(figsize=(3.6, 3.2), layout="constrained")
+        self.ax_loss, self.ax_dice = figure.subplots(2, 1, sharex=True)
+        self.widget = FigureCanvasQTAgg(figure)
+        self.widget.setMinimumHeight(220)
+        self._lines: dict[str, Any] = {
+            "batch": self.ax_loss.plot([], [], lw=0.8, alpha=0.45, color="tab:blue", label="batch")[
+                0
+            ],
+            "train": self.ax_loss.plot([], [], "o-", ms=3, color="tab:blue", label="train")[0],
+            "val": self.ax_loss.plot([], [], "s-", ms=3, color="tab:orange", label="validation")[0],
+            "dice": self.ax_dice.plot([], [], "o-", ms=3, color="tab:green")[0],
+        }
+        self.ax_loss.set_ylabel("loss")
+        self.ax_loss.legend(loc="upper right", fontsize="x-small")
+        self.ax_dice.set_ylabel("validation Dice")
+        self.ax_dice.set_xlabel("epoch")
+        self.ax_dice.set_ylim(0, 1)
+        for ax in (self.ax_loss, self.ax_dice):
+            ax.tick_params(labelsize="x-small")
+            ax.grid(alpha=0.3)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all data (a new run starts)."""
+        self.batch_x: list[float] = []
+        self.batch_loss: list[float] = []
+        self.epoch_x: list[float] = []
+        self.train_loss: list[float] = []
+        self.val_loss: list[float] = []
+        self.val_dice: list[float] = []
+        self.redraw(force=True)
+
+    def add_batch(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        self.batch_x.append(epoch + (step + 1) / steps)
+        self.batch_loss.append(loss)
+
+    def add_epoch(self, epoch: int, train_loss: float, val_loss: float, val_dice: float) -> None:
+        self.epoch_x.append(epoch + 1)
+        self.train_loss.append(train_loss)
+        self.val_loss.append(val_loss)
+        self.val_dice.append(val_dice)
+
+    def redraw(self, force: bool = False) -> bool:
+        """Update the lines and draw, at most every ``min_interval`` s unless ``force``.
+
+        Returns
+        -------
+        bool
+            Whether it drew.
+        """
+        now = time.monotonic()
+        if not force and now - self._last_draw < self.min_interval:
+            return False
+        self._last_draw = now
+        self._lines["batch"].set_data(self.batch_x, self.batch_loss)
+        self._lines["train"].set_data(self.epoch_x, self.train_loss)
+        self._lines["val"].set_data(self.epoch_x, self.val_loss)
+        self._lines["dice"].set_data(self.epoch_x, self.val_dice)
+        self.ax_loss.relim()
+        self.ax_loss.autoscale_view()
+        self.ax_dice.set_xlim(0, max([1.0, *self.batch_x, *self.epoch_x]))
+        self.widget.draw_idle()
+        return True

@@ -1,0 +1,149 @@
+"""The Train widget's worker job: read the pairs, train, and preview now and then.
+
+:func:`training_job` is a generator run by napari's ``thread_worker``. It relays every event
+of :func:`napari_unet.core.training.train_iter` and adds two of its own: :class:`DataReady`
+once the data is prepared, and :class:`PreviewReady` every few epochs with a prediction of the
+best model so far on the slice the user is looking at. It returns the core's
+:class:`~napari_unet.core.training.TrainResult`. It gets arrays, never layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._train_inputs import PairSource, channel_axis, expand_sources, lead_channel_first
+
+
+@dataclass(frozen=True)
+class DataReady:
+    """The training pairs are read and prepared."""
+
+    n_pairs: int
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PreviewReady:
+    """Labels predicted by the best model so far on one 2D slice.
+
+    Attributes
+    ----------
+    index : tuple of int
+        Index of the slice in the labels' leading axes (``labels.ndim - 2`` numbers).
+    labels : ndarray of int32, shape (Y, X)
+    """
+
+    epoch: int
+    index: tuple[int, ...]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class PreviewSpec:
+    """What to preview: the first pair's image, every ``every`` epochs, at ``index()``.
+
+    ``index`` is called in the worker and returns the leading indices (``labels.ndim - 2``
+    numbers) of the slice shown in the viewer; the widget keeps it up to date.
+    """
+
+    source: PairSource
+    every: int
+    index: Callable[[], tuple[int, ...]]
+
+
+def training_job(
+    sources: list[PairSource],
+    config: Any,
+    stop: threading.Event,
+    *,
+    ignore_label: int | None = None,
+    preview: PreviewSpec | None = None,
+) -> Generator[Any, None, Any]:
+    """Prepare the data, train, and return the :class:`TrainResult`.
+
+    Parameters
+    ----------
+    sources : list of PairSource
+        Checked with :func:`check_sources`.
+    config : TrainConfig
+    stop : threading.Event
+        Set it to stop after the current batch; the best model so far is returned.
+    ignore_label : int, optional
+        Label value of unannotated pixels.
+    preview : PreviewSpec, optional
+        Predict a slice every ``preview.every`` epochs.
+    """
+    from ..core.model import UNet
+    from ..core.training import EpochEnd, prepare_data, train_iter
+
+    images, labels, regions, names = expand_sources(sources, config.ndim, ignore_label)
+    pairs = prepare_data(
+        images, labels, config, regions=regions, names=names, ignore_label=ignore_label
+    )
+    del images, labels, regions
+    yield DataReady(len(pairs), tuple(names))
+    model = UNet(
+        pairs[0].image.shape[0],
+        config.resolved_num_classes(pairs),
+        ndim=config.ndim,
+        depth=config.depth,
+        base_filters=config.base_filters,
+        batch_norm=config.batch_norm,
+        padding="same",
+    )
+    gen = train_iter(pairs, None, config, model=model, stop=stop)
+    best_state = None
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            return done.value
+        yield event
+        if not isinstance(event, EpochEnd):
+            continue
+        if event.is_best:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        due = preview is not None and (event.epoch + 1) % preview.every == 0
+        if due and best_state is not None and not stop.is_set():
+            net = copy.deepcopy(model)
+            net.load_state_dict(best_state)
+            index = tuple(preview.index())
+            yield PreviewReady(
+                event.epoch, index, predict_slice(net, preview.source, index, config)
+            )
+
+
+def predict_slice(
+    model: Any, source: PairSource, index: tuple[int, ...], config: Any
+) -> np.ndarray:
+    """Labels ``(Y, X)`` of ``model`` on the 2D slice ``index`` of ``source``'s image.
+
+    A 3D model predicts a slab of ``patch depth`` slices around the slice and keeps its middle.
+    """
+    from ..core.normalize import normalize
+    from ..core.postprocess import instance_labels, semantic_labels
+    from ..core.tiling import predict_tiled
+
+    n_lead = len(source.labels.shape) - 2
+    image = lead_channel_first(source.image, channel_axis(source), n_lead - (config.ndim - 2))
+    if config.ndim == 2:
+        block, keep = np.asarray(image[index]), None
+    else:
+        *outer, z = index
+        volume = image[tuple(outer)]
+        half = config.patch_shape()[0] // 2
+        z0, z1 = max(0, z - half), min(volume.shape[1], z + half + 1)
+        block, keep = np.asarray(volume[:, z0:z1]), z - z0
+    x = normalize(block, config.normalization, channel_axis=0)
+    probs = predict_tiled(model, x, device=config.device)
+    if keep is not None:
+        probs = probs[:, keep]
+    if config.task == "instance":
+        return instance_labels(probs)
+    return semantic_labels(probs)

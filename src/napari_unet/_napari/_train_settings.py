@@ -1,0 +1,231 @@
+"""The Train widget's settings: architecture (with the live layer summary) and hyper-parameters.
+
+The defaults are those of :class:`napari_unet.core.training_config.TrainConfig`: a depth-4,
+base-16 U-Net on 128x128 patches, batch 8, AdamW at 1e-3 - good for 2D fluorescence nuclei on
+a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox, TextEdit
+
+_INT_MAX = 2**31 - 1
+
+
+class ArchitectureBox(Container):
+    """Network dimensionality, task, depth, base filters, batch norm, and the summary table."""
+
+    def __init__(self) -> None:
+        self.dims = ComboBox(choices=["2D", "3D"], value="2D", label="network")
+        self.task = ComboBox(
+            choices=["instance", "semantic"],
+            value="instance",
+            label="task",
+            tooltip="instance: touching objects separated (background/interior/boundary); "
+            "semantic: one output class per label value",
+        )
+        self.depth = SpinBox(value=4, min=0, max=6, label="depth", tooltip="number of poolings")
+        self.base_filters = SpinBox(
+            value=16, min=1, max=256, label="base filters", tooltip="filters of the first level"
+        )
+        self.batch_norm = CheckBox(value=True, text="batch norm")
+        self.summary = TextEdit(value="", label="layers")
+        _read_only_monospace(self.summary)
+        super().__init__(
+            widgets=[
+                self.dims,
+                self.task,
+                self.depth,
+                self.base_filters,
+                self.batch_norm,
+                self.summary,
+            ]
+        )
+
+    @property
+    def ndim(self) -> int:
+        return 3 if self.dims.value == "3D" else 2
+
+    def show_summary(self, patch: int, in_channels: int, num_classes: int) -> str:
+        """Fill the summary table for a ``patch``-sized input; returns its text."""
+        text = summary_text(
+            ndim=self.ndim,
+            depth=self.depth.value,
+            base_filters=self.base_filters.value,
+            batch_norm=self.batch_norm.value,
+            patch=patch,
+            in_channels=in_channels,
+            num_classes=num_classes,
+        )
+        self.summary.value = text
+        return text
+
+
+class HyperParameters(Container):
+    """Training hyper-parameters, the ignore label, device, and the preview switch."""
+
+    def __init__(self) -> None:
+        self.epochs = SpinBox(value=20, min=1, max=100_000, label="epochs")
+        self.steps = SpinBox(
+            value=0, min=0, max=1_000_000, label="steps/epoch", tooltip="0: from the data size"
+        )
+        self.batch_size = SpinBox(value=8, min=1, max=1024, label="batch size")
+        self.patch = SpinBox(
+            value=128, min=4, max=4096, step=16, label="patch size", tooltip="pixels per axis"
+        )
+        self.learning_rate = FloatSpinBox(
+            value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate"
+        )
+        self.learning_rate.native.setDecimals(6)
+        self.val_fraction = FloatSpinBox(
+            value=0.1,
+            min=0.0,
+            max=0.9,
+            step=0.05,
+            label="validation",
+            tooltip="fraction of the pairs (slices) held out for validation; with one pair, "
+            "validation uses the training image",
+        )
+        self.augment = CheckBox(value=True, text="augment (flips, rotations, elastic, intensity)")
+        self.ignore_label = SpinBox(
+            value=-1,
+            min=-1,
+            max=_INT_MAX,
+            label="ignore label",
+            tooltip="label value of unannotated pixels; -1: none",
+        )
+        self.seed = SpinBox(value=0, min=0, max=_INT_MAX, label="seed")
+        self.device = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
+        self.preview = CheckBox(value=False, text="preview the visible slice every")
+        self.preview_every = SpinBox(value=2, min=1, max=10_000, label="epochs", tooltip="epochs")
+        super().__init__(
+            widgets=[
+                self.epochs,
+                self.steps,
+                self.batch_size,
+                self.patch,
+                self.learning_rate,
+                self.val_fraction,
+                self.augment,
+                self.ignore_label,
+                self.seed,
+                self.device,
+                self.preview,
+                self.preview_every,
+            ]
+        )
+
+    @property
+    def ignore(self) -> int | None:
+        return None if self.ignore_label.value < 0 else int(self.ignore_label.value)
+
+
+def make_config(arch: ArchitectureBox, hyper: HyperParameters) -> Any:
+    """The :class:`TrainConfig` of the widgets' values (raises UserInputError if invalid)."""
+    from ..core.augment import AugmentConfig
+    from ..core.training_config import TrainConfig
+
+    return TrainConfig(
+        task=arch.task.value,
+        ndim=arch.ndim,
+        depth=arch.depth.value,
+        base_filters=arch.base_filters.value,
+        batch_norm=arch.batch_norm.value,
+        epochs=hyper.epochs.value,
+        steps_per_epoch=hyper.steps.value or None,
+        batch_size=hyper.batch_size.value,
+        patch_size=hyper.patch.value,
+        learning_rate=float(hyper.learning_rate.value),
+        val_fraction=float(hyper.val_fraction.value),
+        augment=AugmentConfig() if hyper.augment.value else AugmentConfig.none(),
+        seed=hyper.seed.value,
+        device=hyper.device.value,
+    )
+
+
+def summary_text(
+    *,
+    ndim: int,
+    depth: int,
+    base_filters: int,
+    batch_norm: bool,
+    patch: int,
+    in_channels: int,
+    num_classes: int,
+) -> str:
+    """The layer summary of such a U-Net on a ``patch``-sized input, or why it cannot run.
+
+    The network is built on torch's ``meta`` device: no memory, no compute, instant even
+    for the paper's 31 M parameters.
+    """
+    import torch
+
+    from ..core.errors import UserInputError
+    from ..core.model import UNet
+    from ..core.summary import count_parameters, format_summary, layer_summary
+
+    try:
+        with torch.device("meta"):
+            net = UNet(
+                in_channels,
+                num_classes,
+                ndim=ndim,
+                depth=depth,
+                base_filters=base_filters,
+                batch_norm=batch_norm,
+                padding="same",
+            )
+        rows = layer_summary(net, (patch,) * ndim)
+    except UserInputError as err:
+        return f"patch size {patch}: {err}"
+    shape = ", ".join([str(patch)] * ndim)
+    head = f"input (1, {in_channels}, {shape}), {num_classes} classes\n"
+    return head + format_summary(rows, count_parameters(net))
+
+
+def check_patch(config: Any) -> None:
+    """Raise ShapeError (with the nearest valid sizes) if the network cannot take the patch."""
+    import torch
+
+    from ..core.model import UNet
+
+    with torch.device("meta"):
+        net = UNet(1, 2, ndim=config.ndim, depth=config.depth, base_filters=1, batch_norm=False)
+    net.check_input_shape(config.patch_shape())
+
+
+_TORCH_IMPORT: list[Any] = []
+
+
+def import_torch_then(callback: Callable[[], None]) -> None:
+    """Import torch in a worker thread (once), then call ``callback`` on the GUI thread."""
+    from napari.qt.threading import create_worker
+
+    def _import() -> None:
+        import torch  # noqa: F401
+
+    if _TORCH_IMPORT:  # already importing: call back too when it is done
+        _TORCH_IMPORT[0].returned.connect(lambda _: callback())
+        return
+    worker = create_worker(_import, _start_thread=False)
+    _TORCH_IMPORT.append(worker)
+    worker.returned.connect(lambda _: callback())
+    worker.finished.connect(_TORCH_IMPORT.clear)
+    worker.start()
+
+
+def _read_only_monospace(text: TextEdit) -> None:
+    from qtpy.QtGui import QFontDatabase
+    from qtpy.QtWidgets import QTextEdit
+
+    native = text.native
+    native.setReadOnly(True)
+    native.setLineWrapMode(QTextEdit.LineWrapMode.NoWrap)
+    font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+    font.setPointSize(max(font.pointSize() - 1, 7))
+    native.setFont(font)
+    native.setMinimumHeight(120)
+    native.setMaximumHeight(220)

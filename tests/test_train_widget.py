@@ -1,0 +1,235 @@
+"""The U-Net Train widget: a tiny real training under napari, Stop, Save, preview, and bad input.
+
+Every training here is tiny (depth 2, base 4, 32x32 patches, a few steps on a crop of the
+bundled sample), so each run takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet._napari import _model_registry as registry
+from napari_unet._napari._train_inputs import PairSource, channel_axis, expand_sources
+from napari_unet._napari.train_widget import TrainWidget
+from napari_unet.core.errors import ShapeError, UserInputError
+from napari_unet.core.sample import load_sample
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def crop():
+    image, labels = load_sample()
+    return image[:96, :128], labels[:96, :128]
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    registry.clear_models()
+    yield make_napari_viewer()
+    registry.clear_models()
+
+
+def _tiny(widget: TrainWidget, *, epochs: int = 2, steps: int = 3) -> None:
+    widget.architecture.depth.value = 2
+    widget.architecture.base_filters.value = 4
+    h = widget.hyper
+    h.patch.value, h.epochs.value, h.steps.value, h.batch_size.value = 32, epochs, steps, 2
+    h.device.value = "cpu"
+    h.augment.value = False
+
+
+def _finish(qtbot, widget: TrainWidget) -> None:
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+
+
+def test_tiny_training_plots_registers_previews_and_saves(viewer, qtbot, crop, tmp_path):
+    from napari_unet import load_model
+    from napari_unet._napari._train_job import predict_slice
+
+    widget = TrainWidget(viewer)  # layers added afterwards: the choices must follow
+    viewer.add_image(crop[0], name="nuclei")
+    viewer.add_labels(crop[1], name="nuclei gt")
+    _tiny(widget)
+    widget.hyper.preview.value = True
+    widget.hyper.preview_every.value = 1
+    widget.model_name.value = "tiny nuclei"
+
+    worker = widget.run()
+    assert worker is not None
+    assert not widget.start_button.enabled and widget.stop_button.enabled
+    _finish(qtbot, widget)
+
+    result = widget.result
+    assert result is not None and not result.stopped
+    assert [h["epoch"] for h in widget.history] == [0, 1]
+    # the plot holds exactly what training reported
+    assert widget.plot.epoch_x == [1, 2]
+    assert widget.plot.val_dice == [h["val_dice"] for h in result.history]
+    assert widget.plot.train_loss == [h["train_loss"] for h in result.history]
+    assert len(widget.plot.batch_loss) == 6 and np.all(np.isfinite(widget.plot.batch_loss))
+    assert all(0.0 <= d <= 1.0 for d in widget.plot.val_dice)
+    assert (worker.pbar.n, worker.pbar.total) == (6, 6)
+    assert "epoch 2/2" in widget.status.value
+    assert widget.start_button.enabled and not widget.stop_button.enabled
+    # selectable in the Segment widget at once
+    assert registry.get_model("tiny nuclei") is result.model
+    assert "selectable" in widget.message.value
+
+    # the last preview used the best model, i.e. the returned one
+    preview = viewer.layers["nuclei preview"]
+    assert preview.data.shape == crop[1].shape
+    assert preview.metadata["preview_epoch"] == 1
+    config = widget._config
+    expected = predict_slice(result.model, widget._sources[0], (), config)
+    np.testing.assert_array_equal(preview.data, expected)
+
+    # Save: suffix added, round trip, no silent overwrite
+    path = widget.save(tmp_path / "tiny")
+    assert path == tmp_path / "tiny.safetensors" and path.is_file()
+    loaded = load_model(path)
+    assert loaded.card["name"] == "tiny nuclei"
+    for key, value in result.model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[key].numpy(), value.numpy())
+    asked = []
+    widget.confirm_overwrite = lambda p: asked.append(p) or False
+    before = path.read_bytes()
+    assert widget.save(path) is None
+    assert asked == [path] and path.read_bytes() == before
+    widget.confirm_overwrite = lambda p: True
+    assert widget.save(path) == path
+
+
+@pytest.mark.parametrize("how", ["stop button", "activity dock cancel"])
+def test_stop_keeps_the_best_model(viewer, qtbot, crop, how):
+    viewer.add_image(crop[0], name="nuclei")
+    viewer.add_labels(crop[1], name="nuclei gt")
+    widget = TrainWidget(viewer)
+    _tiny(widget, epochs=200, steps=2)
+    worker = widget.run()
+    qtbot.waitUntil(lambda: len(widget.plot.epoch_x) >= 1, timeout=TIMEOUT_MS)
+    if how == "stop button":
+        widget.stop_button.changed.emit(True)
+    else:
+        worker.quit()  # what napari's activity dock calls
+    _finish(qtbot, widget)
+
+    result = widget.result
+    assert result is not None and result.stopped
+    assert 1 <= len(result.history) < 200
+    assert result.best_epoch >= 0
+    assert registry.registered_models() == {"nuclei U-Net": result.model}
+    assert widget.message.value.startswith("stopped")
+
+
+def _message_after_run(qtbot, widget: TrainWidget) -> str:
+    widget.run()
+    _finish(qtbot, widget)
+    assert widget.result is None
+    return widget.message.value
+
+
+def test_no_pairs_is_reported(viewer, qtbot):
+    widget = TrainWidget(viewer)
+    assert widget.run() is None
+    assert "no training pairs" in widget.message.value
+
+
+def test_shape_mismatch_is_reported(viewer, qtbot, crop):
+    viewer.add_image(crop[0], name="nuclei")
+    viewer.add_labels(crop[1][:64, :64], name="other")
+    widget = TrainWidget(viewer)
+    _tiny(widget)
+    assert widget.run() is None
+    assert "shape (96, 128)" in widget.message.value and "(64, 64)" in widget.message.value
+
+
+def test_background_only_labels_are_reported(viewer, qtbot, crop):
+    viewer.add_image(crop[0], name="nuclei")
+    viewer.add_labels(np.zeros(crop[1].shape, np.uint16), name="empty")
+    widget = TrainWidget(viewer)
+    _tiny(widget)
+    message = _message_after_run(qtbot, widget)
+    assert "background only" in message
+    assert registry.registered_models() == {}
+
+
+def test_image_smaller_than_patch_is_reported(viewer, qtbot, crop):
+    viewer.add_image(crop[0][:20, :20], name="small")
+    viewer.add_labels(crop[1][:20, :20], name="small gt")
+    widget = TrainWidget(viewer)
+    _tiny(widget)
+    assert widget.run() is None
+    assert "smaller than the 32x32 training patch" in widget.message.value
+
+
+def test_invalid_patch_size_names_valid_sizes(viewer, qtbot, crop):
+    viewer.add_image(crop[0], name="nuclei")
+    viewer.add_labels(crop[1], name="nuclei gt")
+    widget = TrainWidget(viewer)
+    _tiny(widget)
+    widget.hyper.patch.value = 30
+    assert widget.run() is None
+    assert "28 or 32" in widget.message.value
+
+
+def test_summary_follows_the_architecture(viewer, qtbot):
+    from napari_unet import UNet
+    from napari_unet.core.summary import count_parameters
+
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="gt")
+    widget = TrainWidget(viewer)
+    qtbot.waitUntil(lambda: "Total params" in widget.architecture.summary.value, timeout=60_000)
+    widget.architecture.depth.value = 1
+    widget.architecture.base_filters.value = 8
+    widget.hyper.patch.value = 64
+    text = widget.architecture.summary.value
+    expected = count_parameters(UNet(3, 3, depth=1, base_filters=8))
+    assert f"Total params: {expected:,}" in text
+    assert "input (1, 3, 64, 64)" in text  # RGB: three channels
+    assert "(1, 8, 32, 32)" in text  # the pooled level
+    widget.hyper.patch.value = 63
+    assert "nearest valid sizes are 62 or 64" in widget.architecture.summary.value
+
+
+def test_stacks_split_into_annotated_slices_and_channels_are_found():
+    rng = np.random.default_rng(0)
+    image = rng.random((4, 2, 40, 40))  # (Z, C, Y, X)
+    labels = np.zeros((4, 40, 40), np.uint16)
+    region = np.zeros((4, 40, 40), bool)
+    region[1], region[3, :10] = True, True
+    source = PairSource("stack", "gt", image, labels, region)
+    assert channel_axis(source) == 1
+    images, labels_out, regions, names = expand_sources([source], ndim=2)
+    assert names == ["stack [1]", "stack [3]"]
+    np.testing.assert_array_equal(images[1], image[3])  # (C, Y, X)
+    assert regions[1].sum() == 400 and labels_out[0].shape == (40, 40)
+    # 3D network: one pair, channel first
+    images, _, _, names = expand_sources([PairSource("stack", "gt", image, labels)], ndim=3)
+    assert names == ["stack"] and images[0].shape == (2, 4, 40, 40)
+    rgb = PairSource("rgb", "gt", np.zeros((40, 40, 3)), labels[0], rgb=True)
+    assert channel_axis(rgb) == 2
+    with pytest.raises(ShapeError, match="at most one channel axis"):
+        channel_axis(PairSource("rgb", "gt", np.zeros((40, 40, 3)), labels[0, :30]))
+    with pytest.raises(UserInputError, match="no annotated pixel"):
+        expand_sources([PairSource("s", "gt", image, labels, np.zeros_like(region))], ndim=2)
+
+
+def test_registry_signals_and_errors():
+    seen = []
+    registry.clear_models()
+    registry.models_changed.connect(seen.append)
+    try:
+        model = object()
+        registry.register_model(" mine ", model)
+        assert registry.registered_models() == {"mine": model}
+        registry.unregister_model("mine")
+        assert seen == ["mine", "mine"]
+        with pytest.raises(UserInputError, match="no trained model called 'mine'"):
+            registry.get_model("mine")
+        with pytest.raises(UserInputError, match="non-empty"):
+            registry.register_model("  ", model)
+    finally:
+        registry.models_changed.disconnect(seen.append)
