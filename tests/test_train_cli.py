@@ -51,7 +51,7 @@ def folders(data_dir, tmp_path_factory):
     return root
 
 
-def _train(folders, out, *extra, capsys=None):
+def _train(folders, out, *extra):
     argv = ["train", "--images", str(folders / "images"), "--labels", str(folders / "labels")]
     return main([*argv, "-o", str(out), *TINY, *extra])
 

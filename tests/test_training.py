@@ -289,7 +289,7 @@ def test_separate_validation_data_scores_but_does_not_train():
     same = train(images, labels, val_images=images, val_labels=labels, **kwargs)
     assert same.history == on_train.history
     vi, vl = zip(*(discs(seed) for seed in (10, 11)))
-    other = train(images, labels, val_images=list(vi), val_labels=list(vl), **kwargs)
+    other = train(images, labels, val_images=np.stack(vi), val_labels=np.stack(vl), **kwargs)
     assert [h["train_loss"] for h in other.history] == [h["train_loss"] for h in same.history]
     assert [h["val_loss"] for h in other.history] != [h["val_loss"] for h in same.history]
     assert other.model.card["provenance"]["n_training_images"] == 3
@@ -380,5 +380,7 @@ def test_other_bad_input():
         TrainConfig(task="panoptic")
     with pytest.raises(UserInputError, match="epochs must be at least 1"):
         TrainConfig(epochs=0)
+    with pytest.raises(UserInputError, match="1 images but 0 label images"):
+        train(images, labels, val_images=images, **TINY)
     with pytest.raises(UserInputError, match="class ids in"):
         train(images, labels, task="semantic", num_classes=2, **TINY)

@@ -540,7 +540,8 @@ def train(
     pairs = prepare_data(images, labels, cfg, regions=regions, ignore_label=ignore_label)
     val = None
     if val_images is not None:
-        val = prepare_data(val_images, val_labels or [], cfg, ignore_label=ignore_label)
+        val_labels = [] if val_labels is None else val_labels
+        val = prepare_data(val_images, val_labels, cfg, ignore_label=ignore_label)
     gen = train_iter(pairs, val, cfg, model=model, checkpoint=checkpoint, resume=resume)
     while True:
         try:
