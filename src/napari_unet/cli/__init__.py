@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from .._version import __version__
 
 #: sub-command modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("segment", "train", "evaluate", "info")
+COMMANDS: tuple[str, ...] = ("segment", "train", "evaluate", "info", "demo")
 
 EXIT_USAGE = 2
 

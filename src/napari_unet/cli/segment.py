@@ -62,6 +62,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="smallest object kept (instance output)",
     )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="resample the image by F before segmenting (e.g. 0.5 for nuclei twice the size "
+        "the model expects); the labels come back at the image's size",
+    )
+    size.add_argument(
+        "--diameter",
+        type=float,
+        metavar="PX",
+        help="typical object diameter in pixels; sets --scale from the model's expected "
+        "diameter (about 20 px for the built-in nuclei model)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace output files that already exist"
+    )
     p.set_defaults(func=run)
 
 
@@ -98,6 +117,8 @@ def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> P
     kind = "probabilities" if args.output == "probabilities" else "labels"
     target = outdir / f"{image_name(path)}_{kind}.{'zarr' if zarr_input else 'tif'}"
     axes = args.axes or file_axes
+    if target.exists() and not args.overwrite:
+        raise UserInputError(f"{target} exists; pass --overwrite to replace it")
     try:
         gen = segment_iter(
             image,
@@ -110,15 +131,32 @@ def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> P
             device=args.device,
             min_size=args.min_size,
             out=target if zarr_input else None,
+            scale=args.scale,
+            diameter=args.diameter,
         )
         result = run_with_progress(gen, progress=True)
     except UserInputError as err:
         raise UserInputError(f"{path}: {err}") from err
     if not zarr_input:
-        import tifffile
-
-        tifffile.imwrite(target, result, compression="zlib")
+        write_tiff_atomic(target, result)
     return target
+
+
+def write_tiff_atomic(path: Path, data) -> None:
+    """Write a zlib-compressed TIFF through a temporary file, so no half-written file remains."""
+    import os
+    import tempfile
+
+    import tifffile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, compression="zlib")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def overlap_pixels(overlap: float | None, tile: int | None) -> int | None:

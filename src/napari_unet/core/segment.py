@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import axes as ax
+from . import rescale
 from .errors import ShapeError, UserInputError
 from .normalize import check_finite, normalization_stats
 from .postprocess import (
@@ -77,6 +78,8 @@ def segment(
     min_size: int = 10,
     out: str | os.PathLike | None = None,
     return_probabilities: bool = False,
+    scale: float = 1.0,
+    diameter: float | None = None,
     progress: bool | Callable[[SegmentProgress], None] | None = None,
 ):
     """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
@@ -103,6 +106,14 @@ def segment(
         directory when omitted. Ignored for numpy input.
     return_probabilities : bool
         Also return the probabilities: ``(labels, probabilities)``.
+    scale : float
+        Resample the spatial axes the model sees (YX, or ZYX for a 3D model) by this factor
+        before segmenting, and the result back to the image's shape afterwards: use it for
+        images at another magnification than the model was trained on (``0.5`` halves the
+        size, for nuclei twice as large as the model expects). In-memory images only.
+    diameter : float, optional
+        Typical object diameter in pixels; sets ``scale`` to the model card's
+        ``object_diameter`` divided by it (the built-in nuclei model expects about 20 px).
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr; a callable receives every :class:`SegmentProgress`.
 
@@ -131,6 +142,8 @@ def segment(
         min_size=min_size,
         out=out,
         return_probabilities=return_probabilities,
+        scale=scale,
+        diameter=diameter,
     )
     return run_with_progress(gen, progress)
 
@@ -182,6 +195,8 @@ def segment_iter(
     min_size: int = 10,
     out: str | os.PathLike | None = None,
     return_probabilities: bool = False,
+    scale: float = 1.0,
+    diameter: float | None = None,
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
@@ -200,6 +215,14 @@ def segment_iter(
     lazy = _is_dask(canon)
     if not lazy:
         check_finite(canon)
+    factors = rescale.factors(caxes, model.ndim, rescale.resolve_scale(scale, diameter, model))
+    if any(f != 1.0 for f in factors):
+        if lazy:
+            raise UserInputError(
+                "scale/diameter work on in-memory images; rescale a dask or zarr image first"
+            )
+        original = canon.shape
+        canon = rescale.resample(canon, factors, order=1)
     job = _Job(model, canon, caxes, output, min_size, return_probabilities)
     tiling = {
         "tile_shape": tile_shape,
@@ -212,6 +235,8 @@ def segment_iter(
     else:
         result = yield from job.run_in_memory(tiling)
     labels, probs = result
+    if any(f != 1.0 for f in factors):
+        labels, probs = rescale.restore(labels, probs, original, caxes, output)
     labels = ax.from_canonical(labels, caxes, axes, leading=1 if output == "probabilities" else 0)
     if not return_probabilities or output == "probabilities":
         return labels
