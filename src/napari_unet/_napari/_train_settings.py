@@ -99,8 +99,13 @@ class HyperParameters(Container):
         )
         self.seed = SpinBox(value=0, min=0, max=_INT_MAX, label="seed")
         self.device = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
-        self.preview = CheckBox(value=False, text="preview the visible slice every")
-        self.preview_every = SpinBox(value=2, min=1, max=10_000, label="epochs", tooltip="epochs")
+        self.preview = CheckBox(
+            value=False,
+            text="preview the visible slice",
+            tooltip="predict the slice shown in the viewer with the best model so far, into "
+            "the layer '<image> preview'",
+        )
+        self.preview_every = SpinBox(value=2, min=1, max=10_000, label="preview every (epochs)")
         super().__init__(
             widgets=[
                 self.epochs,

@@ -98,7 +98,7 @@ class TrainWidget(Container):
                 self.architecture,
                 _header("Training"),
                 self.hyper,
-                self.model_name,
+                Container(widgets=[self.model_name]),
                 Container(
                     layout="horizontal", labels=False, widgets=[self.start_button, self.stop_button]
                 ),
