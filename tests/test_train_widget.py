@@ -123,6 +123,58 @@ def test_stop_keeps_the_best_model(viewer, qtbot, crop, how):
     assert widget.message.value.startswith("stopped")
 
 
+def test_z_stack_trains_per_annotated_slice_and_previews_the_visible_one(viewer, qtbot, crop):
+    stack = np.stack([np.roll(crop[0], 16 * z, axis=1) for z in range(3)])
+    gt = np.stack([np.roll(crop[1], 16 * z, axis=1) for z in range(3)])
+    region = np.zeros(gt.shape, np.uint8)
+    region[0], region[2] = 1, 1  # slice 1 is not annotated
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(gt, name="stack gt")
+    viewer.add_labels(region, name="annotated")
+    widget = TrainWidget(viewer)
+    row = widget.pairs.rows[0]
+    row.labels_combo.value = viewer.layers["stack gt"]
+    row.region_combo.value = viewer.layers["annotated"]
+    _tiny(widget, epochs=1, steps=2)
+    widget.hyper.preview.value = True
+    widget.hyper.preview_every.value = 1
+    viewer.dims.set_current_step(0, 1)
+    assert widget.run() is not None
+    _finish(qtbot, widget)
+
+    assert widget.result is not None, widget.message.value
+    assert widget.training_data == ("stack [0]", "stack [2]")
+    assert widget.result.model.card["provenance"]["n_training_images"] == 1  # + 1 validation
+    from napari_unet._napari._train_job import predict_slice
+
+    preview = viewer.layers["stack preview"]
+    assert preview.data.shape == gt.shape
+    assert preview.metadata["preview_index"] == (1,)  # the slice shown in the viewer
+    expected = predict_slice(widget.result.model, widget._sources[0], (1,), widget._config)
+    np.testing.assert_array_equal(preview.data[1], expected)
+
+
+def test_3d_network_trains_on_a_volume(viewer, qtbot):
+    from skimage.draw import ellipsoid
+
+    volume = np.zeros((16, 40, 40), np.uint16)
+    ball = ellipsoid(4, 6, 6).astype(np.uint16)[1:-1, 1:-1, 1:-1]
+    for i, (z, y, x) in enumerate([(2, 3, 3), (3, 22, 5), (5, 8, 24), (2, 24, 24)], start=1):
+        volume[z : z + 9, y : y + 13, x : x + 13][ball > 0] = i
+    image = (volume > 0) * 200.0 + np.random.default_rng(0).normal(20, 5, volume.shape)
+    viewer.add_image(image, name="volume")
+    viewer.add_labels(volume, name="volume gt")
+    widget = TrainWidget(viewer)
+    _tiny(widget, epochs=1, steps=1)
+    widget.architecture.dims.value = "3D"
+    widget.architecture.base_filters.value = 2
+    widget.hyper.patch.value = 16
+    assert widget.run() is not None
+    _finish(qtbot, widget)
+    assert widget.result is not None, widget.message.value
+    assert widget.result.model.ndim == 3 and len(widget.history) == 1
+
+
 def _message_after_run(qtbot, widget: TrainWidget) -> str:
     widget.run()
     _finish(qtbot, widget)
@@ -233,3 +285,17 @@ def test_registry_signals_and_errors():
             registry.register_model("  ", model)
     finally:
         registry.models_changed.disconnect(seen.append)
+
+
+def test_stop_before_the_first_epoch_keeps_no_model(viewer, qtbot, crop):
+    viewer.add_image(crop[0], name="nuclei")
+    viewer.add_labels(crop[1], name="nuclei gt")
+    widget = TrainWidget(viewer)
+    _tiny(widget, epochs=2, steps=1000)
+    widget.run()
+    qtbot.waitUntil(lambda: len(widget.plot.batch_loss) >= 1, timeout=TIMEOUT_MS)
+    widget.stop()
+    _finish(qtbot, widget)
+    assert widget.result is None and registry.registered_models() == {}
+    assert "no model kept" in widget.message.value
+    assert not widget.save_button.enabled

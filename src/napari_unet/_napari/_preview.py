@@ -74,6 +74,7 @@ class TrainingPreview:
             )
         layer.data[event.index] = event.labels
         layer.metadata["preview_epoch"] = event.epoch
+        layer.metadata["preview_index"] = event.index
         layer.refresh()
         return layer
 

@@ -65,6 +65,8 @@ class TrainWidget(Container):
         self.confirm_overwrite: Callable[[Path], bool] = _ask_overwrite
         self._stop = threading.Event()
         self._preview: TrainingPreview | None = None
+        #: names of the prepared training pairs of the current run (slices get "[z]")
+        self.training_data: tuple[str, ...] = ()
         self._config: Any = None
         self._sources: list[PairSource] = []
         self._pbar: Any = None
@@ -211,7 +213,7 @@ class TrainWidget(Container):
 
         self._stop = threading.Event()
         self._config, self._sources = config, sources
-        self.result = None
+        self.result, self.training_data = None, ()
         self.save_button.enabled = False
         self.plot.reset()
         preview = None
@@ -282,6 +284,7 @@ class TrainWidget(Container):
                 f"val loss {event.val_loss:.4f}, val Dice {event.val_dice:.4f}{best}"
             )
         elif isinstance(event, DataReady):
+            self.training_data = event.names
             self.status.value = f"training on {event.n_pairs} pair(s) ..."
         elif isinstance(event, PreviewReady) and self._preview is not None:
             self._preview.show(event)
@@ -300,6 +303,9 @@ class TrainWidget(Container):
         pbar.update(1)
 
     def _on_returned(self, result: Any) -> None:
+        if result.best_epoch < 0:  # stopped before the first epoch ended: nothing learnt
+            self._show_info("stopped before the first epoch ended: no model kept")
+            return
         self.result = result
         name = self.model_name.value.strip() or self._default_name()
         result.model.card = {
@@ -310,12 +316,11 @@ class TrainWidget(Container):
         }
         _model_registry.register_model(name, result.model)
         self.save_button.enabled = True
-        if result.best_epoch >= 0:
-            score = f"best epoch {result.best_epoch + 1}, validation Dice {result.best_dice:.3f}"
-        else:
-            score = "no epoch completed: the model is untrained"
         how = "stopped" if result.stopped else "done"
-        self._show_info(f"{how}: {score}. Model {name!r} is selectable in U-Net Segment.")
+        self._show_info(
+            f"{how}: best epoch {result.best_epoch + 1}, validation Dice "
+            f"{result.best_dice:.3f}. Model {name!r} is selectable in U-Net Segment."
+        )
 
     def _on_errored(self, err: BaseException) -> None:
         if isinstance(err, UserInputError):
