@@ -67,6 +67,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--ignore-label", type=int, default=None, help="label value of unannotated pixels"
     )
     p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
+    p.add_argument(
+        "--zoom",
+        type=float,
+        nargs=2,
+        default=(0.75, 1.33),
+        metavar=("LOW", "HIGH"),
+        help="range of random scale augmentation (default 0.75 1.33); widen it (e.g. 0.5 2) "
+        "for a model that must handle several magnifications",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -122,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         patch_size=args.patch,
         learning_rate=args.lr,
         val_fraction=args.val_fraction,
-        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
+        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(zoom=tuple(args.zoom)),
         seed=args.seed,
         device=args.device,
     )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .errors import UserInputError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -28,6 +30,15 @@ class AugmentConfig:
     """Range of random scale factors (log-uniform), applied with the elastic warp."""
     intensity: bool = True
     noise: float = 0.03
+
+    def __post_init__(self) -> None:
+        low, high = self.zoom
+        if not 0 < low <= high:
+            raise UserInputError(
+                f"zoom must be a range (low, high) with 0 < low <= high, got {self.zoom!r}"
+            )
+        if not 0 <= self.elastic <= 1:
+            raise UserInputError(f"elastic is a probability in [0, 1], got {self.elastic!r}")
 
     @classmethod
     def none(cls) -> AugmentConfig:
