@@ -70,22 +70,25 @@ def bench_ratio(args: argparse.Namespace) -> None:
         f"ratio: {args.size}^2, base {args.base}, depth {args.depth}; default plan: tiles "
         f"{plan.tile_shape}, grid {plan.grid}, overlaps {plan.axes[0].overlaps}"
     )
+    fast_name, tiled_name = "whole fast (folded BN, channels-last)", "tiled (predict_tiled)"
     times = best_of(
         {
-            "whole eager": lambda: whole_forward(net, image, layout=False),
-            "whole fast (folded BN, channels-last)": lambda: whole_forward(fast, image, True),
-            "tiled (predict_tiled, defaults)": lambda: predict_tiled(net, image, device="cpu"),
+            fast_name: lambda: whole_forward(fast, image, True),
+            tiled_name: lambda: predict_tiled(net, image, device="cpu"),
         },
         args.repeats,
     )
-    tiled = times["tiled (predict_tiled, defaults)"]
+    tiled = times[tiled_name]
+    pixels = np.prod([a.n_tiles * a.tile for a in plan.axes]) / args.size**2
     print(
-        f"RESULT throughput tiled / whole-image fast forward: "
-        f"{times['whole fast (folded BN, channels-last)'] / tiled:.3f}"
+        f"RESULT throughput tiled / whole-image fast forward: {times[fast_name] / tiled:.3f} "
+        f"(tiles compute {pixels:.3f}x the image's pixels)"
     )
-    print(
-        f"RESULT throughput tiled / whole-image eager forward: {times['whole eager'] / tiled:.3f}"
-    )
+    if args.eager:
+        eager = best_of({"whole eager": lambda: whole_forward(net, image, False)}, 1)
+        print(
+            f"RESULT throughput tiled / whole-image eager forward: {eager['whole eager'] / tiled:.3f}"
+        )
 
 
 def bench_monai(args: argparse.Namespace) -> None:
@@ -157,21 +160,26 @@ def conv_flops(net: UNet, spatial: tuple[int, ...]) -> float:
     return total
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul speed with the current torch threads."""
+    a = torch.randn(n, n)
+    with torch.inference_mode():
+        a @ a
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            a @ a
+        return repeats * 2 * n**3 / (time.perf_counter() - t0) / 1e9
+
+
 def bench_flops(args: argparse.Namespace) -> None:
     net = make_model(args)
     image = image_2d(args.size)
     plan = plan_tiles(net, image.shape[1:])
     flops = conv_flops(net, plan.tile_shape) * plan.n_tiles
-    a = torch.randn(2048, 2048)
-    with torch.inference_mode():
-        a @ a
-        t0 = time.perf_counter()
-        for _ in range(5):
-            a @ a
-        matmul = 5 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
     t0 = time.perf_counter()
     predict_tiled(net, image, device="cpu")
     elapsed = time.perf_counter() - t0
+    matmul = max(matmul_gflops(), matmul_gflops())
     achieved = flops / elapsed / 1e9
     print(f"flops: {args.size}^2 tiled, {flops / 1e9:.0f} GFLOP of convolutions in {elapsed:.1f} s")
     print(
@@ -249,7 +257,8 @@ def main() -> None:
     parser.add_argument("--scale-base", type=int, default=8)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs, best kept")
+    parser.add_argument("--eager", action="store_true", help="also time the plain eager model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, device {resolve_device('cpu')}")

@@ -95,6 +95,55 @@ def test_receptive_field_bounds_the_influence_of_a_pixel(depth):
     assert reach >= halo - 2**depth  # and the bound is tight
 
 
+# -- the plan ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("blend", ["gaussian", "linear", "crop"])
+@pytest.mark.parametrize(
+    ("depth", "padding", "size", "tile", "overlap"),
+    [
+        (2, "same", 100, 32, 8),
+        (3, "same", 1000, None, None),
+        (2, "same", 7, None, 3),
+        (2, "valid", 150, 60, 6),
+        (4, "same", 2048, 512, 100),
+        (1, "same", 33, 8, 2),
+    ],
+)
+def test_plan_is_aligned_covers_the_image_and_weights_sum_to_one(
+    depth, padding, size, tile, overlap, blend
+):
+    net = UNet(depth=depth, padding=padding)
+    plan = plan_tiles(net, (size, size), tile_shape=tile, overlap=overlap, blend=blend)
+    axis = plan.axes[0]
+    assert all(start % 2**depth == 0 for start in axis.starts)
+    assert axis.starts[0] == 0 and axis.starts[-1] + axis.out >= size
+    assert all(o >= (overlap or 0) for o in axis.overlaps)
+    assert net.output_size(axis.tile) == axis.out
+    total = np.zeros(axis.starts[-1] + axis.out)
+    for start, w in zip(axis.starts, axis.weights(blend)):
+        total[start : start + axis.out] += w
+    np.testing.assert_allclose(total[:size], 1, atol=1e-6)
+    index = (axis.n_tiles // 2,) * 2
+    assert plan.weight(index).shape == plan.out_shape
+
+
+def test_default_plan_sizes_tiles_to_the_image():
+    net = UNet(depth=4)
+    plan = plan_tiles(net, (2048, 300))
+    assert plan.grid == (3, 1)
+    assert plan.tile_shape == (704, 304)  # 3 tiles of 704 px rather than 4 of 512+
+    assert plan_tiles(net, (20, 30)).tile_shape == (32, 32)  # small image: one padded tile
+
+
+def test_pixels_that_see_the_tile_padding_get_no_weight():
+    net = UNet(depth=2)
+    (halo, _) = receptive_field(net)
+    axis = plan_tiles(net, (200, 200), tile_shape=64, overlap=2 * halo).axes[0]
+    weights = axis.weights("gaussian")
+    assert axis.trim == halo
+    assert np.all(weights[1:, :halo] == 0) and np.all(weights[:-1, -halo:] == 0)
+    assert np.all(weights[0, :halo] > 0)  # the image border has no neighbour to defer to
+
+
 # -- seamless: tiled == whole image -----------------------------------------------------------
 @pytest.mark.parametrize("blend", ["gaussian", "linear", "crop"])
 def test_tiled_equals_whole_image_2d(blend):

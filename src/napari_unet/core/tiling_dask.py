@@ -72,7 +72,7 @@ def predict_tiled_dask(
     for tile in plan.tiles():
         box, local = _box(tile.input_window, image.shape[1:])
         task = dask.delayed(_predict_tile, pure=True)(
-            net, image[(slice(None), *box)], local, plan.weight(tile.index)
+            net, image[(slice(None), *box)], local, _weights_1d(plan, tile.index)
         )
         tiles[tile.index] = da.from_delayed(task, shape=(k, *plan.out_shape), dtype=np.float32)
     return da.block(_cells(plan, tiles, k))
@@ -89,8 +89,16 @@ def _box(window, spatial) -> tuple[tuple[slice, ...], list[np.ndarray]]:
     return box, [i - s.start for i, s in zip(index, box)]
 
 
-def _predict_tile(net: UNet, block: np.ndarray, local, weight: np.ndarray) -> np.ndarray:
+def _weights_1d(plan: TilePlan, index: tuple[int, ...]) -> list[np.ndarray]:
+    """The tile's 1-D weights per axis (their outer product is built in the task)."""
+    return [w[k] for w, k in zip(plan.axis_weights, index)]
+
+
+def _predict_tile(net: UNet, block: np.ndarray, local, weights_1d) -> np.ndarray:
     """The weighted probabilities ``(K, *out)`` of one tile read from its bounding box."""
+    weight = weights_1d[0]
+    for w in weights_1d[1:]:
+        weight = np.multiply.outer(weight, w)
     x = np.asarray(block)[np.ix_(np.arange(block.shape[0]), *local)]
     x = check_tile(x.astype(np.float32, copy=False))
     device = next(net.parameters()).device
