@@ -299,3 +299,19 @@ def test_stop_before_the_first_epoch_keeps_no_model(viewer, qtbot, crop):
     assert widget.result is None and registry.registered_models() == {}
     assert "no model kept" in widget.message.value
     assert not widget.save_button.enabled
+
+
+def test_shapes_region_is_rasterised_on_the_labels_grid(viewer):
+    viewer.add_image(np.zeros((60, 80)), name="image")
+    viewer.add_labels(np.zeros((60, 80), np.uint8), name="gt")
+    square = np.array([[10, 10], [10, 40], [30, 40], [30, 10]])
+    viewer.add_shapes([square], shape_type="polygon", name="roi")
+    widget = TrainWidget(viewer)
+    widget.pairs.rows[0].region_combo.value = viewer.layers["roi"]
+    region = widget.pairs.sources()[0].region
+    assert region.shape == (60, 80) and region.dtype == bool
+    assert region[10:30, 10:40].all() and not region[35:].any()
+    widget.pairs.add_row()
+    assert len(widget.pairs.sources()) == 2
+    widget.pairs.remove_row(widget.pairs.rows[1])
+    assert len(widget.pairs.sources()) == 1

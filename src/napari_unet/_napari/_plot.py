@@ -56,13 +56,15 @@ class TrainingPlot:
 
     def reset(self) -> None:
         """Forget all data (a new run starts)."""
+        had_data = bool(getattr(self, "batch_x", True))
         self.batch_x: list[float] = []
         self.batch_loss: list[float] = []
         self.epoch_x: list[float] = []
         self.train_loss: list[float] = []
         self.val_loss: list[float] = []
         self.val_dice: list[float] = []
-        self.redraw(force=True)
+        if had_data:
+            self.redraw(force=True)
 
     def add_batch(self, epoch: int, step: int, steps: int, loss: float) -> None:
         self.batch_x.append(epoch + (step + 1) / steps)
