@@ -168,3 +168,35 @@ def test_importing_the_widget_does_not_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_model_trained_in_this_session_is_offered_selected_and_used(widget, qtbot):
+    from napari_unet import UNet, segment
+    from napari_unet._napari import _model_registry as registry
+
+    model = UNet(1, 3, depth=2, base_filters=4).eval()
+    model.card = {"task": "instance"}
+    try:
+        registry.register_model("my nuclei", model)
+        assert "trained: my nuclei" in widget.model_source.choices
+        assert widget.model_source.value == "trained: my nuclei"
+        viewer = widget._viewer
+        image = _image()
+        viewer.add_image(image, name="cells")
+        widget.output.value = "semantic"
+        _run_to_end(widget, qtbot)
+        expected = segment(image, model, axes="YX", output="semantic")
+        np.testing.assert_array_equal(viewer.layers["cells labels"].data, expected)
+    finally:
+        registry.clear_models()
+    assert "trained: my nuclei" not in widget.model_source.choices
+
+
+def test_diameter_resamples_and_returns_labels_at_the_image_size(widget, qtbot):
+    viewer = widget._viewer
+    viewer.add_image(_image((64, 80)), name="big nuclei")
+    widget.output.value = "semantic"
+    widget.diameter.value = 40.0  # the tiny model's card records no object_diameter
+    _run_to_end(widget, qtbot)
+    assert "big nuclei labels" not in [layer.name for layer in viewer.layers]
+    assert "object_diameter" in widget.status.value

@@ -17,12 +17,14 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
+    FloatSpinBox,
     Label,
     LineEdit,
     PushButton,
     SpinBox,
 )
 
+from . import _model_registry as registry
 from ._layers import layer_array, output_placement, propose_axes, upsert_layer
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 BUILTIN = "built-in nuclei"
 FROM_FILE = "model file"
+TRAINED = "trained: "
 OUTPUT_KINDS = ("instance", "semantic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -59,7 +62,7 @@ class SegmentWidget(Container):
     def _build(self) -> None:
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.axes = LineEdit(label="Axes", tooltip="one letter per axis of the data: T C Z Y X")
-        self.model_source = ComboBox(label="Model", choices=(BUILTIN, FROM_FILE), value=BUILTIN)
+        self.model_source = ComboBox(label="Model", choices=self._model_choices, value=BUILTIN)
         self.model_file = FileEdit(
             label="Model file", mode="r", filter="*.safetensors", visible=False
         )
@@ -71,6 +74,11 @@ class SegmentWidget(Container):
         self.overlap = SpinBox(
             label="Overlap (0 = auto)", value=0, min=0, max=1024,
             tooltip="tile overlap in pixels; 0 = from the model's receptive field",
+        )  # fmt: skip
+        self.diameter = FloatSpinBox(
+            label="Object diameter (0 = as trained)", value=0, min=0, max=10000, step=1,
+            tooltip="typical object diameter in pixels; the image is resampled so objects have "
+            "the size the model was trained on (about 20 px for the built-in nuclei model)",
         )  # fmt: skip
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.probabilities = CheckBox(label="Probabilities layer", value=False)
@@ -86,6 +94,7 @@ class SegmentWidget(Container):
                 self.output,
                 self.tile,
                 self.overlap,
+                self.diameter,
                 self.device,
                 self.probabilities,
                 self.run_button,
@@ -100,6 +109,7 @@ class SegmentWidget(Container):
             event.connect(self._refresh_images)
         self.image.changed.connect(self._on_image_changed)
         self.model_source.changed.connect(self._on_source_changed)
+        registry.models_changed.connect(self._on_models_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -120,6 +130,15 @@ class SegmentWidget(Container):
     def _on_image_changed(self, _value: Any = None) -> None:
         layer = self.image.value
         self.axes.value = propose_axes(layer, self._viewer) if layer is not None else ""
+
+    def _model_choices(self, _widget: Any = None) -> list[str]:
+        return [BUILTIN, *(TRAINED + n for n in registry.registered_models()), FROM_FILE]
+
+    def _on_models_changed(self, name: str) -> None:
+        """A model was trained in the Train widget: offer it, and select it."""
+        self.model_source.reset_choices()
+        if name in registry.registered_models():
+            self.model_source.value = TRAINED + name
 
     def _on_source_changed(self, value: str) -> None:
         self.model_file.visible = value == FROM_FILE
@@ -189,6 +208,8 @@ class SegmentWidget(Container):
             if not path.is_file():
                 raise UserInputError(f"choose a model file (.safetensors); {path} is not a file")
             model = path
+        elif self.model_source.value.startswith(TRAINED):
+            model = registry.get_model(self.model_source.value[len(TRAINED) :])
         data = layer_array(layer)
         return {
             "image": data,
@@ -198,6 +219,7 @@ class SegmentWidget(Container):
             "tile_shape": self.tile.value or None,
             "overlap": self.overlap.value or None,
             "device": self.device.value,
+            "diameter": self.diameter.value or None,
         }
 
     # -- results (GUI thread) --------------------------------------------------------------
