@@ -27,7 +27,7 @@ _LAZY = {
     "UserInputError": "napari_unet.core.errors",
     "ModelFileError": "napari_unet.core.errors",
 }
-_SUBMODULES = {"metrics": "napari_unet.core.metrics"}
+_SUBMODULES = {"metrics": "napari_unet.metrics"}
 
 __all__ = [
     "ModelFileError",
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .core import metrics
+    from . import metrics
     from .core.errors import ModelFileError, UserInputError
     from .core.model import UNet, UNetConfig
     from .core.model_io import load_model, save_model

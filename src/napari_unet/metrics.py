@@ -1,0 +1,8 @@
+"""Segmentation metrics: binary, multi-class and instance (see :mod:`napari_unet.core.metrics`).
+
+``from napari_unet import metrics`` and ``from napari_unet.metrics import dice`` both work;
+this module only imports numpy and scipy.
+"""
+
+from .core.metrics import *  # noqa: F403
+from .core.metrics import __all__ as __all__
