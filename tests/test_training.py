@@ -384,3 +384,14 @@ def test_other_bad_input():
         train(images, labels, val_images=images, **TINY)
     with pytest.raises(UserInputError, match="class ids in"):
         train(images, labels, task="semantic", num_classes=2, **TINY)
+
+
+def test_the_card_records_the_median_object_diameter():
+    """Objects are squares of known area, so their equivalent diameters are known exactly."""
+    labels = np.zeros((64, 64), np.uint16)
+    for i, side in enumerate((6, 8, 10)):
+        labels[4 + 20 * i : 4 + 20 * i + side, 10 : 10 + side] = i + 1
+    image = np.where(labels > 0, 200.0, 10.0).astype(np.float32)
+    result = train([image, image], [labels, labels], **TINY, val_fraction=0.5)
+    expected = 2 * np.sqrt(8 * 8 / np.pi)  # the median object is the 8x8 square
+    assert result.model.card["object_diameter"] == pytest.approx(expected, abs=0.05)

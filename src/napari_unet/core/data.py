@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,8 @@ class TrainingPair:
     weight: np.ndarray
     valid: np.ndarray
     name: str = ""
+    diameters: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    """Equivalent diameters (pixels) of the annotated objects (instance task)."""
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -110,6 +112,7 @@ def prepare_pair(
         labels = relabel_sequential(labels.astype(np.int64))[0]
         target = instance_to_classes(labels)
         weight = unet_weight_map(labels, w0=w0, sigma=sigma, valid=valid)
+        diameters = object_diameters(np.where(valid, labels, 0))
     elif task == "semantic":
         labels = np.where(valid, labels, 0)  # unannotated class ids are unknown, not classes
         if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
@@ -119,9 +122,29 @@ def prepare_pair(
             )
         target = labels.astype(np.uint8 if labels.max() < 256 else np.int64)
         weight = np.ones(labels.shape, np.float32)
+        diameters = np.empty(0, np.float32)
     else:
         raise UserInputError(f"task must be 'instance' or 'semantic', got {task!r}")
-    return TrainingPair(norm, target, weight, valid, name)
+    return TrainingPair(norm, target, weight, valid, name, diameters)
+
+
+def object_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameter of each object: of the disc (2D) or ball (3D) of the same size.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X) or (Z, Y, X)
+        Instance labels numbered ``1..N`` (0 = background).
+
+    Returns
+    -------
+    ndarray of float32, shape (N_present,)
+    """
+    sizes = np.bincount(labels.ravel())[1:]
+    sizes = sizes[sizes > 0].astype(np.float64)
+    if labels.ndim == 3:
+        return (2 * (3 * sizes / (4 * np.pi)) ** (1 / 3)).astype(np.float32)
+    return (2 * np.sqrt(sizes / np.pi)).astype(np.float32)
 
 
 def _channel_first(image: np.ndarray, spatial: tuple[int, ...], where: str) -> np.ndarray:

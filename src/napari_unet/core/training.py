@@ -486,6 +486,9 @@ def _finish(
             "final_val_loss": last.get("val_loss"),
         },
     }
+    diameters = np.concatenate([p.diameters for p in pairs]) if pairs else np.empty(0)
+    if config.task == "instance" and diameters.size:
+        model.card["object_diameter"] = round(float(np.median(diameters)), 1)
     return TrainResult(model, list(state.history), state.best_epoch, state.best_dice, stopped)
 
 
