@@ -287,6 +287,8 @@ def test_dask_streaming_and_lazy_match_numpy():
     lazy = predict_tiled_dask(net, lazy_image, tile_shape=32, overlap=8)
     assert isinstance(lazy, da.Array) and lazy.shape == (3, 70, 90) and lazy.dtype == np.float32
     np.testing.assert_allclose(lazy.compute(scheduler="synchronous"), ref, atol=1e-6)
+    batched = predict_tiled_dask(net, lazy_image, tile_shape=32, overlap=8, batch_size=4)
+    np.testing.assert_allclose(batched.compute(scheduler="synchronous"), ref, atol=1e-6)
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -296,10 +296,11 @@ def predict_tiled_dask(
     *,
     tile_shape: IntOrSeq = None,
     overlap: IntOrSeq = None,
+    batch_size: int | None = 1,
     device: str = "auto",
     blend: str = "gaussian",
 ) -> Any:
-    """Lazy class probabilities of a dask image, one dask task per tile.
+    """Lazy class probabilities of a dask image, one dask task per tile (or batch of tiles).
 
     Same plan, blending and result as :func:`predict_tiled` (to float rounding), but as a
     ``dask.array.Array`` of shape ``(K, *spatial)``: nothing runs until it is computed, by

@@ -22,6 +22,7 @@ from .model import UNet
 from .tile_plan import AxisPlan, TilePlan, plan_tiles
 from .tiling import (
     IntOrSeq,
+    _check_batch_size,
     _check_image,
     _check_model,
     _reflect_index,
@@ -36,10 +37,11 @@ def predict_tiled_dask(
     *,
     tile_shape: IntOrSeq = None,
     overlap: IntOrSeq = None,
+    batch_size: int | None = 1,
     device: str = "auto",
     blend: str = "gaussian",
 ) -> Any:
-    """Lazy probabilities ``(K, *spatial)`` float32 of ``image``, one dask task per tile.
+    """Lazy probabilities ``(K, *spatial)`` float32 of ``image``, one dask task per batch.
 
     Parameters
     ----------
@@ -49,6 +51,9 @@ def predict_tiled_dask(
         The normalised image, channel first.
     tile_shape, overlap, blend
         As for :func:`~.tiling.predict_tiled`.
+    batch_size : int, optional
+        Tiles per task (one forward pass). Default 1: the most parallel graph; ``None``
+        picks the in-process default (fewer, larger tasks, better on a GPU worker).
     device : str
         Compute device, resolved on the worker that runs the tiles (``"auto"``: its GPU if
         it has one).
@@ -65,17 +70,23 @@ def predict_tiled_dask(
     if not isinstance(image, da.Array):
         image = da.from_array(image, chunks=image.shape)
     plan = plan_tiles(model, image.shape[1:], tile_shape=tile_shape, overlap=overlap, blend=blend)
+    batch_size = _check_batch_size(batch_size, plan)
     resolve_device(device)  # fail early on a bad name
     net = dask.delayed(_prepare, pure=True)(model, str(device))
-    k = model.num_classes
+    shape = (model.num_classes, *plan.out_shape)
+    all_tiles = list(plan.tiles())
     tiles = {}
-    for tile in plan.tiles():
-        box, local = _box(tile.input_window, image.shape[1:])
-        task = dask.delayed(_predict_tile, pure=True)(
-            net, image[(slice(None), *box)], local, _weights_1d(plan, tile.index)
-        )
-        tiles[tile.index] = da.from_delayed(task, shape=(k, *plan.out_shape), dtype=np.float32)
-    return da.block(_cells(plan, tiles, k))
+    for first in range(0, len(all_tiles), batch_size):
+        batch = all_tiles[first : first + batch_size]
+        inputs = []
+        for tile in batch:
+            box, local = _box(tile.input_window, image.shape[1:])
+            inputs.append((image[(slice(None), *box)], local, _weights_1d(plan, tile.index)))
+        task = dask.delayed(_predict_batch, pure=True)(net, inputs)
+        for j, tile in enumerate(batch):
+            part = da.from_delayed(task, shape=(len(batch), *shape), dtype=np.float32)
+            tiles[tile.index] = part[j]
+    return da.block(_cells(plan, tiles))
 
 
 def _prepare(model: UNet, device: str) -> Any:
@@ -94,15 +105,22 @@ def _weights_1d(plan: TilePlan, index: tuple[int, ...]) -> list[np.ndarray]:
     return [w[k] for w, k in zip(plan.axis_weights, index)]
 
 
-def _predict_tile(net: UNet, block: np.ndarray, local, weights_1d) -> np.ndarray:
-    """The weighted probabilities ``(K, *out)`` of one tile read from its bounding box."""
-    weight = weights_1d[0]
-    for w in weights_1d[1:]:
-        weight = np.multiply.outer(weight, w)
+def _predict_batch(net: UNet, inputs: list) -> np.ndarray:
+    """Weighted probabilities ``(B, K, *out)`` of a batch of tiles, each given as its input's
+    bounding box, the reflected indices inside it, and its 1-D weights."""
+    x = np.stack([_tile_input(block, local) for block, local, _ in inputs])
+    probs = forward_probabilities(net, x, next(net.parameters()).device)
+    for p, (_, _, weights_1d) in zip(probs, inputs):
+        weight = weights_1d[0]
+        for w in weights_1d[1:]:
+            weight = np.multiply.outer(weight, w)
+        p *= weight
+    return probs
+
+
+def _tile_input(block: np.ndarray, local: list[np.ndarray]) -> np.ndarray:
     x = np.asarray(block)[np.ix_(np.arange(block.shape[0]), *local)]
-    x = check_tile(x.astype(np.float32, copy=False))
-    device = next(net.parameters()).device
-    return forward_probabilities(net, x[None], device)[0] * weight
+    return check_tile(x.astype(np.float32, copy=False))
 
 
 def _axis_cells(axis: AxisPlan, weights: np.ndarray) -> list[tuple[int, int, list[int]]]:
@@ -118,7 +136,7 @@ def _axis_cells(axis: AxisPlan, weights: np.ndarray) -> list[tuple[int, int, lis
     ]
 
 
-def _cells(plan: TilePlan, tiles: dict, k: int) -> Any:
+def _cells(plan: TilePlan, tiles: dict) -> Any:
     """Nested lists (one level per spatial axis) of the cells' dask arrays."""
     per_axis = [_axis_cells(a, w) for a, w in zip(plan.axes, plan.axis_weights)]
 
