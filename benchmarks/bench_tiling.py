@@ -43,15 +43,27 @@ def image_2d(size: int) -> np.ndarray:
 
 
 def best_of(fns: dict, repeats: int) -> dict[str, float]:
-    """Minimum wall time of each function, calling them in turn ``repeats`` times."""
-    times = {name: float("inf") for name in fns}
+    """Minimum wall time of each function, calling them in turn ``repeats`` times.
+
+    All times are kept in ``RUNS`` so that :func:`paired` can compare the runs pair by pair.
+    """
+    RUNS.clear()
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            times[name] = min(times[name], time.perf_counter() - t0)
-            print(f"  {name}: {time.perf_counter() - t0:.2f} s", flush=True)
-    return times
+            RUNS.setdefault(name, []).append(time.perf_counter() - t0)
+            print(f"  {name}: {RUNS[name][-1]:.2f} s", flush=True)
+    return {name: min(t) for name, t in RUNS.items()}
+
+
+def paired(numerator: str, denominator: str) -> str:
+    """Ratios of the alternating runs, pair by pair, and their median."""
+    ratios = [a / b for a, b in zip(RUNS[numerator], RUNS[denominator])]
+    return f"pairs {', '.join(f'{r:.3f}' for r in ratios)}; median {np.median(ratios):.3f}"
+
+
+RUNS: dict[str, list[float]] = {}
 
 
 def whole_forward(net: UNet, image: np.ndarray, layout: bool) -> np.ndarray:
@@ -82,7 +94,8 @@ def bench_ratio(args: argparse.Namespace) -> None:
     pixels = np.prod([a.n_tiles * a.tile for a in plan.axes]) / args.size**2
     print(
         f"RESULT throughput tiled / whole-image fast forward: {times[fast_name] / tiled:.3f} "
-        f"(tiles compute {pixels:.3f}x the image's pixels)"
+        f"(best of each; {paired(fast_name, tiled_name)}; "
+        f"the tiles compute {pixels:.3f}x the image's pixels)"
     )
     if args.eager:
         eager = best_of({"whole eager": lambda: whole_forward(net, image, False)}, 1)
@@ -122,7 +135,8 @@ def bench_monai(args: argparse.Namespace) -> None:
     )
     print(
         f"RESULT MONAI with the same fast net / predict_tiled: "
-        f"{times['MONAI (our fast net)'] / times['predict_tiled']:.3f}"
+        f"{times['MONAI (our fast net)'] / times['predict_tiled']:.3f} "
+        f"(best of each; {paired('MONAI (our fast net)', 'predict_tiled')})"
     )
     if args.eager:
         eager = best_of({"MONAI (eager net)": lambda: monai_run(net)}, 1)
@@ -212,7 +226,7 @@ def bench_scale(args: argparse.Namespace) -> None:
     base = args.scale_base
     print(f"scale: zarr in, zarr out, base {base}, depth {args.depth}, {args.threads} threads")
     rows = []
-    for size in (1024, 4096, 8192):
+    for size in args.sizes:
         with tempfile.TemporaryDirectory() as folder:
             src = zarr.create_array(
                 f"{folder}/in.zarr", shape=(1, size, size), chunks=(1, 512, 512), dtype="f4"
@@ -241,9 +255,13 @@ def bench_scale(args: argparse.Namespace) -> None:
         )
     small, big = rows[0], rows[-1]
     print(
-        f"RESULT time per pixel 8192^2 / 1024^2: {big[1] / big[0] ** 2 / (small[1] / small[0] ** 2):.3f}"
+        f"RESULT time per pixel {big[0]}^2 / {small[0]}^2: "
+        f"{big[1] / big[0] ** 2 / (small[1] / small[0] ** 2):.3f}"
     )
-    print(f"RESULT peak RSS 8192^2 / 1024^2: {big[2] / small[2]:.3f} ({big[2]:.0f} MB at 8192^2)")
+    print(
+        f"RESULT peak RSS {big[0]}^2 / {small[0]}^2: {big[2] / small[2]:.3f} "
+        f"({big[2]:.0f} MB at {big[0]}^2)"
+    )
 
 
 def main() -> None:
@@ -253,6 +271,7 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=32)
     parser.add_argument("--scale-base", type=int, default=8)
     parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192], help="scale")
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs, best kept")
     parser.add_argument("--eager", action="store_true", help="also time the plain eager model")

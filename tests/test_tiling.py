@@ -129,8 +129,9 @@ def test_plan_is_aligned_covers_the_image_and_weights_sum_to_one(
 def test_default_plan_sizes_tiles_to_the_image():
     net = UNet(depth=4)
     plan = plan_tiles(net, (2048, 300))
-    assert plan.grid == (3, 1)
-    assert plan.tile_shape == (704, 304)  # 3 tiles of 704 px rather than 4 of 512+
+    assert plan.grid == (2, 1)
+    assert plan.tile_shape == (1040, 304)  # 2 tiles of 1040 px rather than 3 of 1024
+    assert plan.axes[0].overlaps == (32,)
     assert plan_tiles(net, (20, 30)).tile_shape == (32, 32)  # small image: one padded tile
 
 

@@ -31,7 +31,7 @@ from .receptive import receptive_field
 
 BLENDS = ("gaussian", "linear", "crop")
 #: largest default tile side (input pixels) for 2D and 3D networks
-MAX_TILE = {2: 768, 3: 112}
+MAX_TILE = {2: 1088, 3: 112}
 #: largest default overlap (pixels) for 2D and 3D networks
 MAX_OVERLAP = {2: 32, 3: 16}
 #: pixels (voxels) per batch that the default batch size aims at
@@ -209,7 +209,7 @@ def plan_tiles(
         ``(Y, X)`` or ``(Z, Y, X)``.
     tile_shape : int or sequence of int, optional
         Input size of a tile (an int for all axes). Each must be valid for the network
-        (``model.check_input_shape``). Default: the fewest tiles of at most 768 px (2D) or
+        (``model.check_input_shape``). Default: the fewest tiles of at most 1088 px (2D) or
         112 px (3D) per axis that cover the image, sized to the image (the number of tiles,
         not their size, drives the cost).
     overlap : int or sequence of int, optional

@@ -74,7 +74,7 @@ def predict_tiled_iter(
         tile by tile, so a zarr or dask image is never loaded whole).
     tile_shape : int or sequence of int, optional
         Input size of a tile per spatial axis, valid for the network. Default: the fewest
-        tiles of at most 768 px (2D) / 112 px (3D) per axis, sized to the image.
+        tiles of at most 1088 px (2D) / 112 px (3D) per axis, sized to the image.
     overlap : int or sequence of int, optional
         Pixels by which neighbouring tiles overlap (at least; tile starts are rounded to the
         network's pooling grid). Default: ``2 * receptive_field(model)`` (exact) capped at
