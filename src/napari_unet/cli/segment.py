@@ -144,19 +144,12 @@ def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> P
 
 def write_tiff_atomic(path: Path, data) -> None:
     """Write a zlib-compressed TIFF through a temporary file, so no half-written file remains."""
-    import os
-    import tempfile
-
     import tifffile
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from ..core.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
         tifffile.imwrite(tmp, data, compression="zlib")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def overlap_pixels(overlap: float | None, tile: int | None) -> int | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .atomic import atomic_write
 from .errors import UserInputError
 from .evaluation import EvaluationProgress, PairEvaluation, Record, evaluate_pair, summary_rows
 from .metrics import DEFAULT_THRESHOLDS
@@ -199,15 +199,8 @@ def format_table(
 def write_csv(records: Sequence[Record], path: str | os.PathLike) -> Path:
     """Write records to a CSV file at full precision, atomically (temp file, then rename)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns_of(records), restval="")
-            writer.writeheader()
-            writer.writerows(records)  # str(float) is the shortest exact repr: full precision
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns_of(records), restval="")
+        writer.writeheader()
+        writer.writerows(records)  # str(float) is the shortest exact repr: full precision
     return target

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .errors import ModelFileError, UserInputError
 from .model import UNet, UNetConfig, build_model
 
@@ -121,15 +121,8 @@ def save_model(model: UNet, path: str | os.PathLike, *, half: bool = False, **ca
             value = value.half()
         tensors[key] = value.contiguous()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: text})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
     model.card = full
     return path
 

@@ -9,22 +9,20 @@ random-number state, position) lets a stopped run continue exactly where it stop
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from .augment import augment
+from .checkpoint import RunState, load_checkpoint, save_checkpoint
 from .data import PatchSampler, TrainingPair, fingerprint, prepare_pair
 from .device import resolve_device
 from .errors import UserInputError
@@ -34,8 +32,6 @@ from .model_io import DEFAULT_NORMALIZATION, INSTANCE_CLASSES
 from .training_config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "napari-unet-checkpoint/1"
 
 __all__ = [
     "BatchEnd",
@@ -227,9 +223,9 @@ def train_iter(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps))
     rng = np.random.default_rng(config.seed)
-    state = _RunState()
+    state = RunState()
     if resume is not None:
-        _load_checkpoint(resume, model, optimizer, scheduler, rng, state, config, train_pairs)
+        load_checkpoint(resume, model, optimizer, scheduler, rng, state, config, train_pairs)
 
     for epoch in range(state.epoch, config.epochs):
         t0 = time.perf_counter()
@@ -247,9 +243,10 @@ def train_iter(
         if stop.is_set() and state.step < steps:
             state.epoch = epoch
             if checkpoint is not None:
-                yield _save_checkpoint(
+                save_checkpoint(
                     checkpoint, model, optimizer, scheduler, rng, state, config, train_pairs
                 )
+                yield CheckpointSaved(str(checkpoint), state.epoch, state.step)
             break
         val_loss, val_dice = evaluate_crops(model, val_crops, config, device)
         train_loss = state.loss_sum / max(state.loss_count, 1)
@@ -278,9 +275,10 @@ def train_iter(
             time.perf_counter() - t0,
         )
         if checkpoint is not None:
-            yield _save_checkpoint(
+            save_checkpoint(
                 checkpoint, model, optimizer, scheduler, rng, state, config, train_pairs
             )
+            yield CheckpointSaved(str(checkpoint), state.epoch, state.step)
         if stop.is_set():
             break
     return _finish(model, state, config, train_pairs, stopped=stop.is_set())
@@ -376,89 +374,8 @@ def evaluate_crops(
     return float(np.mean(losses)), float(dice)
 
 
-# -- state, checkpoints and the result ----------------------------------------------------
-@dataclass
-class _RunState:
-    epoch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    best_dice: float = -1.0
-    best_epoch: int = -1
-    best_state: dict | None = None
-    history: list = field(default_factory=list)
-
-
-def _save_checkpoint(
-    path, model, optimizer, scheduler, rng, state: _RunState, config, pairs
-) -> CheckpointSaved:
-    document = {
-        "format": CHECKPOINT_FORMAT,
-        "config": json.dumps(config.to_dict()),
-        "data_fingerprint": fingerprint(pairs),
-        "model": model.state_dict(),
-        "best_state": state.best_state or {},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng_numpy": json.dumps(rng.bit_generator.state),
-        "rng_torch": torch.get_rng_state(),
-        "position": json.dumps(
-            {
-                k: getattr(state, k)
-                for k in ("epoch", "step", "loss_sum", "loss_count", "best_dice", "best_epoch")
-            }
-        ),
-        "history": json.dumps(state.history),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(document, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return CheckpointSaved(str(path), state.epoch, state.step)
-
-
-def _load_checkpoint(
-    path, model, optimizer, scheduler, rng, state: _RunState, config, pairs
-) -> None:
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint to resume from not found: {path}")
-    try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file
-        raise UserInputError(f"{path} is not a readable training checkpoint: {err}") from err
-    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-        raise UserInputError(f"{path} is not a napari-unet training checkpoint")
-    saved = TrainConfig.from_dict(json.loads(document["config"]))
-    if replace(saved, epochs=config.epochs, device=config.device) != config:
-        raise UserInputError(
-            f"{path} was written with different training settings; resume with the same settings "
-            f"(only --epochs may change). Saved: {saved.to_dict()}"
-        )
-    if document["data_fingerprint"] != fingerprint(pairs):
-        raise UserInputError(
-            f"{path} was written for different training data; resume with the same data"
-        )
-    model.load_state_dict(document["model"])
-    optimizer.load_state_dict(document["optimizer"])
-    scheduler.load_state_dict(document["scheduler"])
-    rng.bit_generator.state = json.loads(document["rng_numpy"])
-    torch.set_rng_state(document["rng_torch"])
-    for key, value in json.loads(document["position"]).items():
-        setattr(state, key, value)
-    state.history = json.loads(document["history"])
-    state.best_state = document["best_state"] or None
-
-
-def _finish(
-    model: UNet, state: _RunState, config: TrainConfig, pairs, stopped: bool
-) -> TrainResult:
+# -- the result ---------------------------------------------------------------------------
+def _finish(model: UNet, state: RunState, config: TrainConfig, pairs, stopped: bool) -> TrainResult:
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
