@@ -89,7 +89,9 @@ def predict_tiled_iter(
         middle of the overlap. The pixels at a tile's inner border that see its zero padding
         get no weight.
     out : numpy or zarr array of shape (K, Y, X) or (K, Z, Y, X), optional
-        Where to write the probabilities (it is zeroed first). Default: a new numpy array.
+        Where to write the probabilities (it is zeroed first; each batch adds its tiles'
+        weighted probabilities to their region, so a zarr ``out`` is written tile by tile).
+        Default: a new numpy array. A run closed early leaves a partial result in it.
 
     Yields
     ------
