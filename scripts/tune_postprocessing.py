@@ -36,7 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--seed", type=int, default=2018)
-    parser.add_argument("--data", type=Path, default=here.parent / "shared" / "data" / "dsb2018_fluo")
+    parser.add_argument(
+        "--data", type=Path, default=here.parent / "shared" / "data" / "dsb2018_fluo"
+    )
     args = parser.parse_args()
     model = load_model(args.model)
     cache = []
@@ -45,10 +47,14 @@ def main() -> None:
         cache.append((probs, tifffile.imread(labels_path)))
     print(f"{len(cache)} validation images")
     print("seed_thr  fg_thr  min_size  AP@0.5  AP@0.5:0.95")
-    for seed_t, fg_t, min_size in itertools.product((0.4, 0.5, 0.6, 0.7, 0.8), (0.4, 0.5, 0.6), (10, 20)):
+    for seed_t, fg_t, min_size in itertools.product(
+        (0.4, 0.5, 0.6, 0.7, 0.8), (0.4, 0.5, 0.6), (10, 20)
+    ):
         ap50, ap = [], []
         for probs, truth in cache:
-            pred = instance_labels(probs, min_size=min_size, seed_threshold=seed_t, foreground_threshold=fg_t)
+            pred = instance_labels(
+                probs, min_size=min_size, seed_threshold=seed_t, foreground_threshold=fg_t
+            )
             result = average_precision(truth, pred)
             ap50.append(result.scores[0])
             ap.append(float(result))

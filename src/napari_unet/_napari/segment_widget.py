@@ -224,15 +224,17 @@ class SegmentWidget(Container):
 
     # -- results (GUI thread) --------------------------------------------------------------
     def _on_progress(self, event: Any) -> None:
+        # napari's progress bar pumps the event loop in update(), so _on_finished may run in
+        # the middle of this handler: write the status first and ignore a cancelled run.
         pbar = self._pbar
-        if pbar is None:
+        if pbar is None or self._cancelled:
             return
+        frames = f", frame {event.frame + 1}/{event.n_frames}" if event.n_frames > 1 else ""
+        self.status.value = f"{event.stage}: {event.done}/{event.total}{frames}"
         if pbar.total != event.total:
             pbar.total = event.total
             pbar.set_description(f"U-Net Segment: {event.stage}")
         pbar.update(event.done - pbar.n)
-        frames = f", frame {event.frame + 1}/{event.n_frames}" if event.n_frames > 1 else ""
-        self.status.value = f"{event.stage}: {event.done}/{event.total}{frames}"
 
     def _on_result(self, layer: Any, axes: str, result: Any) -> None:
         if self._cancelled:
