@@ -39,7 +39,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class SegmentWidget(Container):
-    """U-Net Segment: pick an image layer and a model, press Run.
+    """U-Net Segment: pick an image layer and a model, press Segment.
 
     Parameters
     ----------
@@ -82,7 +82,7 @@ class SegmentWidget(Container):
         )  # fmt: skip
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.probabilities = CheckBox(label="Probabilities layer", value=False)
-        self.run_button = PushButton(text="Run")
+        self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.extend(

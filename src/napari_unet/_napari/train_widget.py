@@ -4,7 +4,7 @@ The widget is thin: it collects the layer pairs and the settings, runs
 :func:`._train_job.training_job` (which drives :func:`napari_unet.core.training.train_iter`) in
 napari's ``thread_worker``, shows the events in a live plot, a label and napari's activity
 dock, and turns the returned model into a registered model (selectable at once in the Segment
-widget) and, on request, a model file. :meth:`TrainWidget.run` is what the Start button calls.
+widget) and, on request, a model file. :meth:`TrainWidget.run` is what the Train button calls.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _ERROR_STYLE = "color: #e8786e;"
 
 
 class TrainWidget(Container):
-    """U-Net Train: layer pairs, architecture with layer summary, hyper-parameters, Start/Stop,
+    """U-Net Train: layer pairs, architecture with layer summary, hyper-parameters, Train/Stop,
     live loss/Dice plot, optional preview, and Save.
 
     Attributes
@@ -80,7 +80,7 @@ class TrainWidget(Container):
         self.hyper = HyperParameters()
         self.model_name = LineEdit(value="", label="model name")
         self.model_name.native.setPlaceholderText("default: '<image> U-Net'")
-        self.start_button = PushButton(text="Start")
+        self.start_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
         self.message = Label(value="")
