@@ -246,3 +246,19 @@ def test_missing_builtin_model_says_how_to_pass_one(tmp_path, monkeypatch):
     monkeypatch.setattr(model_io.resources, "files", lambda package: tmp_path)
     with pytest.raises(ModelFileError, match="pass a model file"):
         segment(np.zeros((32, 32)))
+
+
+def test_the_model_cards_postprocessing_settings_are_used():
+    from napari_unet.core.segment import postprocessing_settings
+
+    model = UNet(1, 3, depth=2, base_filters=4)
+    assert postprocessing_settings(model) == {"min_size": 10}
+    model.card = {
+        "postprocessing": {"seed_threshold": 0.8, "foreground_threshold": 0.6, "min_size": 20}
+    }
+    assert postprocessing_settings(model) == {
+        "seed_threshold": 0.8,
+        "foreground_threshold": 0.6,
+        "min_size": 20,
+    }
+    assert postprocessing_settings(model, min_size=5)["min_size"] == 5

@@ -58,9 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-size",
         type=int,
-        default=10,
+        default=None,
         metavar="PX",
-        help="smallest object kept (instance output)",
+        help="smallest object kept, in pixels (instance output; default: the model card's, else 10)",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument(

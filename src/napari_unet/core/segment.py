@@ -75,7 +75,7 @@ def segment(
     overlap: float | int | tuple[int, ...] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
-    min_size: int = 10,
+    min_size: int | None = None,
     out: str | os.PathLike | None = None,
     return_probabilities: bool = False,
     scale: float = 1.0,
@@ -99,8 +99,9 @@ def segment(
     tile_shape, overlap, batch_size, device
         Passed to :func:`napari_unet.core.tiling.predict_tiled_iter` (``None`` = its defaults,
         which come from the model).
-    min_size : int
-        Instance objects with fewer pixels (voxels) are removed.
+    min_size : int, optional
+        Instance objects with fewer pixels (voxels) are removed. Default: the model card's
+        ``postprocessing`` entry (thresholds chosen on validation data), else 10.
     out : path-like, optional
         For dask/zarr input: the zarr store (directory) to write the result into; a temporary
         directory when omitted. Ignored for numpy input.
@@ -192,7 +193,7 @@ def segment_iter(
     overlap: float | int | tuple[int, ...] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
-    min_size: int = 10,
+    min_size: int | None = None,
     out: str | os.PathLike | None = None,
     return_probabilities: bool = False,
     scale: float = 1.0,
@@ -223,7 +224,8 @@ def segment_iter(
             )
         original = canon.shape
         canon = rescale.resample(canon, factors, order=1)
-    job = _Job(model, canon, caxes, output, min_size, return_probabilities)
+    post = postprocessing_settings(model, min_size)
+    job = _Job(model, canon, caxes, output, post, return_probabilities)
     tiling = {
         "tile_shape": tile_shape,
         "overlap": overlap,
@@ -241,6 +243,20 @@ def segment_iter(
     if not return_probabilities or output == "probabilities":
         return labels
     return labels, ax.from_canonical(probs, caxes, axes, leading=1)
+
+
+def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any]:
+    """Instance post-processing settings: the model card's, with ``min_size`` if given.
+
+    The card's optional ``postprocessing`` entry holds ``seed_threshold``,
+    ``foreground_threshold`` and ``min_size`` (see :func:`~.postprocess.instance_labels`).
+    """
+    known = ("seed_threshold", "foreground_threshold", "min_size")
+    card = model.card.get("postprocessing") or {}
+    post = {"min_size": 10, **{k: card[k] for k in known if k in card}}
+    if min_size is not None:
+        post["min_size"] = int(min_size)
+    return post
 
 
 def as_array(image: Any):
@@ -299,9 +315,9 @@ def _resolve_axes(array, axes: str | None, model) -> str:
 class _Job:
     """The frames of one image, normalised and segmented one after the other."""
 
-    def __init__(self, model, canon, caxes: str, output: str, min_size: int, keep_probs: bool):
+    def __init__(self, model, canon, caxes: str, output: str, post: dict, keep_probs: bool):
         self.model, self.canon, self.caxes = model, canon, caxes
-        self.output, self.min_size, self.keep_probs = output, min_size, keep_probs
+        self.output, self.post, self.keep_probs = output, post, keep_probs
         self.frames = ax.frame_indices(canon.shape, caxes, model.ndim)
         self.labels_shape = tuple(s for a, s in zip(caxes, canon.shape) if a != "C")
         self.n_classes = model.num_classes
@@ -351,7 +367,7 @@ class _Job:
     def _postprocess(self, probs: np.ndarray) -> np.ndarray:
         if self.output == "semantic":
             return semantic_labels(probs)
-        return instance_labels(probs, min_size=self.min_size)
+        return instance_labels(probs, **self.post)
 
     # -- dask / zarr -------------------------------------------------------------------------
     def run_lazy(self, tiling: dict, out) -> Generator[SegmentProgress, None, tuple]:
@@ -414,7 +430,7 @@ class _Job:
         if self.output == "semantic":
             steps = semantic_labels_chunked(probs_view, labels_view)
         else:
-            steps = instance_labels_chunked(probs_view, labels_view, min_size=self.min_size)
+            steps = instance_labels_chunked(probs_view, labels_view, **self.post)
         for event in steps:
             yield SegmentProgress("postprocess", event.done, event.total, i, n)
 
