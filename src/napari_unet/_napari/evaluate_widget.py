@@ -109,6 +109,7 @@ class EvaluateWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.table = Table(value=[])
+        self.table.min_height = 320  # room for the ~20 metric rows without a tiny scroll box
         self.csv_file = FileEdit(label="CSV file", mode="w", filter="*.csv")
         self.export_button = PushButton(text="Export CSV", enabled=False)
         swatches = [
