@@ -198,3 +198,15 @@ def test_invalid_architecture_in_card(tiny_model, tiny_model_file, tmp_path, arc
 def test_unknown_builtin_model_name():
     with pytest.raises(UserInputError, match="unknown built-in model"):
         builtin_model_path("cells")
+
+
+def test_saved_files_get_the_usual_permissions_not_private_temp_ones(tiny_model, tmp_path):
+    import os
+    import stat
+
+    from napari_unet import save_model
+
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
