@@ -5,7 +5,7 @@ post-processing thresholds come from ``tune_postprocessing.py`` (validation imag
 scores from ``score_builtin_model.sh`` (the test images). The weights are not changed.
 
 Usage: python scripts/finalize_builtin_model.py MODEL --seed-threshold T --foreground-threshold F
-       --min-size N --test-csv unet.csv --baseline-csv otsu.csv
+       --min-size N [--test-csv unet.csv --baseline-csv otsu.csv]
 """
 
 from __future__ import annotations
@@ -26,14 +26,34 @@ def mean_row(path: Path) -> dict[str, float]:
     return {k: round(float(row[k]), 4) for k in KEYS if k in row}
 
 
+def median_diameter(folder: Path) -> float:
+    """Median equivalent diameter (px) of all annotated objects in a folder of label TIFFs."""
+    import numpy as np
+    import tifffile
+    from skimage.segmentation import relabel_sequential
+
+    from napari_unet.core.data import object_diameters
+
+    diameters = [
+        object_diameters(relabel_sequential(tifffile.imread(p))[0])
+        for p in sorted(folder.glob("*.tif"))
+    ]
+    return round(float(np.median(np.concatenate(diameters))), 1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path)
     p.add_argument("--seed-threshold", type=float, required=True)
     p.add_argument("--foreground-threshold", type=float, required=True)
     p.add_argument("--min-size", type=int, required=True)
-    p.add_argument("--test-csv", type=Path, required=True)
-    p.add_argument("--baseline-csv", type=Path, required=True)
+    p.add_argument(
+        "--training-labels",
+        type=Path,
+        help="folder of the training labels: records their median object diameter in the card",
+    )
+    p.add_argument("--test-csv", type=Path, help="`napari-unet evaluate --csv` of the model")
+    p.add_argument("--baseline-csv", type=Path, help="the same for the Otsu baseline")
     args = p.parse_args()
     model = load_model(args.model)
     model.card["postprocessing"] = {
@@ -41,13 +61,16 @@ def main() -> None:
         "foreground_threshold": args.foreground_threshold,
         "min_size": args.min_size,
     }
-    test = "DSB 2018 stage-1 test, 49 fluorescence images (4 duplicates of training images excluded); mean over images"
-    model.card["metrics"] = {
-        **model.card.get("metrics", {}),
-        "test_set": test,
-        "test": mean_row(args.test_csv),
-        "baseline_otsu_watershed_test": mean_row(args.baseline_csv),
-    }
+    if args.training_labels is not None:
+        model.card["object_diameter"] = median_diameter(args.training_labels)
+    if args.test_csv is not None and args.baseline_csv is not None:
+        model.card["metrics"] = {
+            **model.card.get("metrics", {}),
+            "test_set": "DSB 2018 stage-1 test, 49 fluorescence images (the 4 duplicates of "
+            "training images excluded); mean over images; AP = TP/(TP+FP+FN)",
+            "test": mean_row(args.test_csv),
+            "baseline_otsu_watershed_test": mean_row(args.baseline_csv),
+        }
     save_model(model, args.model, half=True)
     print(f"updated the card of {args.model}")
 
