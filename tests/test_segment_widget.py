@@ -121,16 +121,22 @@ def test_cancel_stops_within_a_batch_and_adds_nothing(widget, qtbot):
     viewer.add_image(_image((1024, 1024)), name="large")  # ~1800 tiles in ~8 batches
     widget.tile.value = 32
     widget.overlap.value = 8
+    from qtpy.QtCore import Qt
+
     events = []
     worker = widget.run()
-    worker.yielded.connect(events.append)
+    # a direct connection records progress in the worker thread as it happens, not when the
+    # GUI thread gets round to the queued events
+    worker.yielded.connect(events.append, Qt.ConnectionType.DirectConnection)
     qtbot.waitUntil(lambda: len(events) >= 1, timeout=TIMEOUT_MS)
     widget.cancel()
+    done_at_cancel = events[-1].done
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     total = events[0].total
     batch = events[0].done
     assert total > 4 * batch
-    assert events[-1].done <= 3 * batch < total  # stopped within a batch of the Cancel
+    # stopped within one batch of the Cancel (the batch in flight may still finish)
+    assert events[-1].done <= done_at_cancel + batch < total
     assert "large labels" not in viewer.layers
     assert widget.status.value == "cancelled"
     assert widget.run_button.enabled and not widget.cancel_button.enabled
