@@ -27,6 +27,7 @@ from ._instances import DEFAULT_THRESHOLDS, instance_scores
 from ._matching import check_pair, match_pairs, overlap_table, safe_ratio
 from .errors import UserInputError
 from .metrics import class_scores, scores_from_counts
+from .progress import run_to_end
 
 __all__ = [
     "ERROR_CODES",
@@ -330,12 +331,7 @@ def iter_evaluate_pair(
 
 def evaluate_pair(ground_truth: ArrayLike, prediction: ArrayLike, **kwargs: Any) -> PairEvaluation:
     """Evaluate one pair of label images: :func:`iter_evaluate_pair` run to completion."""
-    gen = iter_evaluate_pair(ground_truth, prediction, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_evaluate_pair(ground_truth, prediction, **kwargs))
 
 
 def summary_rows(

@@ -22,6 +22,7 @@ from .atomic import atomic_write
 from .errors import UserInputError
 from .evaluation import EvaluationProgress, PairEvaluation, Record, evaluate_pair, summary_rows
 from .metrics import DEFAULT_THRESHOLDS
+from .progress import run_to_end
 
 __all__ = [
     "FolderEvaluation",
@@ -162,12 +163,7 @@ def evaluate_folders(
     gt: str | os.PathLike, pred: str | os.PathLike, **kwargs: Any
 ) -> FolderEvaluation:
     """Evaluate two folders (or two files) of label images; see :func:`iter_evaluate_folders`."""
-    gen = iter_evaluate_folders(gt, pred, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(iter_evaluate_folders(gt, pred, **kwargs))
 
 
 def columns_of(records: Iterable[Record]) -> list[str]:

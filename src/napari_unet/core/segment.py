@@ -35,6 +35,7 @@ from .postprocess import (
     semantic_labels,
     semantic_labels_chunked,
 )
+from .progress import run_to_end
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +157,7 @@ def run_with_progress(
     """Drive ``gen`` to the end, reporting its events; returns its return value."""
     if progress is True:
         return _run_with_tqdm(gen)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callable(progress):
-            progress(event)
+    return run_to_end(gen, progress if callable(progress) else None)
 
 
 def _run_with_tqdm(gen, **tqdm_kwargs):

@@ -30,6 +30,7 @@ from .device import resolve_device
 from .errors import ShapeError, UserInputError
 from .fast_model import inference_model, to_model_layout
 from .model import UNet
+from .progress import run_to_end
 from .receptive import receptive_field
 from .tile_plan import TilePlan, default_batch_size, plan_tiles
 
@@ -151,11 +152,7 @@ def predict_tiled(
         blend=blend,
         out=out,
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(gen)
 
 
 def _run(

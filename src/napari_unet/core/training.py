@@ -29,6 +29,7 @@ from .errors import UserInputError
 from .losses import combined_loss
 from .model import UNet
 from .model_io import DEFAULT_NORMALIZATION, INSTANCE_CLASSES
+from .progress import run_to_end
 from .training_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -463,17 +464,16 @@ def train(
         val_labels = [] if val_labels is None else val_labels
         val = prepare_data(val_images, val_labels, cfg, ignore_label=ignore_label)
     gen = train_iter(pairs, val, cfg, model=model, checkpoint=checkpoint, resume=resume)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            return done.value
-        if isinstance(event, EpochEnd):
-            log.info(
-                "epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.4f",
-                event.epoch + 1,
-                event.epochs,
-                event.train_loss,
-                event.val_loss,
-                event.val_dice,
-            )
+    return run_to_end(gen, _log_epoch)
+
+
+def _log_epoch(event: BatchEnd | EpochEnd | CheckpointSaved) -> None:
+    if isinstance(event, EpochEnd):
+        log.info(
+            "epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.4f",
+            event.epoch + 1,
+            event.epochs,
+            event.train_loss,
+            event.val_loss,
+            event.val_dice,
+        )
