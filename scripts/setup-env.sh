@@ -2,7 +2,7 @@
 # Set up the development environment in .venv (idempotent: re-running only does what is missing).
 #
 #   1. the Debian packages Qt and a virtual X server need (only when missing, only as root);
-#   2. a virtual environment .venv made with python3 (>= 3.10);
+#   2. a virtual environment .venv made with python3 (>= 3.11);
 #   3. torch==2.13.0 FIRST (a local CPU wheel where pip has one; installing torch later, or as a
 #      dependency of the package, would fetch several GB of CUDA wheels);
 #   4. the package, editable, with its test and dev tools (".[dev]": pytest, pytest-qt,
