@@ -26,6 +26,8 @@ from magicgui.widgets import (
     Table,
 )
 
+from ._feedback import report_error
+
 if TYPE_CHECKING:
     import napari
     from superqt.utils import GeneratorWorker
@@ -343,10 +345,7 @@ class EvaluateWidget(Container):
         self.status.value = f"error: {err}"
 
     def _notify_error(self, err: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {err}"
-        show_error(f"U-Net Evaluate: {err}")
+        report_error(self.status, str(err), "U-Net Evaluate")
 
 
 def column_header(record: dict[str, Any], per_slice: bool) -> str:

@@ -25,6 +25,7 @@ from magicgui.widgets import (
 )
 
 from . import _model_registry as registry
+from ._feedback import report_error
 from ._layers import layer_array, output_placement, propose_axes, upsert_layer
 
 if TYPE_CHECKING:
@@ -273,10 +274,7 @@ class SegmentWidget(Container):
         self.status.value = f"error: {err}"
 
     def _notify_error(self, err: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {err}"
-        show_error(f"U-Net Segment: {err}")
+        report_error(self.status, str(err), "U-Net Segment")
 
 
 def _drive(gen):
