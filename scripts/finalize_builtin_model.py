@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--seed-threshold", type=float, required=True)
     p.add_argument("--foreground-threshold", type=float, required=True)
     p.add_argument("--min-size", type=int, required=True)
+    p.add_argument("--split", type=float, default=0.0, help="seed split height (pixels)")
     p.add_argument(
         "--training-labels",
         type=Path,
@@ -59,6 +60,7 @@ def main() -> None:
     model.card["postprocessing"] = {
         "seed_threshold": args.seed_threshold,
         "foreground_threshold": args.foreground_threshold,
+        "split": args.split,
         "min_size": args.min_size,
     }
     if args.training_labels is not None:

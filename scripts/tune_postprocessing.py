@@ -3,7 +3,7 @@
 Reconstructs the validation split that ``napari-unet train --val-fraction 0.1 --seed S`` held
 out of ``dsb2018_fluo`` (never the test set), predicts their probabilities once with MODEL, and
 prints the mean AP at IoU 0.5 and the mean AP over 0.5:0.95 for a grid of seed / foreground
-thresholds.
+thresholds and seed split heights.
 
 Usage: python scripts/tune_postprocessing.py MODEL [--seed 2018] [--data DIR]
 """
@@ -43,22 +43,29 @@ def main() -> None:
     model = load_model(args.model)
     cache = []
     for image_path, labels_path in validation_pairs(args.data, args.seed):
-        probs = segment(tifffile.imread(image_path), model, output="probabilities")
+        probs = segment(tifffile.imread(image_path), model, output="probabilities", diameter=None)
         cache.append((probs, tifffile.imread(labels_path)))
     print(f"{len(cache)} validation images")
-    print("seed_thr  fg_thr  min_size  AP@0.5  AP@0.5:0.95")
-    for seed_t, fg_t, min_size in itertools.product(
-        (0.4, 0.5, 0.6, 0.7, 0.8), (0.4, 0.5, 0.6), (10, 20)
+    print("seed_thr  fg_thr  split  min_size  AP@0.5  AP@0.5:0.95")
+    for seed_t, fg_t, split, min_size in itertools.product(
+        (0.5, 0.6, 0.7, 0.8), (0.5, 0.6), (0.0, 0.75, 1.0, 1.5), (10, 20)
     ):
         ap50, ap = [], []
         for probs, truth in cache:
             pred = instance_labels(
-                probs, min_size=min_size, seed_threshold=seed_t, foreground_threshold=fg_t
+                probs,
+                min_size=min_size,
+                seed_threshold=seed_t,
+                foreground_threshold=fg_t,
+                split=split,
             )
             result = average_precision(truth, pred)
             ap50.append(result.scores[0])
             ap.append(float(result))
-        print(f"{seed_t:8.2f}  {fg_t:6.2f}  {min_size:8d}  {np.mean(ap50):.4f}  {np.mean(ap):.4f}")
+        print(
+            f"{seed_t:8.2f}  {fg_t:6.2f}  {split:5.2f}  {min_size:8d}  "
+            f"{np.mean(ap50):.4f}  {np.mean(ap):.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -202,6 +202,9 @@ def test_diameter_resamples_and_returns_labels_at_the_image_size(widget, qtbot):
     viewer = widget._viewer
     viewer.add_image(_image((64, 80)), name="big nuclei")
     widget.output.value = "semantic"
+    assert widget.auto_size.value and not widget.diameter.enabled  # auto by default
+    widget.auto_size.value = False
+    assert widget.diameter.enabled
     widget.diameter.value = 40.0  # the tiny model's card records no object_diameter
     _run_to_end(widget, qtbot)
     assert "big nuclei labels" not in [layer.name for layer in viewer.layers]

@@ -76,8 +76,14 @@ class SegmentWidget(Container):
             label="Overlap (0 = auto)", value=0, min=0, max=1024,
             tooltip="tile overlap in pixels; 0 = from the model's receptive field",
         )  # fmt: skip
+        self.auto_size = CheckBox(
+            label="Auto object size", value=True,
+            tooltip="measure the objects first and resample the image only if they are outside "
+            "the sizes the model was trained on (10-40 px for the built-in nuclei model)",
+        )  # fmt: skip
         self.diameter = FloatSpinBox(
             label="Object diameter (0 = as trained)", value=0, min=0, max=10000, step=1,
+            enabled=False,
             tooltip="typical object diameter in pixels; the image is resampled so objects have "
             "the size the model was trained on (about 20 px for the built-in nuclei model)",
         )  # fmt: skip
@@ -95,6 +101,7 @@ class SegmentWidget(Container):
                 self.output,
                 self.tile,
                 self.overlap,
+                self.auto_size,
                 self.diameter,
                 self.device,
                 self.probabilities,
@@ -102,6 +109,9 @@ class SegmentWidget(Container):
                 self.cancel_button,
                 self.status,
             ]
+        )
+        self.auto_size.changed.connect(
+            lambda checked: setattr(self.diameter, "enabled", not checked)
         )
 
     def _connect(self) -> None:
@@ -220,7 +230,7 @@ class SegmentWidget(Container):
             "tile_shape": self.tile.value or None,
             "overlap": self.overlap.value or None,
             "device": self.device.value,
-            "diameter": self.diameter.value or None,
+            "diameter": "auto" if self.auto_size.value else (self.diameter.value or None),
         }
 
     # -- results (GUI thread) --------------------------------------------------------------

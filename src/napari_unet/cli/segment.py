@@ -73,15 +73,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     size.add_argument(
         "--diameter",
-        type=float,
+        type=_diameter,
+        default="auto",
         metavar="PX",
         help="typical object diameter in pixels; sets --scale from the model's expected "
-        "diameter (about 20 px for the built-in nuclei model)",
+        "diameter (about 20 px for the built-in nuclei model). 'auto' (default): measure the "
+        "objects first and resample only if they are outside the sizes the model was trained "
+        "on (10-40 px for the built-in model); 'none': never resample",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace output files that already exist"
     )
     p.set_defaults(func=run)
+
+
+def _diameter(text: str) -> float | str | None:
+    """``--diameter``: a positive number of pixels, 'auto' or 'none'."""
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return None if word == "none" else "auto"
+    try:
+        value = float(word)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of pixels, 'auto' or 'none', got {text!r}"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the diameter must be positive, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

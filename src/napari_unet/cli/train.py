@@ -68,6 +68,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
     p.add_argument(
+        "--no-contact-weight",
+        action="store_true",
+        help="instance task: weight only the background gaps between objects, as the U-Net "
+        "paper does, not the rims where objects touch",
+    )
+    p.add_argument(
         "--zoom",
         type=float,
         nargs=2,
@@ -88,6 +94,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", type=Path, default=None, metavar="CKPT", help="continue from this checkpoint"
     )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL",
+        help="fine-tune: start from this model file, or 'nuclei' for the built-in model "
+        "(its architecture and normalisation are kept; --depth/--base-filters are ignored)",
+    )
     p.add_argument("--name", default=None, help="model name for the card")
     p.add_argument("--description", default="", help="model description for the card")
     p.add_argument(
@@ -104,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.augment import AugmentConfig
     from ..core.data import read_folder_pairs
     from ..core.errors import UserInputError
-    from ..core.model_io import save_model
+    from ..core.model_io import load_model, save_model
     from ..core.training import (
         BatchEnd,
         CheckpointSaved,
@@ -113,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         prepare_data,
         train_iter,
     )
+    from ..core.training_config import config_for_model
 
     if (args.val_images is None) != (args.val_labels is None):
         raise UserInputError("--val-images and --val-labels go together: give both or neither")
@@ -134,7 +148,13 @@ def run(args: argparse.Namespace) -> int:
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(zoom=tuple(args.zoom)),
         seed=args.seed,
         device=args.device,
+        contact_weight=not args.no_contact_weight,
     )
+    model = None
+    if args.init is not None:
+        model = load_model(args.init, device="cpu")
+        config = config_for_model(config, model)
+        print(f"starting from {args.init} ({model.card.get('name')})", file=sys.stderr)
     triples = read_folder_pairs(args.images, args.labels)
     print(f"preparing {len(triples)} training pairs ...", file=sys.stderr)
     images, labels, names = _unzip(triples)
@@ -146,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         val = prepare_data(vi, vl, config, names=vn, ignore_label=args.ignore_label)
     checkpoint = args.checkpoint or args.output.with_suffix(".ckpt")
     stop = threading.Event()
-    gen = train_iter(pairs, val, config, checkpoint=checkpoint, resume=args.resume, stop=stop)
+    gen = train_iter(
+        pairs, val, config, model=model, checkpoint=checkpoint, resume=args.resume, stop=stop
+    )
     bar = None
     with _graceful_stop(stop, checkpoint):
         while True:

@@ -66,6 +66,7 @@ def prepare_pair(
     num_classes: int | None = None,
     w0: float = 10.0,
     sigma: float = 5.0,
+    contact: bool = True,
     name: str = "",
 ) -> TrainingPair:
     """Check one (image, labels) pair and turn it into a :class:`TrainingPair`.
@@ -82,6 +83,8 @@ def prepare_pair(
         True where the labels are valid (sparse annotation).
     ignore_label : int, optional
         A label value that marks unannotated pixels.
+    w0, sigma, contact
+        Border weighting of the instance task (see :func:`~.targets.unet_weight_map`).
     """
     image, labels = np.asarray(image), np.asarray(labels)
     where = f" ({name})" if name else ""
@@ -111,7 +114,7 @@ def prepare_pair(
 
         labels = relabel_sequential(labels.astype(np.int64))[0]
         target = instance_to_classes(labels)
-        weight = unet_weight_map(labels, w0=w0, sigma=sigma, valid=valid)
+        weight = unet_weight_map(labels, w0=w0, sigma=sigma, valid=valid, contact=contact)
         diameters = object_diameters(np.where(valid, labels, 0))
     elif task == "semantic":
         labels = np.where(valid, labels, 0)  # unannotated class ids are unknown, not classes

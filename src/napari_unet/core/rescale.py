@@ -16,7 +16,15 @@ from .errors import UserInputError
 
 
 def resolve_scale(scale: float, diameter: float | None, model) -> float:
-    """The resampling factor from ``scale`` or from an object ``diameter`` in pixels."""
+    """The resampling factor from ``scale`` or from an object ``diameter`` in pixels.
+
+    ``diameter="auto"`` is measured by :mod:`.autosize` (it needs the image); here it is an
+    error, so callers resolve it first.
+    """
+    if isinstance(diameter, str):
+        raise UserInputError(
+            f"diameter must be a positive number of pixels, 'auto' or None, got {diameter!r}"
+        )
     if diameter is not None:
         if not (isinstance(diameter, (int, float)) and math.isfinite(diameter) and diameter > 0):
             raise UserInputError(f"diameter must be a positive number of pixels, got {diameter!r}")

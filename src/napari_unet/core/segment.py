@@ -22,6 +22,7 @@ import numpy as np
 
 from . import axes as ax
 from . import rescale
+from .autosize import auto_scale_iter
 from .errors import ShapeError, UserInputError
 from .normalize import check_finite
 from .progress import run_to_end
@@ -48,7 +49,7 @@ def segment(
     out: str | os.PathLike | None = None,
     return_probabilities: bool = False,
     scale: float = 1.0,
-    diameter: float | None = None,
+    diameter: float | str | None = "auto",
     progress: bool | Callable[[SegmentProgress], None] | None = None,
 ):
     """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
@@ -81,9 +82,15 @@ def segment(
         before segmenting, and the result back to the image's shape afterwards: use it for
         images at another magnification than the model was trained on (``0.5`` halves the
         size, for nuclei twice as large as the model expects). In-memory images only.
-    diameter : float, optional
+    diameter : float, "auto" or None
         Typical object diameter in pixels; sets ``scale`` to the model card's
         ``object_diameter`` divided by it (the built-in nuclei model expects about 20 px).
+        ``"auto"`` (default): measure the objects in a first pass over a central crop and
+        resample only if they lie outside the sizes the model was trained on (its
+        ``object_diameter`` times its zoom augmentation range: 10-40 px for the built-in
+        model); see :mod:`.autosize`. An explicit ``scale`` other than 1 wins over "auto".
+        Models whose card has no ``object_diameter`` are not resampled. ``None``: no
+        resampling beyond ``scale``.
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr; a callable receives every :class:`SegmentProgress`.
 
@@ -160,7 +167,7 @@ def segment_iter(
     out: str | os.PathLike | None = None,
     return_probabilities: bool = False,
     scale: float = 1.0,
-    diameter: float | None = None,
+    diameter: float | str | None = "auto",
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
@@ -179,7 +186,25 @@ def segment_iter(
     lazy = is_dask(canon)
     if not lazy:
         check_finite(canon)
-    factors = rescale.factors(caxes, model.ndim, rescale.resolve_scale(scale, diameter, model))
+    tiling = {
+        "tile_shape": tile_shape,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "device": device,
+    }
+    if diameter == "auto" and scale == 1.0:
+        factor = yield from auto_scale_iter(canon, caxes, model, tiling)
+        if lazy and factor != 1.0:
+            log.warning(
+                "the objects look %.2fx the size the model expects; dask/zarr images are not "
+                "resampled: rescale the image by %.2f first for a better result",
+                1 / factor,
+                factor,
+            )
+            factor = 1.0
+    else:
+        factor = rescale.resolve_scale(scale, None if diameter == "auto" else diameter, model)
+    factors = rescale.factors(caxes, model.ndim, factor)
     if any(f != 1.0 for f in factors):
         if lazy:
             raise UserInputError(
@@ -189,12 +214,6 @@ def segment_iter(
         canon = rescale.resample(canon, factors, order=1)
     post = postprocessing_settings(model, min_size)
     job = SegmentJob(model, canon, caxes, output, post, return_probabilities)
-    tiling = {
-        "tile_shape": tile_shape,
-        "overlap": overlap,
-        "batch_size": batch_size,
-        "device": device,
-    }
     if lazy:
         result = yield from job.run_lazy(tiling, out)
     else:
@@ -212,9 +231,10 @@ def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any
     """Instance post-processing settings: the model card's, with ``min_size`` if given.
 
     The card's optional ``postprocessing`` entry holds ``seed_threshold``,
-    ``foreground_threshold`` and ``min_size`` (see :func:`~.postprocess.instance_labels`).
+    ``foreground_threshold``, ``split`` and ``min_size`` (see
+    :func:`~.postprocess.instance_labels`).
     """
-    known = ("seed_threshold", "foreground_threshold", "min_size")
+    known = ("seed_threshold", "foreground_threshold", "split", "min_size")
     card = model.card.get("postprocessing") or {}
     post = {"min_size": 10, **{k: card[k] for k in known if k in card}}
     if min_size is not None:

@@ -121,6 +121,7 @@ def prepare_data(
             num_classes=config.num_classes,
             w0=config.w0,
             sigma=config.sigma,
+            contact=config.contact_weight,
             name=name,
         )
         for img, lab, reg, name in zip(images, labels, regions, names)
@@ -200,6 +201,7 @@ def train_iter(
     if val_pairs is None:
         train_pairs, val_pairs = _split_validation(train_pairs, config.val_fraction, config.seed)
     num_classes = config.resolved_num_classes(train_pairs)
+    initialized_from = _describe(model) if model is not None else None
     if model is None:
         model = UNet(
             train_pairs[0].image.shape[0],
@@ -282,7 +284,9 @@ def train_iter(
             yield CheckpointSaved(str(checkpoint), state.epoch, state.step)
         if stop.is_set():
             break
-    return _finish(model, state, config, train_pairs, stopped=stop.is_set())
+    return _finish(
+        model, state, config, train_pairs, stopped=stop.is_set(), initialized_from=initialized_from
+    )
 
 
 def _check_model(model: UNet, pairs: list[TrainingPair], num_classes: int) -> None:
@@ -376,7 +380,23 @@ def evaluate_crops(
 
 
 # -- the result ---------------------------------------------------------------------------
-def _finish(model: UNet, state: RunState, config: TrainConfig, pairs, stopped: bool) -> TrainResult:
+def _describe(model: UNet) -> dict[str, Any]:
+    """Where a fine-tuned model started: the name and data fingerprint of the initial model."""
+    card = getattr(model, "card", {}) or {}
+    return {
+        "name": card.get("name"),
+        "data_fingerprint": (card.get("provenance") or {}).get("data_fingerprint"),
+    }
+
+
+def _finish(
+    model: UNet,
+    state: RunState,
+    config: TrainConfig,
+    pairs,
+    stopped: bool,
+    initialized_from: dict[str, Any] | None = None,
+) -> TrainResult:
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
@@ -396,6 +416,7 @@ def _finish(model: UNet, state: RunState, config: TrainConfig, pairs, stopped: b
             "training": config.to_dict(),
             "epochs_trained": len(state.history),
             "library_versions": library_versions(),
+            **({"initialized_from": initialized_from} if initialized_from else {}),
         },
         "metrics": {
             "val_dice": state.best_dice if state.best_epoch >= 0 else None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,8 @@ class TrainConfig:
     foreground_fraction: float = 0.5
     w0: float = 10.0
     sigma: float = 5.0
+    contact_weight: bool = True
+    """Apply the ``w0`` border weight also to the rims where objects touch (instance task)."""
     normalization: dict = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -109,3 +111,44 @@ class TrainConfig:
         if unknown:
             raise UserInputError(f"unknown training settings: {sorted(unknown)}")
         return cls(**data)
+
+
+def config_for_model(config: TrainConfig, model: Any) -> TrainConfig:
+    """``config`` adjusted to fine-tune ``model``: its architecture and normalisation win.
+
+    Fine-tuning keeps the network's layers, so ``ndim``, ``depth``, ``base_filters`` and
+    ``batch_norm`` come from the model, and the images must be normalised as the model was
+    trained. The task must match the model's.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The requested settings (learning rate, epochs, augmentation ... are kept).
+    model : UNet
+        The network to start from, e.g. ``load_model(None)`` for the built-in nuclei model.
+
+    Returns
+    -------
+    TrainConfig
+    """
+    card = getattr(model, "card", {}) or {}
+    task = card.get("task")
+    if task is not None and task != config.task:
+        raise UserInputError(
+            f"the model to start from was trained for the {task!r} task, not {config.task!r}; "
+            f"pass task={task!r} (--task {task}) or start from a {config.task} model"
+        )
+    arch = model.config
+    if arch.padding != "same":
+        raise UserInputError(
+            "only 'same'-padded models can be fine-tuned; this one uses 'valid' padding"
+        )
+    return replace(
+        config,
+        ndim=arch.ndim,
+        depth=arch.depth,
+        base_filters=arch.base_filters,
+        batch_norm=arch.batch_norm,
+        num_classes=arch.num_classes if config.task == "semantic" else config.num_classes,
+        normalization=dict(card.get("normalization") or config.normalization),
+    )
