@@ -25,7 +25,7 @@ from scipy import ndimage as ndi
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EDT_TO_DIAMETER", "comfortable_range", "diameter_from_foreground", "auto_scale_iter"]
+__all__ = ["EDT_TO_DIAMETER", "auto_scale_iter", "comfortable_range", "diameter_from_foreground"]
 
 #: median of ``2 * max(distance transform)`` / equivalent diameter over the DSB 2018
 #: fluorescence training labels (541 images; quartiles 0.84 and 0.93): inscribed balls are
