@@ -136,3 +136,55 @@ def test_chunked_semantic_labels(tmp_path):
 def _drain(gen):
     """Yield every event of ``gen`` (a generator with a return value)."""
     yield from gen
+
+
+def _two_merged_discs(shape=(60, 90), r=14, gap=24):
+    """Probabilities of two discs whose interiors merge through a neck (no boundary between)."""
+    labels = np.zeros(shape, np.int32)
+    c = shape[0] // 2
+    for i, cx in enumerate((shape[1] // 2 - gap // 2, shape[1] // 2 + gap // 2), start=1):
+        rr, cc = disk((c, cx), r, shape=shape)
+        labels[rr, cc] = i
+    union = (labels > 0).astype(np.int32)
+    return labels, _probabilities(union)  # the model saw one blob
+
+
+def test_split_separates_interiors_that_merge_through_a_neck():
+    truth, probs = _two_merged_discs()
+    assert instance_labels(probs).max() == 1  # one seed: merged
+    split = instance_labels(probs, split=1.0)
+    assert split.max() == 2
+    # each object is mostly one of the true discs
+    for i in (1, 2):
+        _, counts = np.unique(split[truth == i], return_counts=True)
+        assert counts.max() / counts.sum() > 0.9
+
+
+def test_split_keeps_single_round_and_tiny_objects_whole():
+    labels = np.zeros((80, 80), np.int32)
+    rr, cc = disk((30, 30), 20)
+    labels[rr, cc] = 1
+    labels[70:72, 70:72] = 2  # 4 pixels: no distance-transform peak of height 1
+    probs = _probabilities(labels)
+    got = instance_labels(probs, split=1.0, min_size=1)
+    assert got.max() == 2
+    assert _same_partition(got, instance_labels(probs, min_size=1))
+
+
+def test_chunked_split_equals_in_memory(tmp_path):
+    truth = _nuclei(seed=2)
+    probs = _probabilities((truth > 0).astype(np.int32))  # merged blobs everywhere
+    expected = instance_labels(probs, min_size=5, split=1.0)
+    assert expected.max() > instance_labels(probs, min_size=5).max()  # the split did work
+    probs_z = zarr.open_array(
+        tmp_path / "p.zarr", mode="w", shape=probs.shape, chunks=(3, 50, 70), dtype="f4"
+    )
+    probs_z[:] = probs
+    out = zarr.open_array(
+        tmp_path / "l.zarr", mode="w", shape=truth.shape, chunks=(64, 64), dtype="i4"
+    )
+    _ = list(_drain(instance_labels_chunked(probs_z, out, min_size=5, split=1.0)))
+    got = out[:]
+    assert got.max() == expected.max()
+    np.testing.assert_array_equal(got > 0, expected > 0)
+    assert _disagreement(expected, got) < 1e-3

@@ -117,3 +117,18 @@ def test_weight_map_class_balance_counts_annotated_pixels_only():
     junk = labels.copy()
     junk[:, 30:] = 7  # an "object" where nothing is annotated
     np.testing.assert_array_equal(unet_weight_map(junk, w0=0.0, valid=valid)[valid], weights[valid])
+
+
+def test_weight_map_weighs_the_rims_where_objects_touch():
+    labels = np.zeros((30, 50), np.int32)
+    labels[5:25, 5:25] = 1
+    labels[5:25, 25:45] = 2  # touching along columns 24 | 25, no background between
+    weights = unet_weight_map(labels, w0=10.0, sigma=5.0, class_balance=False)
+    contact = weights[15, 24], weights[15, 25]  # the two rims of the contact
+    expected = 1 + 10 * np.exp(-(1.0**2) / (2 * 5.0**2))  # d1 = 0 (inside), d2 = 1
+    np.testing.assert_allclose(contact, expected, rtol=1e-5)
+    assert weights[15, 23] == 1.0 and weights[15, 26] == 1.0  # one pixel further in: interior
+    assert weights[5, 15] == 1.0  # the outer rim, away from the other object
+    plain = unet_weight_map(labels, w0=10.0, sigma=5.0, class_balance=False, contact=False)
+    np.testing.assert_array_equal(plain[labels > 0], 1.0)
+    np.testing.assert_array_equal(plain[labels == 0], weights[labels == 0])

@@ -9,7 +9,8 @@ import torch
 
 from napari_unet import load_model
 from napari_unet.cli import EXIT_USAGE, main
-from napari_unet.core.model_io import read_card
+from napari_unet.core.model import UNet
+from napari_unet.core.model_io import read_card, save_model
 
 CROP = 64
 TINY = [
@@ -224,3 +225,45 @@ def test_missing_required_argument_is_a_usage_error(capsys):
         main(["train", "--labels", "x", "-o", "m.safetensors"])
     assert exit_info.value.code == EXIT_USAGE
     assert "--images" in capsys.readouterr().err
+
+
+def test_init_fine_tunes_a_model_and_keeps_its_architecture(folders, tmp_path, capsys):
+    first = tmp_path / "first.safetensors"
+    assert _train(folders, first) == 0
+    tuned = tmp_path / "tuned.safetensors"
+    # --depth 1 asks for another architecture: the model's own (depth 2 in TINY) wins
+    assert _train(folders, tuned, "--init", str(first), "--depth", "1") == 0
+    assert f"starting from {first}" in capsys.readouterr().err
+    start, model = load_model(first), load_model(tuned)
+    assert model.config == start.config
+    card = read_card(tuned)
+    assert card["provenance"]["initialized_from"] == {
+        "name": "first",
+        "data_fingerprint": read_card(first)["provenance"]["data_fingerprint"],
+    }
+    assert card["provenance"]["training"]["depth"] == start.config.depth
+    changed = [
+        name
+        for name, w in model.state_dict().items()
+        if w.is_floating_point() and not torch.equal(w, start.state_dict()[name])
+    ]
+    assert changed  # it trained, starting from the weights of `first`
+
+
+def test_init_from_a_model_of_another_task_is_refused(folders, tmp_path, capsys):
+    semantic = tmp_path / "semantic.safetensors"
+    save_model(UNet(1, 2, depth=2, base_filters=4), semantic, task="semantic")
+    code = _train(folders, tmp_path / "x.safetensors", "--init", str(semantic))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'semantic' task" in err and "--task semantic" in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_no_contact_weight_changes_the_loss_weights(folders, tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert _train(folders, a) == 0 and _train(folders, b, "--no-contact-weight") == 0
+    assert read_card(a)["provenance"]["training"]["contact_weight"] is True
+    assert read_card(b)["provenance"]["training"]["contact_weight"] is False
+    wa, wb = load_model(a).state_dict(), load_model(b).state_dict()
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa if wa[k].is_floating_point())

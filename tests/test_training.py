@@ -395,3 +395,14 @@ def test_the_card_records_the_median_object_diameter():
     result = train([image, image], [labels, labels], **TINY, val_fraction=0.5)
     expected = 2 * np.sqrt(8 * 8 / np.pi)  # the median object is the 8x8 square
     assert result.model.card["object_diameter"] == pytest.approx(expected, abs=0.05)
+
+
+def test_semantic_classes_count_the_validation_labels_too():
+    config = TrainConfig(**{**TINY, "epochs": 1}, task="semantic")
+    images, labels = dataset(2)
+    train_labels = [(lab > 0).astype(np.uint8) for lab in labels]  # classes 0, 1
+    val_labels = [np.where(labels[0] > 0, 2, 0).astype(np.uint8)]  # class 2 only here
+    pairs = prepare_data(images, train_labels, config)
+    val = prepare_data(images[:1], val_labels, config)
+    _, result = run(train_iter(pairs, val, config))
+    assert result.model.num_classes == 3

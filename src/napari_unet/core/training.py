@@ -200,7 +200,8 @@ def train_iter(
     train_pairs = list(train_pairs)
     if val_pairs is None:
         train_pairs, val_pairs = _split_validation(train_pairs, config.val_fraction, config.seed)
-    num_classes = config.resolved_num_classes(train_pairs)
+    # the validation data may hold the highest class id
+    num_classes = config.resolved_num_classes([*train_pairs, *val_pairs])
     initialized_from = _describe(model) if model is not None else None
     if model is None:
         model = UNet(
