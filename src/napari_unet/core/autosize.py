@@ -170,4 +170,4 @@ def _renamed(gen):
             event = next(gen)
         except StopIteration as done:
             return done.value
-        yield replace(event, stage="measuring objects") if hasattr(event, "stage") else event
+        yield replace(event, stage="measuring objects")
