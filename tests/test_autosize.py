@@ -76,6 +76,30 @@ def test_objects_in_range_are_not_resampled(nuclei):
     )
 
 
+def test_measuring_pass_is_reused_when_nothing_is_resampled(nuclei, monkeypatch):
+    """In range and small enough to measure whole: the image is predicted once, not twice."""
+    from napari_unet.core import tiling
+
+    model, image, _ = nuclei
+    calls = []
+    forward = tiling.forward_probabilities
+
+    def counting(net, x, dev):
+        calls.append(x.shape[0])
+        return forward(net, x, dev)
+
+    monkeypatch.setattr(tiling, "forward_probabilities", counting)
+    plain = segment(image, model, diameter=None, device="cpu")
+    tiles_once = sum(calls)
+    calls.clear()
+    events = []
+    auto = segment(image, model, device="cpu", progress=events.append)
+    assert sum(calls) == tiles_once
+    np.testing.assert_array_equal(auto, plain)
+    assert {e.scale for e in events} == {1.0}
+    assert [e.stage for e in events][-1] == "predict"
+
+
 def test_large_nuclei_are_shrunk_into_range(nuclei):
     model, image, labels = nuclei
     zoom = 4.0  # the sample's ~14 px nuclei become ~55 px, beyond the model's 40 px
@@ -86,8 +110,11 @@ def test_large_nuclei_are_shrunk_into_range(nuclei):
     assert {e.stage for e in events} == {"measuring objects"}
     # it shrinks them to the top of the range (40 px): by about 40 / 55, not all the way back
     assert 1 / zoom < factor < 0.9
-    auto = segment(big, model, device="cpu")
+    events = []
+    auto = segment(big, model, device="cpu", progress=events.append)
     assert auto.shape == big.shape
+    # the segmenting passes report the factor they run at (the widget shows it)
+    assert {e.scale for e in events if e.stage != "measuring objects"} == {factor}
     plain = segment(big, model, diameter=None, device="cpu")
     ap_auto = average_precision(big_truth, auto).scores[0]
     ap_plain = average_precision(big_truth, plain).scores[0]
@@ -100,7 +127,7 @@ def test_explicit_scale_wins_over_auto(nuclei, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("auto size must not run when a scale is given")
 
-    monkeypatch.setattr("napari_unet.core.segment.auto_scale_iter", fail)
+    monkeypatch.setattr("napari_unet.core.segment.measure_scale_iter", fail)
     out = segment(image, model, scale=0.5, device="cpu")
     assert out.shape == image.shape
 

@@ -209,3 +209,19 @@ def test_diameter_resamples_and_returns_labels_at_the_image_size(widget, qtbot):
     _run_to_end(widget, qtbot)
     assert "big nuclei labels" not in [layer.name for layer in viewer.layers]
     assert "object_diameter" in widget.status.value
+
+
+def test_status_says_when_auto_size_resampled_the_image(make_napari_viewer, qtbot):
+    from napari_unet.core.rescale import resample
+    from napari_unet.core.sample import load_sample
+
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)  # the built-in model, automatic object size
+    image, _ = load_sample()
+    big = resample(image[:128, :128], (4.0, 4.0), order=1)  # ~55 px nuclei: beyond 40 px
+    viewer.add_image(big, name="zoomed")
+    _run_to_end(widget, qtbot)
+    assert viewer.layers["zoomed labels"].data.shape == big.shape
+    assert widget.status.value.startswith("done:")
+    factor = float(widget.status.value.split("resampled x")[1].split()[0])
+    assert 0.25 < factor < 0.9

@@ -260,10 +260,15 @@ def test_init_from_a_model_of_another_task_is_refused(folders, tmp_path, capsys)
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_no_contact_weight_changes_the_loss_weights(folders, tmp_path):
+def test_border_weight_options_change_the_loss_weights(folders, tmp_path, capsys):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    assert _train(folders, a) == 0 and _train(folders, b, "--no-contact-weight") == 0
+    assert _train(folders, a) == 0
+    assert _train(folders, b, "--no-contact-weight", "--w0", "20") == 0
     assert read_card(a)["provenance"]["training"]["contact_weight"] is True
     assert read_card(b)["provenance"]["training"]["contact_weight"] is False
+    assert read_card(b)["provenance"]["training"]["w0"] == 20.0
+    capsys.readouterr()
+    assert _train(folders, tmp_path / "c.safetensors", "--w0", "-1") == 2
+    assert "w0 >= 0" in capsys.readouterr().err
     wa, wb = load_model(a).state_dict(), load_model(b).state_dict()
     assert any(not torch.equal(wa[k], wb[k]) for k in wa if wa[k].is_floating_point())

@@ -315,3 +315,37 @@ def test_shapes_region_is_rasterised_on_the_labels_grid(viewer):
     assert len(widget.pairs.sources()) == 2
     widget.pairs.remove_row(widget.pairs.rows[1])
     assert len(widget.pairs.sources()) == 1
+
+
+def test_start_from_the_built_in_model_fine_tunes_it(viewer, qtbot, crop):
+    from napari_unet import load_model
+    from napari_unet._napari._train_settings import START_BUILTIN, START_NEW
+
+    viewer.add_image(crop[0], name="nuclei")
+    viewer.add_labels(crop[1], name="nuclei gt")
+    widget = TrainWidget(viewer)
+    _tiny(widget, epochs=1, steps=2)
+    arch = widget.architecture
+    arch.start_from.value = START_BUILTIN
+    qtbot.waitUntil(lambda: not arch.depth.enabled, timeout=60_000)  # torch imports first
+    builtin = load_model(None)
+    # the built-in architecture is shown, locked, and summarised
+    assert (arch.depth.value, arch.base_filters.value) == (
+        builtin.config.depth,
+        builtin.config.base_filters,
+    )
+    assert arch.task.value == "instance" and not arch.task.enabled
+    widget.hyper.learning_rate.value = 1e-6
+
+    assert widget.run() is not None
+    _finish(qtbot, widget)
+    model = widget.result.model
+    assert model.card["provenance"]["initialized_from"]["name"] == "nuclei"
+    assert model.card["normalization"] == builtin.card["normalization"]
+    # two steps at lr 1e-6 barely move the built-in weights: training started from them
+    trained = dict(model.named_parameters())
+    for name, value in builtin.named_parameters():
+        assert float((trained[name].detach().cpu() - value.detach()).abs().max()) < 1e-4, name
+
+    arch.start_from.value = START_NEW
+    assert arch.depth.enabled and arch.task.enabled

@@ -62,6 +62,7 @@ def training_job(
     config: Any,
     stop: threading.Event,
     *,
+    init: str | None = None,
     ignore_label: int | None = None,
     preview: PreviewSpec | None = None,
 ) -> Generator[Any, None, Any]:
@@ -74,6 +75,10 @@ def training_job(
     config : TrainConfig
     stop : threading.Event
         Set it to stop after the current batch; the best model so far is returned.
+    init : str, optional
+        A model to fine-tune (a built-in name or a model file) instead of a new network; its
+        architecture and normalisation replace ``config``'s
+        (:func:`~napari_unet.core.training_config.config_for_model`).
     ignore_label : int, optional
         Label value of unannotated pixels.
     preview : PreviewSpec, optional
@@ -82,21 +87,29 @@ def training_job(
     from ..core.model import UNet
     from ..core.training import EpochEnd, prepare_data, train_iter
 
+    model = None
+    if init is not None:
+        from ..core.model_io import load_model
+        from ..core.training_config import config_for_model
+
+        model = load_model(init, device="cpu")
+        config = config_for_model(config, model)
     images, labels, regions, names = expand_sources(sources, config.ndim, ignore_label)
     pairs = prepare_data(
         images, labels, config, regions=regions, names=names, ignore_label=ignore_label
     )
     del images, labels, regions
     yield DataReady(len(pairs), tuple(names))
-    model = UNet(
-        pairs[0].image.shape[0],
-        config.resolved_num_classes(pairs),
-        ndim=config.ndim,
-        depth=config.depth,
-        base_filters=config.base_filters,
-        batch_norm=config.batch_norm,
-        padding="same",
-    )
+    if model is None:
+        model = UNet(
+            pairs[0].image.shape[0],
+            config.resolved_num_classes(pairs),
+            ndim=config.ndim,
+            depth=config.depth,
+            base_filters=config.base_filters,
+            batch_norm=config.batch_norm,
+            padding="same",
+        )
     gen = train_iter(pairs, None, config, model=model, stop=stop)
     best_state = None
     while True:

@@ -14,11 +14,26 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBo
 
 _INT_MAX = 2**31 - 1
 
+#: the "start from" choices: a new, randomly initialised network, or fine-tune a shipped model
+START_NEW = "new network"
+START_BUILTIN = "built-in nuclei model"
+
 
 class ArchitectureBox(Container):
-    """Network dimensionality, task, depth, base filters, batch norm, and the summary table."""
+    """Start (new or built-in), dimensionality, task, depth, base filters, batch norm, summary.
+
+    Starting from the built-in nuclei model fine-tunes it: its architecture and task are
+    shown and locked, and training normalises the images as the model was trained.
+    """
 
     def __init__(self) -> None:
+        self.start_from = ComboBox(
+            choices=[START_NEW, START_BUILTIN],
+            value=START_NEW,
+            label="start from",
+            tooltip="fine-tune the built-in nuclei model on your annotations (fewer epochs "
+            "and annotations needed for nuclei-like objects), or train a new network",
+        )
         self.dims = ComboBox(choices=["2D", "3D"], value="2D", label="network")
         self.task = ComboBox(
             choices=["instance", "semantic"],
@@ -36,6 +51,7 @@ class ArchitectureBox(Container):
         _read_only_monospace(self.summary)
         super().__init__(
             widgets=[
+                self.start_from,
                 self.dims,
                 self.task,
                 self.depth,
@@ -48,6 +64,23 @@ class ArchitectureBox(Container):
     @property
     def ndim(self) -> int:
         return 3 if self.dims.value == "3D" else 2
+
+    @property
+    def init(self) -> str | None:
+        """The model to start from (``"nuclei"``), or None for a new network."""
+        return "nuclei" if self.start_from.value == START_BUILTIN else None
+
+    def lock_to(self, architecture: dict[str, Any] | None, task: str | None = None) -> None:
+        """Show a model's ``architecture`` (its card's) and lock it; ``None`` unlocks."""
+        fixed = (self.dims, self.task, self.depth, self.base_filters, self.batch_norm)
+        if architecture is not None:
+            self.dims.value = f"{architecture['ndim']}D"
+            self.task.value = task or self.task.value
+            self.depth.value = architecture["depth"]
+            self.base_filters.value = architecture["base_filters"]
+            self.batch_norm.value = architecture["batch_norm"]
+        for w in fixed:
+            w.enabled = architecture is None
 
     def show_summary(self, patch: int, in_channels: int, num_classes: int) -> str:
         """Fill the summary table for a ``patch``-sized input; returns its text."""

@@ -54,6 +54,7 @@ class SegmentWidget(Container):
         self._worker: GeneratorWorker | None = None
         self._gen = None
         self._pbar = None
+        self._scale = 1.0  # the resampling factor of the current run, from its progress
         self._cancelled = False
         self._build()
         self._connect()
@@ -193,7 +194,7 @@ class SegmentWidget(Container):
                 "finished": self._on_finished,
             },
         )
-        self._worker, self._cancelled = worker, False
+        self._worker, self._cancelled, self._scale = worker, False, 1.0
         self._pbar = progress(total=0, desc=f"U-Net Segment {layer.name}")
         self._set_running(True)
         self.status.value = "loading the model..."
@@ -241,7 +242,8 @@ class SegmentWidget(Container):
         if pbar is None or self._cancelled:
             return
         frames = f", frame {event.frame + 1}/{event.n_frames}" if event.n_frames > 1 else ""
-        self.status.value = f"{event.stage}: {event.done}/{event.total}{frames}"
+        self._scale = event.scale
+        self.status.value = f"{event.stage}: {event.done}/{event.total}{frames}{self._scale_note()}"
         if pbar.total != event.total:
             pbar.total = event.total
             pbar.set_description(f"U-Net Segment: {event.stage}")
@@ -258,7 +260,13 @@ class SegmentWidget(Container):
                 self._viewer, "image", f"{layer.name} probabilities", probs, placement,
                 leading=1, colormap="magma", contrast_limits=(0.0, 1.0),
             )  # fmt: skip
-        self.status.value = f"done: {self._describe(labels)}"
+        self.status.value = f"done: {self._describe(labels)}{self._scale_note()}"
+
+    def _scale_note(self) -> str:
+        """How the image was resampled for the model, for the status line ("" when not)."""
+        if self._scale == 1.0:
+            return ""
+        return f" (image resampled x{self._scale:.2f} for the model)"
 
     @staticmethod
     def _describe(labels: Any) -> str:

@@ -139,6 +139,21 @@ class TrainWidget(Container):
         self._start(sources, config)
         return self.worker
 
+    def _on_start_from(self, *_: Any) -> None:
+        """Show (and lock) the architecture of the model to start from."""
+        import sys
+
+        if self.architecture.init is None:
+            self.architecture.lock_to(None)
+            return
+        if "torch" not in sys.modules:  # the model card reader imports torch: off the GUI thread
+            import_torch_then(self._on_start_from)
+            return
+        from ..core.model_io import builtin_model_path, read_card
+
+        card = read_card(builtin_model_path(self.architecture.init))
+        self.architecture.lock_to(card["architecture"], card.get("task"))
+
     def stop(self) -> None:
         """Stop after the current batch; the best model so far is kept (``returned``)."""
         if self.worker is None:
@@ -200,6 +215,7 @@ class TrainWidget(Container):
         ):
             w.changed.connect(self._refresh_summary)
         arch.depth.changed.connect(lambda d: setattr(hyper.patch, "step", 2**d))
+        arch.start_from.changed.connect(self._on_start_from)
         self.pairs.changed.connect(self._refresh_summary)
 
     def _start(self, sources: list[PairSource], config: Any) -> None:
@@ -226,6 +242,7 @@ class TrainWidget(Container):
             sources,
             config,
             self._stop,
+            init=self.architecture.init,
             ignore_label=self.hyper.ignore,
             preview=preview,
             _progress={"desc": "U-Net training"},

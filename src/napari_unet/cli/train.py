@@ -74,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "paper does, not the rims where objects touch",
     )
     p.add_argument(
+        "--w0",
+        type=float,
+        default=10.0,
+        help="instance task: strength of the border weight between objects (U-Net paper: 10)",
+    )
+    p.add_argument(
         "--zoom",
         type=float,
         nargs=2,
@@ -149,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         contact_weight=not args.no_contact_weight,
+        w0=args.w0,
     )
     model = None
     if args.init is not None:

@@ -25,7 +25,13 @@ from scipy import ndimage as ndi
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EDT_TO_DIAMETER", "auto_scale_iter", "comfortable_range", "diameter_from_foreground"]
+__all__ = [
+    "EDT_TO_DIAMETER",
+    "auto_scale_iter",
+    "comfortable_range",
+    "diameter_from_foreground",
+    "measure_scale_iter",
+]
 
 #: median of ``2 * max(distance transform)`` / equivalent diameter over the DSB 2018
 #: fluorescence training labels (541 images; quartiles 0.84 and 0.93): inscribed balls are
@@ -125,12 +131,32 @@ def auto_scale_iter(
     float
         ``1.0`` when the objects already fit (or cannot be measured), else the factor.
     """
+    factor, _ = yield from measure_scale_iter(canon, caxes, model, tiling)
+    return factor
+
+
+def measure_scale_iter(
+    canon: Any, caxes: str, model, tiling: dict[str, Any]
+) -> Generator[Any, None, tuple[float, np.ndarray | None]]:
+    """:func:`auto_scale_iter`, also returning the first pass's probabilities when reusable.
+
+    Returns
+    -------
+    factor : float
+        As :func:`auto_scale_iter`.
+    probabilities : ndarray of float32, shape (K, *labels_shape), or None
+        The probabilities of the whole image when the measured crop was the whole image and
+        it needs no resampling (``factor == 1``): the segmentation can post-process them
+        instead of predicting the image a second time. ``None`` otherwise.
+    """
     from .segment import segment_iter
+    from .segment_job import is_dask
 
     span = comfortable_range(model)
     if span is None or model.num_classes != 3:
-        return 1.0
+        return 1.0, None
     crop = _central_crop(canon, caxes, model.ndim)
+    whole = crop.shape == tuple(canon.shape) and not is_dask(canon)
     scale = 1.0
     for _ in range(PASSES):  # measure at scale 1, then again at the corrected scale
         probs = yield from _renamed(
@@ -144,10 +170,11 @@ def auto_scale_iter(
                 **tiling,
             )
         )
+        probs = np.asarray(probs)
         # probabilities come back at the crop's own pixel size, whatever the scale
-        diameter = diameter_from_foreground(np.squeeze(np.asarray(probs)[0] < 0.5))
+        diameter = diameter_from_foreground(np.squeeze(probs[0] < 0.5))
         if diameter is None:
-            return scale
+            return scale, (probs if whole and scale == 1.0 else None)
         wanted = float(np.clip(diameter, *span)) / diameter
         log.info(
             "objects measure ~%.1f px at scale %.2f; the model expects %.0f-%.0f px",
@@ -155,10 +182,12 @@ def auto_scale_iter(
             scale,
             *span,
         )
+        if wanted == 1.0 and scale == 1.0:
+            return 1.0, (probs if whole else None)
         if wanted == 1.0 or abs(np.log(wanted / scale)) < 0.1:
-            return wanted
+            return wanted, None
         scale = wanted
-    return scale
+    return scale, None
 
 
 def _renamed(gen):

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import axes as ax
 from . import rescale
-from .autosize import auto_scale_iter
+from .autosize import measure_scale_iter
 from .errors import ShapeError, UserInputError
 from .normalize import check_finite
 from .progress import run_to_end
@@ -192,8 +192,9 @@ def segment_iter(
         "batch_size": batch_size,
         "device": device,
     }
+    known = None  # the measuring pass's probabilities, when they are the whole answer
     if diameter == "auto" and scale == 1.0:
-        factor = yield from auto_scale_iter(canon, caxes, model, tiling)
+        factor, known = yield from measure_scale_iter(canon, caxes, model, tiling)
         if lazy and factor != 1.0:
             log.warning(
                 "the objects look %.2fx the size the model expects; dask/zarr images are not "
@@ -215,9 +216,9 @@ def segment_iter(
     post = postprocessing_settings(model, min_size)
     job = SegmentJob(model, canon, caxes, output, post, return_probabilities)
     if lazy:
-        result = yield from job.run_lazy(tiling, out)
+        result = yield from _with_scale(job.run_lazy(tiling, out), factor)
     else:
-        result = yield from job.run_in_memory(tiling)
+        result = yield from _with_scale(job.run_in_memory(tiling, known), factor)
     labels, probs = result
     if any(f != 1.0 for f in factors):
         labels, probs = rescale.restore(labels, probs, original, caxes, output)
@@ -225,6 +226,24 @@ def segment_iter(
     if not return_probabilities or output == "probabilities":
         return labels
     return labels, ax.from_canonical(probs, caxes, axes, leading=1)
+
+
+def _with_scale(gen, factor: float):
+    """Pass on ``gen``'s progress with the resampling factor in effect."""
+    if factor == 1.0:
+        return (yield from gen)
+    from dataclasses import replace
+
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            return done.value
+        try:
+            yield replace(event, scale=factor)
+        except GeneratorExit:
+            gen.close()
+            raise
 
 
 def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any]:

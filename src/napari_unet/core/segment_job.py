@@ -44,6 +44,10 @@ class SegmentProgress:
         ``"predict"``, frames or chunk steps for ``"postprocess"``.
     frame, n_frames : int
         The frame (time point or Z slice) being processed, 0-based, and the number of frames.
+    scale : float
+        The factor by which the image is resampled for the model (``1.0``: not resampled);
+        chosen by the automatic object size (``diameter="auto"``) or given as ``scale`` /
+        ``diameter``. ``1.0`` during the ``"measuring objects"`` stage.
     """
 
     stage: str
@@ -51,6 +55,7 @@ class SegmentProgress:
     total: int
     frame: int
     n_frames: int
+    scale: float = 1.0
 
 
 def is_dask(array: Any) -> bool:
@@ -93,7 +98,15 @@ class SegmentJob:
         return self._stats[t]
 
     # -- in memory -------------------------------------------------------------------------
-    def run_in_memory(self, tiling: dict) -> Generator[SegmentProgress, None, tuple]:
+    def run_in_memory(
+        self, tiling: dict, known: np.ndarray | None = None
+    ) -> Generator[SegmentProgress, None, tuple]:
+        """Predict and post-process every frame in memory.
+
+        ``known``: the probabilities ``(K, *labels_shape)`` of the whole image when already
+        computed with these tiling settings (by the automatic object-size pass); they are
+        post-processed instead of predicted again.
+        """
         from .tiling import predict_tiled_iter
 
         n = len(self.frames)
@@ -102,9 +115,13 @@ class SegmentJob:
         )
         probs = None
         for i, index in enumerate(self.frames):
-            frame_probs = yield from _relay(
-                predict_tiled_iter(self.model, self.normalized_frame(index), **tiling), i, n
-            )
+            if known is not None:
+                frame_probs = np.asarray(known[(slice(None), *index)], np.float32)
+                yield SegmentProgress("predict", i + 1, n, i, n)
+            else:
+                frame_probs = yield from _relay(
+                    predict_tiled_iter(self.model, self.normalized_frame(index), **tiling), i, n
+                )
             if probs is None and (self.keep_probs or self.output == "probabilities"):
                 probs = np.zeros((self.n_classes, *self.labels_shape), np.float32)
             if probs is not None:

@@ -66,6 +66,11 @@ class TrainConfig:
             )
         if self.learning_rate <= 0:
             raise UserInputError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.w0 < 0 or self.sigma <= 0:
+            raise UserInputError(
+                f"the border weight needs w0 >= 0 and sigma > 0, got w0={self.w0!r}, "
+                f"sigma={self.sigma!r}"
+            )
         if not 0 <= self.val_fraction < 1:
             raise UserInputError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if not 0 <= self.foreground_fraction <= 1:
