@@ -53,6 +53,7 @@ def main() -> None:
         type=Path,
         help="folder of the training labels: records their median object diameter in the card",
     )
+    p.add_argument("--description", help="the card's description (kept when omitted)")
     p.add_argument("--test-csv", type=Path, help="`napari-unet evaluate --csv` of the model")
     p.add_argument("--baseline-csv", type=Path, help="the same for the Otsu baseline")
     args = p.parse_args()
@@ -63,6 +64,8 @@ def main() -> None:
         "split": args.split,
         "min_size": args.min_size,
     }
+    if args.description:
+        model.card["description"] = args.description
     if args.training_labels is not None:
         model.card["object_diameter"] = median_diameter(args.training_labels)
     if args.test_csv is not None and args.baseline_csv is not None:

@@ -186,6 +186,27 @@ def test_cancelled_dask_run_leaves_no_temporary_store(net, tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_temporary_stores_go_with_the_results(net, tmp_path, monkeypatch, probabilities):
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    image = da.from_array(_blobs((200, 200)), chunks=(100, 100))
+    result = segment(image, net, tile_shape=32, return_probabilities=probabilities)
+    labels = result[0] if probabilities else result
+    # the probabilities store is gone unless asked for; the labels read from theirs
+    assert len(list(tmp_path.iterdir())) == (2 if probabilities else 1)
+    view = labels[50:150]  # a derived array keeps the store alive
+    del result, labels
+    gc.collect()
+    assert int(view.max().compute()) >= 0
+    assert len(list(tmp_path.iterdir())) >= 1
+    del view
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_constant_and_tiny_images(net):
     for value in (0, 255):
         labels = segment(np.full((40, 50), value, np.uint8), net)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,13 @@ class SegmentJob:
             raise
         if not keep:
             shutil.rmtree(probs_dir, ignore_errors=True)
+        # temporary stores live as long as the zarr arrays the results read from (a napari
+        # layer, a dask graph), and are removed once those are gone or at exit
+        probs_temporary = probs_dir != root or out is None
+        if keep and probs_temporary:
+            weakref.finalize(probs_z, shutil.rmtree, str(probs_dir), True)
+        if labels_z is not None and out is None:
+            weakref.finalize(labels_z, shutil.rmtree, str(root), True)
         probs = da.from_zarr(probs_z) if keep else None
         labels = da.from_zarr(labels_z) if labels_z is not None else probs
         return labels, probs
