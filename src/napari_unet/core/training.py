@@ -23,13 +23,13 @@ import torch
 
 from .augment import augment
 from .checkpoint import RunState, load_checkpoint, save_checkpoint
-from .data import PatchSampler, TrainingPair, fingerprint, prepare_pair
+from .data import PatchSampler, TrainingPair, prepare_pair
 from .device import resolve_device
 from .errors import UserInputError
 from .losses import combined_loss
 from .model import UNet
-from .model_io import DEFAULT_NORMALIZATION, INSTANCE_CLASSES
 from .progress import run_to_end
+from .training_card import describe_origin, training_card
 from .training_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def train_iter(
         train_pairs, val_pairs = _split_validation(train_pairs, config.val_fraction, config.seed)
     # the validation data may hold the highest class id
     num_classes = config.resolved_num_classes([*train_pairs, *val_pairs])
-    initialized_from = _describe(model) if model is not None else None
+    initialized_from = describe_origin(model) if model is not None else None
     if model is None:
         model = UNet(
             train_pairs[0].image.shape[0],
@@ -381,15 +381,6 @@ def evaluate_crops(
 
 
 # -- the result ---------------------------------------------------------------------------
-def _describe(model: UNet) -> dict[str, Any]:
-    """Where a fine-tuned model started: the name and data fingerprint of the initial model."""
-    card = getattr(model, "card", {}) or {}
-    return {
-        "name": card.get("name"),
-        "data_fingerprint": (card.get("provenance") or {}).get("data_fingerprint"),
-    }
-
-
 def _finish(
     model: UNet,
     state: RunState,
@@ -401,41 +392,8 @@ def _finish(
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
-    from .model_io import library_versions
-
-    last = state.history[-1] if state.history else {}
-    model.card = {
-        **model.card,
-        "task": config.task,
-        "class_names": list(config.class_names or _default_class_names(config, model.num_classes)),
-        "input": {"axes": "ZYX" if config.ndim == 3 else "YX", "channels": model.in_channels},
-        "normalization": dict(config.normalization or DEFAULT_NORMALIZATION),
-        "provenance": {
-            "data_fingerprint": fingerprint(pairs),
-            "n_training_images": len(pairs),
-            "seed": config.seed,
-            "training": config.to_dict(),
-            "epochs_trained": len(state.history),
-            "library_versions": library_versions(),
-            **({"initialized_from": initialized_from} if initialized_from else {}),
-        },
-        "metrics": {
-            "val_dice": state.best_dice if state.best_epoch >= 0 else None,
-            "best_epoch": state.best_epoch,
-            "final_train_loss": last.get("train_loss"),
-            "final_val_loss": last.get("val_loss"),
-        },
-    }
-    diameters = np.concatenate([p.diameters for p in pairs]) if pairs else np.empty(0)
-    if config.task == "instance" and diameters.size:
-        model.card["object_diameter"] = round(float(np.median(diameters)), 1)
+    model.card = training_card(model, state, config, pairs, initialized_from)
     return TrainResult(model, list(state.history), state.best_epoch, state.best_dice, stopped)
-
-
-def _default_class_names(config: TrainConfig, n: int) -> list[str]:
-    if config.task == "instance":
-        return list(INSTANCE_CLASSES)
-    return ["background"] + [f"class {i}" for i in range(1, n)]
 
 
 def train(
