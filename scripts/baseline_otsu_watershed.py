@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from scipy import ndimage as ndi
-from skimage import feature, filters, measure, morphology, segmentation
+from skimage import feature, filters, measure, segmentation
 
 
 def otsu_watershed(image: np.ndarray) -> np.ndarray:
@@ -28,7 +28,8 @@ def otsu_watershed(image: np.ndarray) -> np.ndarray:
     if smooth.max() == smooth.min():
         return np.zeros(image.shape, np.uint16)
     mask = smooth > filters.threshold_otsu(smooth)
-    mask = morphology.remove_small_objects(mask, 15)
+    components, _ = ndi.label(mask)  # drop specks under 15 px (any scikit-image version)
+    mask &= (np.bincount(components.ravel()) >= 15)[components]
     mask = ndi.binary_fill_holes(mask)
     distance = ndi.distance_transform_edt(mask)
     peaks = feature.peak_local_max(
