@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from napari_unet.core.augment import AugmentConfig, augment
-from napari_unet.core.errors import UserInputError
 
 SPATIAL_ONLY = AugmentConfig(intensity=False, noise=0.0, elastic=1.0)
 
@@ -132,24 +131,3 @@ def test_no_augmentation_is_the_identity():
     np.testing.assert_array_equal(lab, labels)
     np.testing.assert_array_equal(weight, labels)
     np.testing.assert_array_equal(mask, labels % 2 == 0)
-
-
-def test_object_contrast_dims_some_objects_above_the_background():
-    rng = np.random.default_rng(0)
-    classes = np.zeros((96, 96), np.uint8)
-    image = np.full((2, 96, 96), 0.1, np.float32)  # background 0.1 in both channels
-    centres = [(16 + 32 * i, 16 + 32 * j) for i in range(3) for j in range(3)]
-    for y, x in centres:
-        classes[y - 6 : y + 6, x - 6 : x + 6] = 1
-        image[:, y - 6 : y + 6, x - 6 : x + 6] = 1.1
-    config = replace(AugmentConfig.none(), object_contrast=0.5)
-    out, (same,) = augment(image, [classes], rng, config, orders=[0])
-    np.testing.assert_array_equal(same, classes)  # the targets do not change
-    contrast = np.array([out[0, y, x] - 0.1 for y, x in centres])
-    dimmed = contrast < 0.999
-    assert 0 < dimmed.sum() < len(centres)  # some objects, not all
-    assert np.all(contrast >= 0.3 - 1e-5) and np.all(contrast <= 1 + 1e-5)
-    np.testing.assert_allclose(out[0], out[1])  # one factor per object for all channels
-    assert np.allclose(out[:, 0, :], 0.1)  # the background (row 0, away from objects) stays
-    with pytest.raises(UserInputError, match="object_contrast"):
-        AugmentConfig(object_contrast=1.5)

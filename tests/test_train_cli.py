@@ -263,11 +263,10 @@ def test_init_from_a_model_of_another_task_is_refused(folders, tmp_path, capsys)
 def test_border_weight_options_change_the_loss_weights(folders, tmp_path, capsys):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     assert _train(folders, a) == 0
-    assert _train(folders, b, "--no-contact-weight", "--w0", "20", "--object-contrast", "0.5") == 0
+    assert _train(folders, b, "--no-contact-weight", "--w0", "20") == 0
     assert read_card(a)["provenance"]["training"]["contact_weight"] is True
     assert read_card(b)["provenance"]["training"]["contact_weight"] is False
     assert read_card(b)["provenance"]["training"]["w0"] == 20.0
-    assert read_card(b)["provenance"]["training"]["augment"]["object_contrast"] == 0.5
     capsys.readouterr()
     assert _train(folders, tmp_path / "c.safetensors", "--w0", "-1") == 2
     assert "w0 >= 0" in capsys.readouterr().err

@@ -74,14 +74,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "paper does, not the rims where objects touch",
     )
     p.add_argument(
-        "--object-contrast",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="augmentation: probability that each object's contrast is scaled down (x0.3-1), "
-        "for robustness to dim nuclei next to bright ones (default 0: off)",
-    )
-    p.add_argument(
         "--w0",
         type=float,
         default=10.0,
@@ -159,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
         patch_size=args.patch,
         learning_rate=args.lr,
         val_fraction=args.val_fraction,
-        augment=AugmentConfig.none()
-        if args.no_augment
-        else AugmentConfig(zoom=tuple(args.zoom), object_contrast=args.object_contrast),
+        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(zoom=tuple(args.zoom)),
         seed=args.seed,
         device=args.device,
         contact_weight=not args.no_contact_weight,

@@ -30,10 +30,6 @@ class AugmentConfig:
     """Range of random scale factors (log-uniform), applied with the elastic warp."""
     intensity: bool = True
     noise: float = 0.03
-    object_contrast: float = 0.0
-    """Probability that each object (a connected foreground region of the class target) has
-    its contrast above the background scaled by a random factor in ``[0.3, 1]``: dim objects
-    next to bright ones, as out-of-focus or weakly stained nuclei are."""
 
     def __post_init__(self) -> None:
         low, high = self.zoom
@@ -43,10 +39,6 @@ class AugmentConfig:
             )
         if not 0 <= self.elastic <= 1:
             raise UserInputError(f"elastic is a probability in [0, 1], got {self.elastic!r}")
-        if not 0 <= self.object_contrast <= 1:
-            raise UserInputError(
-                f"object_contrast is a probability in [0, 1], got {self.object_contrast!r}"
-            )
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -69,8 +61,7 @@ def augment(
     image : ndarray of float32, shape (C, *spatial)
         The normalised image patch.
     targets : list of ndarray, each of shape (*spatial)
-        Maps that move with the image (class targets, weights, region mask); the first is the
-        class target (0 = background), which ``object_contrast`` reads.
+        Maps that move with the image (class targets, weights, region mask).
     rng : numpy.random.Generator
     config : AugmentConfig
     orders : list of int
@@ -102,8 +93,6 @@ def augment(
         coords = _warp_coordinates(image.shape[1:], rng, sigma, zoom)
         image = np.stack([_sample(c, coords, 1, "reflect") for c in image])
         targets = [_sample(t, coords, o, "reflect") for t, o in zip(targets, orders)]
-    if config.object_contrast > 0 and targets:
-        image = _object_contrast(image, targets[0], rng, config.object_contrast)
     if config.intensity:
         image = _intensity(image, rng, config.noise)
     return np.ascontiguousarray(image, dtype=np.float32), [np.ascontiguousarray(t) for t in targets]
@@ -134,31 +123,6 @@ def _warp_coordinates(
 def _sample(array: np.ndarray, coords: np.ndarray, order: int, mode: str) -> np.ndarray:
     out = ndi.map_coordinates(array.astype(np.float32, copy=False), coords, order=order, mode=mode)
     return out.astype(array.dtype, copy=False) if order == 0 else out
-
-
-#: range of the contrast factor of a dimmed object
-OBJECT_CONTRAST = (0.3, 1.0)
-
-
-def _object_contrast(
-    image: np.ndarray, classes: np.ndarray, rng: np.random.Generator, p: float
-) -> np.ndarray:
-    """Scale each object's contrast above the background, with probability ``p`` per object."""
-    objects, n = ndi.label(classes > 0)
-    if n == 0:
-        return image
-    chosen = rng.random(n) < p
-    factor = np.where(chosen, rng.uniform(*OBJECT_CONTRAST, size=n), 1.0)
-    if not chosen.any():
-        return image
-    fmap = np.concatenate([[1.0], factor]).astype(np.float32)[objects]
-    fmap = ndi.gaussian_filter(fmap, 1.0)  # soft edges: a nucleus' blur reaches past its mask
-    background = classes == 0
-    out = np.empty_like(image)
-    for c, channel in enumerate(image):
-        bg = float(np.median(channel[background])) if background.any() else float(channel.min())
-        out[c] = bg + (channel - bg) * fmap
-    return out
 
 
 def _intensity(image: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
