@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .progress import relay
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +162,7 @@ def measure_scale_iter(
     whole = crop.shape == tuple(canon.shape) and not is_dask(canon)
     scale = 1.0
     for _ in range(PASSES):  # measure at scale 1, then again at the corrected scale
-        probs = yield from _renamed(
+        probs = yield from relay(
             segment_iter(
                 crop,
                 model,
@@ -168,7 +171,8 @@ def measure_scale_iter(
                 scale=scale,
                 diameter=None,
                 **tiling,
-            )
+            ),
+            lambda event: replace(event, stage="measuring objects"),
         )
         probs = np.asarray(probs)
         # probabilities come back at the crop's own pixel size, whatever the scale
@@ -188,15 +192,3 @@ def measure_scale_iter(
             return wanted, None
         scale = wanted
     return scale, None
-
-
-def _renamed(gen):
-    """Pass on ``gen``'s progress under the stage name ``"measuring objects"``."""
-    from dataclasses import replace
-
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            return done.value
-        yield replace(event, stage="measuring objects")

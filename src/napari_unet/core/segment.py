@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from . import rescale
 from .autosize import measure_scale_iter
 from .errors import ShapeError, UserInputError
 from .normalize import check_finite
-from .progress import run_to_end
+from .progress import relay, run_to_end
 from .segment_job import SegmentJob, SegmentProgress, is_dask, is_zarr
 
 __all__ = ["OUTPUTS", "SegmentProgress", "postprocessing_settings", "segment", "segment_iter"]
@@ -215,10 +216,9 @@ def segment_iter(
         canon = rescale.resample(canon, factors, order=1)
     post = postprocessing_settings(model, min_size)
     job = SegmentJob(model, canon, caxes, output, post, return_probabilities)
-    if lazy:
-        result = yield from _with_scale(job.run_lazy(tiling, out), factor)
-    else:
-        result = yield from _with_scale(job.run_in_memory(tiling, known), factor)
+    run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known)
+    # the events report the resampling factor in effect
+    result = yield from relay(run, lambda event: replace(event, scale=factor))
     labels, probs = result
     if any(f != 1.0 for f in factors):
         labels, probs = rescale.restore(labels, probs, original, caxes, output)
@@ -226,24 +226,6 @@ def segment_iter(
     if not return_probabilities or output == "probabilities":
         return labels
     return labels, ax.from_canonical(probs, caxes, axes, leading=1)
-
-
-def _with_scale(gen, factor: float):
-    """Pass on ``gen``'s progress with the resampling factor in effect."""
-    if factor == 1.0:
-        return (yield from gen)
-    from dataclasses import replace
-
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            return done.value
-        try:
-            yield replace(event, scale=factor)
-        except GeneratorExit:
-            gen.close()
-            raise
 
 
 def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from .postprocess import (
     semantic_labels,
     semantic_labels_chunked,
 )
+from .progress import relay
 
 #: pixels per channel used to estimate the normalisation of a large (dask) image
 STATS_SAMPLE = 4_000_000
@@ -120,8 +121,9 @@ class SegmentJob:
                 frame_probs = np.asarray(known[(slice(None), *index)], np.float32)
                 yield SegmentProgress("predict", i + 1, n, i, n)
             else:
-                frame_probs = yield from _relay(
-                    predict_tiled_iter(self.model, self.normalized_frame(index), **tiling), i, n
+                frame_probs = yield from relay(
+                    predict_tiled_iter(self.model, self.normalized_frame(index), **tiling),
+                    _frame_progress(i, n),
                 )
             if probs is None and (self.keep_probs or self.output == "probabilities"):
                 probs = np.zeros((self.n_classes, *self.labels_shape), np.float32)
@@ -158,7 +160,7 @@ class SegmentJob:
                 gen = predict_tiled_iter(
                     self.model, self.normalized_frame(index), out=view, **tiling
                 )
-                yield from _relay(gen, i, n)
+                yield from relay(gen, _frame_progress(i, n))
                 if labels_z is not None:
                     yield from self._postprocess_lazy(probs_z, labels_z, index, i, n)
         except BaseException:  # cancelled (GeneratorExit) or failed: leave no partial output
@@ -205,28 +207,22 @@ class SegmentJob:
             steps = semantic_labels_chunked(probs_view, labels_view)
         else:
             steps = instance_labels_chunked(probs_view, labels_view, **self.post)
-        for event in steps:
-            yield SegmentProgress("postprocess", event.done, event.total, i, n)
+        yield from relay(
+            steps, lambda event: SegmentProgress("postprocess", event.done, event.total, i, n)
+        )
 
 
-def _relay(gen, frame: int, n_frames: int):
-    """Forward the tiling events of one frame as :class:`SegmentProgress` over all frames.
+def _frame_progress(frame: int, n_frames: int):
+    """Turn one frame's :class:`TileProgress` into :class:`SegmentProgress` over all frames.
 
     All frames have the same shape, hence the same number of tiles.
     """
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        total = event.total * n_frames
-        try:
-            yield SegmentProgress(
-                "predict", frame * event.total + event.done, total, frame, n_frames
-            )
-        except GeneratorExit:
-            gen.close()
-            raise
+
+    def translate(event) -> SegmentProgress:
+        done = frame * event.total + event.done
+        return SegmentProgress("predict", done, event.total * n_frames, frame, n_frames)
+
+    return translate
 
 
 class _FrameView:
