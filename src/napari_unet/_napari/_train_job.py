@@ -84,8 +84,7 @@ def training_job(
     preview : PreviewSpec, optional
         Predict a slice every ``preview.every`` epochs.
     """
-    from ..core.model import UNet
-    from ..core.training import EpochEnd, prepare_data, train_iter
+    from ..core.training import EpochEnd, new_model, prepare_data, train_iter
 
     model = None
     if init is not None:
@@ -100,16 +99,8 @@ def training_job(
     )
     del images, labels, regions
     yield DataReady(len(pairs), tuple(names))
-    if model is None:
-        model = UNet(
-            pairs[0].image.shape[0],
-            config.resolved_num_classes(pairs),
-            ndim=config.ndim,
-            depth=config.depth,
-            base_filters=config.base_filters,
-            batch_norm=config.batch_norm,
-            padding="same",
-        )
+    if model is None:  # made here, not in train_iter: the preview reads its weights
+        model = new_model(config, pairs[0].image.shape[0], config.resolved_num_classes(pairs))
     gen = train_iter(pairs, None, config, model=model, stop=stop)
     best_state = None
     while True:

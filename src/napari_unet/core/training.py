@@ -204,15 +204,7 @@ def train_iter(
     num_classes = config.resolved_num_classes([*train_pairs, *val_pairs])
     initialized_from = describe_origin(model) if model is not None else None
     if model is None:
-        model = UNet(
-            train_pairs[0].image.shape[0],
-            num_classes,
-            ndim=config.ndim,
-            depth=config.depth,
-            base_filters=config.base_filters,
-            batch_norm=config.batch_norm,
-            padding="same",
-        )
+        model = new_model(config, train_pairs[0].image.shape[0], num_classes)
     _check_model(model, train_pairs, num_classes)
     patch = config.patch_shape()
     model.check_input_shape(patch)
@@ -287,6 +279,19 @@ def train_iter(
             break
     return _finish(
         model, state, config, train_pairs, stopped=stop.is_set(), initialized_from=initialized_from
+    )
+
+
+def new_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet:
+    """A new, randomly initialised ``"same"``-padded U-Net with ``config``'s architecture."""
+    return UNet(
+        in_channels,
+        num_classes,
+        ndim=config.ndim,
+        depth=config.depth,
+        base_filters=config.base_filters,
+        batch_norm=config.batch_norm,
+        padding="same",
     )
 
 
