@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from napari_unet.core.augment import AugmentConfig
+from napari_unet.core.batches import draw_batch
 from napari_unet.core.data import PatchSampler, prepare_pair
 from napari_unet.core.device import resolve_device
 from napari_unet.core.model import UNet
-from napari_unet.core.training import TrainConfig, _sample_batch, _train_step
+from napari_unet.core.training import TrainConfig, _train_step
 
 
 def synthetic_batch(batch: int, patch: int, device: torch.device, seed: int = 0):
@@ -89,11 +90,10 @@ def time_data_pipeline(config: TrainConfig, batches: int) -> float:
     image = np.where(labels > 0, 180.0, 20.0) + rng.normal(0, 10, labels.shape)
     pair = prepare_pair(image.astype(np.float32), labels)
     sampler = PatchSampler([pair], config.patch_shape(), config.foreground_fraction)
-    cpu = torch.device("cpu")
-    _sample_batch(sampler, rng, config, cpu)
+    draw_batch(sampler, config, 0, 0)
     t0 = time.perf_counter()
-    for _ in range(batches):
-        _sample_batch(sampler, rng, config, cpu)
+    for step in range(batches):
+        draw_batch(sampler, config, 0, step + 1)
     return (time.perf_counter() - t0) / batches
 
 

@@ -96,6 +96,17 @@ def test_same_command_same_model(folders, tmp_path):
         assert ka == kb and torch.equal(va, vb)
 
 
+def test_background_workers_give_the_same_model(folders, tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert _train(folders, a, "--workers", "0", "--epochs", "2") == 0
+    assert _train(folders, b, "--workers", "2", "--epochs", "2") == 0
+    for (ka, va), (kb, vb) in zip(
+        load_model(a).state_dict().items(), load_model(b).state_dict().items()
+    ):
+        assert ka == kb and torch.equal(va, vb)
+    assert read_card(a)["metrics"] == read_card(b)["metrics"]
+
+
 def _stop_after(monkeypatch, batches: int) -> None:
     """Make the next training run stop after ``batches`` batches, as Ctrl-C would."""
     from napari_unet.core import training
@@ -187,6 +198,14 @@ def test_missing_folder(folders, tmp_path, capsys):
     argv = ["train", "--images", str(tmp_path / "nope"), "--labels", str(folders / "labels")]
     assert main([*argv, "-o", str(tmp_path / "m.safetensors")]) == EXIT_USAGE
     _one_line_error(capsys, "--images folder not found", "nope")
+
+
+@pytest.mark.parametrize("workers", ["-1", "many"])
+def test_bad_workers(folders, tmp_path, capsys, workers):
+    out = tmp_path / "m.safetensors"
+    assert _train(folders, out, "--workers", workers) == EXIT_USAGE
+    _one_line_error(capsys, "workers must be 'auto' or a whole number", workers)
+    assert not out.exists()
 
 
 def test_no_matching_files(folders, tmp_path, capsys):

@@ -7,13 +7,15 @@ bright discs on a dark background, for a few batches: seconds, not minutes.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from napari_unet.core.augment import AugmentConfig
-from napari_unet.core.data import TrainingPair
+from napari_unet.core.batches import default_workers, draw_batch
+from napari_unet.core.data import PatchSampler, TrainingPair
 from napari_unet.core.errors import ShapeError, UserInputError
 from napari_unet.core.training import (
     BatchEnd,
@@ -160,6 +162,19 @@ def test_resume_mid_epoch_continues_exactly(tmp_path):
     assert a["position"] == b["position"]
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert_same_weights(sa, sb)
+
+
+def test_a_checkpoint_of_format_1_still_resumes(tmp_path):
+    config = TrainConfig(**TINY)
+    ckpt = tmp_path / "old.ckpt"
+    run(start(config, checkpoint=ckpt))
+    document = torch.load(ckpt, weights_only=True)
+    document["format"] = "napari-unet-checkpoint/1"
+    document["rng_numpy"] = "{}"  # /1 files also held a numpy generator state
+    torch.save(document, ckpt)
+    events, result = run(start(replace(config, epochs=3), resume=ckpt))
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [2]
+    assert len(result.history) == 3
 
 
 def test_resume_can_extend_the_number_of_epochs(tmp_path):
@@ -406,3 +421,42 @@ def test_semantic_classes_count_the_validation_labels_too():
     val = prepare_data(images[:1], val_labels, config)
     _, result = run(train_iter(pairs, val, config))
     assert result.model.num_classes == 3
+
+
+# -- batches --------------------------------------------------------------------------------
+def test_each_batch_is_fixed_by_seed_epoch_and_step():
+    config = TrainConfig(**TINY, augment=AugmentConfig(), seed=5)
+    images, labels = dataset(2)
+    sampler = PatchSampler(prepare_data(images, labels, config), config.patch_shape())
+    first = draw_batch(sampler, config, epoch=1, step=2)
+    draw_batch(sampler, config, epoch=0, step=0)  # drawing others in between changes nothing
+    again = draw_batch(sampler, config, epoch=1, step=2)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    image, target, weight, valid = first
+    assert image.shape == (2, 1, 32, 32) and image.dtype == torch.float32
+    assert target.shape == weight.shape == valid.shape == (2, 32, 32)
+    assert target.dtype == torch.int64 and valid.dtype == torch.bool
+    for other in (draw_batch(sampler, config, 1, 3), draw_batch(sampler, config, 2, 2)):
+        assert not torch.equal(other[0], image)
+    other_seed = draw_batch(sampler, replace(config, seed=6), 1, 2)
+    assert not torch.equal(other_seed[0], image)
+
+
+def test_workers_change_nothing_but_speed():
+    config = TrainConfig(**TINY, augment=AugmentConfig(), seed=2)
+    _, alone = run(start(config, workers=0))
+    _, helped = run(start(config, workers=2))
+    assert alone.history == helped.history
+    assert_same_weights(state_of(alone.model), state_of(helped.model))
+
+
+def test_default_workers():
+    assert default_workers(torch.device("cpu")) == 0
+    assert default_workers(torch.device("cpu"), "auto") == 0
+    assert 0 <= default_workers(torch.device("cuda")) <= 8
+    assert default_workers(torch.device("cpu"), 3) == 3
+    assert default_workers(torch.device("cuda"), "2") == 2
+    for bad in (-1, "x", 1.5):
+        with pytest.raises(UserInputError, match="workers must be 'auto' or a whole number"):
+            default_workers(torch.device("cpu"), bad)

@@ -1,7 +1,9 @@
 """Training checkpoints: resume a stopped run exactly where it stopped.
 
 A checkpoint holds the weights, the best weights so far, the optimizer and scheduler states, the
-random-number states and the position (epoch, step, running loss). It is written with
+torch random-number state and the position (epoch, step, running loss); the training
+batches need no saved state, since each is drawn from a generator seeded by its position
+(:mod:`.batches`). It is written with
 ``torch.save`` and read with ``torch.load(weights_only=True)``, so loading never runs code.
 It is separate from the exported model file.
 """
@@ -19,7 +21,9 @@ from .data import fingerprint
 from .errors import UserInputError
 from .training_config import TrainConfig
 
-CHECKPOINT_FORMAT = "napari-unet-checkpoint/1"
+CHECKPOINT_FORMAT = "napari-unet-checkpoint/2"
+# /1 also saved a numpy generator state, no longer needed; such files still resume
+READABLE_FORMATS = (CHECKPOINT_FORMAT, "napari-unet-checkpoint/1")
 
 
 @dataclass
@@ -36,7 +40,7 @@ class RunState:
     history: list = field(default_factory=list)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, rng, state: RunState, config, pairs) -> None:
+def save_checkpoint(path, model, optimizer, scheduler, state: RunState, config, pairs) -> None:
     """Write everything needed to continue training exactly, atomically (``torch.save``)."""
     document = {
         "format": CHECKPOINT_FORMAT,
@@ -46,7 +50,6 @@ def save_checkpoint(path, model, optimizer, scheduler, rng, state: RunState, con
         "best_state": state.best_state or {},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng_numpy": json.dumps(rng.bit_generator.state),
         "rng_torch": torch.get_rng_state(),
         "position": json.dumps(
             {
@@ -60,7 +63,7 @@ def save_checkpoint(path, model, optimizer, scheduler, rng, state: RunState, con
         torch.save(document, tmp)
 
 
-def load_checkpoint(path, model, optimizer, scheduler, rng, state: RunState, config, pairs) -> None:
+def load_checkpoint(path, model, optimizer, scheduler, state: RunState, config, pairs) -> None:
     """Restore a :func:`save_checkpoint` file into the given objects (no unpickling)."""
     path = Path(path)
     if not path.is_file():
@@ -69,7 +72,7 @@ def load_checkpoint(path, model, optimizer, scheduler, rng, state: RunState, con
         document = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a bad file
         raise UserInputError(f"{path} is not a readable training checkpoint: {err}") from err
-    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(document, dict) or document.get("format") not in READABLE_FORMATS:
         raise UserInputError(f"{path} is not a napari-unet training checkpoint")
     saved = TrainConfig.from_dict(json.loads(document["config"]))
     if replace(saved, epochs=config.epochs, device=config.device) != config:
@@ -84,7 +87,6 @@ def load_checkpoint(path, model, optimizer, scheduler, rng, state: RunState, con
     model.load_state_dict(document["model"])
     optimizer.load_state_dict(document["optimizer"])
     scheduler.load_state_dict(document["scheduler"])
-    rng.bit_generator.state = json.loads(document["rng_numpy"])
     torch.set_rng_state(document["rng_torch"])
     for key, value in json.loads(document["position"]).items():
         setattr(state, key, value)
