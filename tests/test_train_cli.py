@@ -69,7 +69,7 @@ def test_train_writes_a_model_with_metrics_and_provenance(folders, tmp_path, cap
     assert card["name"] == "model" and card["task"] == "instance"
     assert card["class_names"] == ["background", "interior", "boundary"]
     metrics = card["metrics"]
-    assert 0.0 <= metrics["val_dice"] <= 1.0 and metrics["best_epoch"] == 0
+    assert 0.0 <= metrics["val_dice"] <= 1.0 and metrics["best_epoch"] == 1
     assert np.isfinite(metrics["final_train_loss"]) and np.isfinite(metrics["final_val_loss"])
     provenance = card["provenance"]
     assert provenance["seed"] == 3

@@ -72,7 +72,8 @@ def training_card(
         },
         "metrics": {
             "val_dice": state.best_dice if state.best_epoch >= 0 else None,
-            "best_epoch": state.best_epoch,
+            # counted from 1, as the progress lines and epochs_trained count epochs
+            "best_epoch": state.best_epoch + 1 if state.best_epoch >= 0 else None,
             "final_train_loss": last.get("train_loss"),
             "final_val_loss": last.get("val_loss"),
         },
