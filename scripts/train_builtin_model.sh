@@ -32,7 +32,7 @@ description="Fluorescence nuclei (2D), instance segmentation: background / inter
   --name nuclei --description "$description"
 
 "$bin/python" "$here/scripts/tune_postprocessing.py" "$out" --seed 2018 --data "$data/dsb2018_fluo"
-post=(--seed-threshold 0.6 --foreground-threshold 0.6 --split 1.0 --min-size 20)
+post=(--seed-threshold 0.6 --foreground-threshold 0.6 --split 1.5 --min-size 20)
 "$bin/python" "$here/scripts/finalize_builtin_model.py" "$out" "${post[@]}" \
   --training-labels "$data/dsb2018_fluo/labels" --description "$description"
 NAPARI_UNET_BIN=$bin bash "$here/scripts/score_builtin_model.sh" "$out" "$work"
