@@ -102,9 +102,10 @@ def test_measuring_pass_is_reused_when_nothing_is_resampled(nuclei, monkeypatch)
 
 def test_large_nuclei_are_shrunk_into_range(nuclei):
     model, image, labels = nuclei
-    zoom = 4.0  # the sample's ~14 px nuclei become ~55 px, beyond the model's 40 px
-    big = resample(image, (zoom, zoom), order=1)
-    big_truth = resample(labels, (zoom, zoom), order=0)
+    quarter = (slice(0, 130), slice(0, 174))
+    zoom = 6.0  # the sample's ~14 px nuclei become ~84 px, twice the model's largest (40 px)
+    big = resample(image[quarter], (zoom, zoom), order=1)
+    big_truth = resample(labels[quarter], (zoom, zoom), order=0)
     events = []
     factor = run_to_end(auto_scale_iter(big, "YX", model, {"device": "cpu"}), events.append)
     assert {e.stage for e in events} == {"measuring objects"}
@@ -118,7 +119,7 @@ def test_large_nuclei_are_shrunk_into_range(nuclei):
     plain = segment(big, model, diameter=None, device="cpu")
     ap_auto = average_precision(big_truth, auto).scores[0]
     ap_plain = average_precision(big_truth, plain).scores[0]
-    assert ap_auto > ap_plain
+    assert ap_auto > ap_plain + 0.1  # measured: 0.89 vs 0.56
 
 
 def test_explicit_scale_wins_over_auto(nuclei, monkeypatch):
