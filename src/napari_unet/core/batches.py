@@ -76,12 +76,14 @@ def batches(
     steps: int,
     device: torch.device,
     workers: int = 0,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Iterator[Batch]:
     """The batches ``first .. steps - 1`` of ``epoch``, in order, moved to ``device``.
 
     With ``workers > 0`` that many background processes prepare the next batches while the
     current one trains; the batches are the same as with ``workers=0``. Closing the iterator
-    (or dropping it) stops the workers.
+    (or dropping it) stops the workers. The images arrive in ``memory_format`` (the model's
+    layout), converted in the same copy that moves them to ``device``.
     """
     pin = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
@@ -92,8 +94,9 @@ def batches(
         pin_memory=pin,
         prefetch_factor=4 if workers else None,
     )
-    for batch in loader:
-        yield tuple(t.to(device, non_blocking=pin) for t in batch)  # type: ignore[misc]
+    for image, *maps in loader:
+        image = image.to(device, non_blocking=pin, memory_format=memory_format)
+        yield (image, *(t.to(device, non_blocking=pin) for t in maps))  # type: ignore[misc]
 
 
 def default_workers(device: torch.device, workers: int | str | None = "auto") -> int:

@@ -236,9 +236,8 @@ def train_iter(
     for epoch in range(state.epoch, config.epochs):
         t0 = time.perf_counter()
         model.train()
-        stream = batches(sampler, config, epoch, state.step, steps, device, workers)
+        stream = batches(sampler, config, epoch, state.step, steps, device, workers, layout)
         for step, batch in enumerate(stream, start=state.step):
-            batch = (batch[0].contiguous(memory_format=layout), *batch[1:])
             loss = _train_step(model, optimizer, batch, config)
             scheduler.step()
             state.loss_sum += loss
