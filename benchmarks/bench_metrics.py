@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from napari_unet import metrics
-from napari_unet.core.evaluation import evaluate_pair
+from napari_unet.evaluation.pairs import evaluate_pair
 
 
 def make_pair(size: int = 4096, cell: int = 41, seed: int = 0, big_ids: bool = False):

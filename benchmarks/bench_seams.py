@@ -24,10 +24,10 @@ import tifffile
 import torch
 
 from napari_unet import load_model
-from napari_unet.core.normalize import normalize
-from napari_unet.core.postprocess import instance_labels
-from napari_unet.core.sample import load_sample
-from napari_unet.core.tiling import predict_tiled
+from napari_unet.common.sample import load_sample
+from napari_unet.inference.normalize import normalize
+from napari_unet.inference.postprocess import instance_labels
+from napari_unet.inference.predict import predict_tiled
 from napari_unet.metrics import average_precision
 
 OVERLAPS = (32, 64, 96, 128, 214)

@@ -19,12 +19,12 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.core.augment import AugmentConfig
-from napari_unet.core.batches import draw_batch
-from napari_unet.core.data import PatchSampler, prepare_pair
-from napari_unet.core.device import resolve_device
-from napari_unet.core.model import UNet
-from napari_unet.core.training import TrainConfig, _train_step
+from napari_unet.common.device import resolve_device
+from napari_unet.model.unet import UNet
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.batches import draw_batch
+from napari_unet.training.data import PatchSampler, prepare_pair
+from napari_unet.training.loop import TrainConfig, _train_step
 
 
 def synthetic_batch(batch: int, patch: int, device: torch.device, seed: int = 0):

@@ -149,7 +149,7 @@ def run_segment(model: str | None, outdir: Path) -> None:
     import numpy as np
     import tifffile
 
-    from napari_unet.core.sample import load_sample, sample_paths
+    from napari_unet.common.sample import load_sample, sample_paths
 
     image_path, _ = sample_paths()
     args = [

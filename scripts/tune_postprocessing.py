@@ -18,9 +18,9 @@ import numpy as np
 import tifffile
 
 from napari_unet import load_model, segment
-from napari_unet.core.data import match_folder_pairs
-from napari_unet.core.postprocess import instance_labels
+from napari_unet.inference.postprocess import instance_labels
 from napari_unet.metrics import average_precision
+from napari_unet.training.data import match_folder_pairs
 
 
 def validation_pairs(data: Path, seed: int, fraction: float = 0.1) -> list[tuple[Path, Path]]:

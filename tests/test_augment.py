@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from napari_unet.core.augment import AugmentConfig, augment
+from napari_unet.training.augment import AugmentConfig, augment
 
 SPATIAL_ONLY = AugmentConfig(intensity=False, noise=0.0, elastic=1.0)
 

@@ -7,17 +7,17 @@ import pytest
 from skimage.draw import disk
 
 from napari_unet import load_model, segment
-from napari_unet.core import autosize
-from napari_unet.core.autosize import (
+from napari_unet.common.errors import UserInputError
+from napari_unet.common.progress import run_to_end
+from napari_unet.common.sample import load_sample
+from napari_unet.inference import size as autosize
+from napari_unet.inference.rescale import resample
+from napari_unet.inference.size import (
     EDT_TO_DIAMETER,
     auto_scale_iter,
     comfortable_range,
     diameter_from_foreground,
 )
-from napari_unet.core.errors import UserInputError
-from napari_unet.core.progress import run_to_end
-from napari_unet.core.rescale import resample
-from napari_unet.core.sample import load_sample
 from napari_unet.metrics import average_precision
 
 
@@ -78,7 +78,7 @@ def test_objects_in_range_are_not_resampled(nuclei):
 
 def test_measuring_pass_is_reused_when_nothing_is_resampled(nuclei, monkeypatch):
     """In range and small enough to measure whole: the image is predicted once, not twice."""
-    from napari_unet.core import tiling
+    from napari_unet.inference import predict as tiling
 
     model, image, _ = nuclei
     calls = []
@@ -128,7 +128,7 @@ def test_explicit_scale_wins_over_auto(nuclei, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("auto size must not run when a scale is given")
 
-    monkeypatch.setattr("napari_unet.core.segment.measure_scale_iter", fail)
+    monkeypatch.setattr("napari_unet.inference.pipeline.measure_scale_iter", fail)
     out = segment(image, model, scale=0.5, device="cpu")
     assert out.shape == image.shape
 

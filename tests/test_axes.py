@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.core import axes as ax
-from napari_unet.core.errors import ShapeError, UserInputError
+from napari_unet.common.errors import ShapeError, UserInputError
+from napari_unet.inference import axes as ax
 
 
 @pytest.mark.parametrize("text", ["yx", " ZYX ", "TCZYX", "YXC", "tcyx"])

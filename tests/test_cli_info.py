@@ -11,7 +11,7 @@ import pytest
 from napari_unet import UNet, save_model
 from napari_unet._version import __version__
 from napari_unet.cli import EXIT_USAGE, main
-from napari_unet.core.summary import count_parameters
+from napari_unet.model.summary import count_parameters
 
 
 def test_info_prints_card_and_summary(tiny_model, tmp_path, capsys):

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from distributed import Client, LocalCluster
 
-from napari_unet.core.model import UNet
-from napari_unet.core.tiling import predict_tiled, predict_tiled_dask
+from napari_unet.inference.predict import predict_tiled, predict_tiled_dask
+from napari_unet.model.unet import UNet
 
 
 def test_distributed_run_matches_in_process():

@@ -10,8 +10,8 @@ import tifffile
 
 from napari_unet import metrics
 from napari_unet.cli import main
-from napari_unet.core.evaluation import evaluate_pair, summary_rows
-from napari_unet.core.evaluation_files import evaluate_folders, match_files, write_csv
+from napari_unet.evaluation.folders import evaluate_folders, match_files, write_csv
+from napari_unet.evaluation.pairs import evaluate_pair, summary_rows
 
 
 def _labels(seed: int, shift: int = 0) -> np.ndarray:

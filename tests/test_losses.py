@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_unet.core.losses import combined_loss, soft_dice_loss, weighted_cross_entropy
+from napari_unet.training.losses import combined_loss, soft_dice_loss, weighted_cross_entropy
 
 
 def _batch(ndim: int = 2, k: int = 3, seed: int = 0):

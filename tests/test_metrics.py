@@ -10,7 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from napari_unet import metrics
-from napari_unet.core.errors import ShapeError, UserInputError
+from napari_unet.common.errors import ShapeError, UserInputError
 
 BINARY = (metrics.precision, metrics.recall, metrics.iou, metrics.dice)
 

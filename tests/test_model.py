@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from napari_unet import UNet, load_model, save_model
-from napari_unet.core.errors import ShapeError, UserInputError
-from napari_unet.core.model import UNetConfig, build_model, center_crop
+from napari_unet.common.errors import ShapeError, UserInputError
+from napari_unet.model.unet import UNetConfig, build_model, center_crop
 
 CONFIGS = [
     pytest.param(

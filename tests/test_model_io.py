@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from napari_unet import UNet, load_model, save_model
-from napari_unet.core.errors import ModelFileError, UserInputError
-from napari_unet.core.model_io import (
+from napari_unet.common.errors import ModelFileError, UserInputError
+from napari_unet.model.files import (
     FORMAT_VERSION,
     INSTANCE_CLASSES,
     METADATA_KEY,

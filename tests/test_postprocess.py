@@ -7,15 +7,15 @@ import pytest
 import zarr
 from skimage.draw import disk
 
-from napari_unet.core.errors import ShapeError
-from napari_unet.core.postprocess import (
+from napari_unet.common.errors import ShapeError
+from napari_unet.inference.postprocess import (
     ChunkProgress,
     instance_labels,
     instance_labels_chunked,
     semantic_labels,
     semantic_labels_chunked,
 )
-from napari_unet.core.targets import instance_to_classes
+from napari_unet.training.targets import instance_to_classes
 
 
 def _nuclei(shape=(200, 300), seed=0) -> np.ndarray:

@@ -16,8 +16,8 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from napari_unet import UNet, segment
-from napari_unet.core.errors import ModelFileError, ShapeError, UserInputError
-from napari_unet.core.segment import SegmentProgress, segment_iter
+from napari_unet.common.errors import ModelFileError, ShapeError, UserInputError
+from napari_unet.inference.pipeline import SegmentProgress, segment_iter
 
 
 class ThresholdNet(UNet):
@@ -262,7 +262,7 @@ def test_model_files(tiny_model, tiny_model_file, tmp_path):
 
 
 def test_missing_builtin_model_says_how_to_pass_one(tmp_path, monkeypatch):
-    from napari_unet.core import model_io
+    from napari_unet.model import files as model_io
 
     monkeypatch.setattr(model_io.resources, "files", lambda package: tmp_path)
     with pytest.raises(ModelFileError, match="pass a model file"):
@@ -270,7 +270,7 @@ def test_missing_builtin_model_says_how_to_pass_one(tmp_path, monkeypatch):
 
 
 def test_the_model_cards_postprocessing_settings_are_used():
-    from napari_unet.core.segment import postprocessing_settings
+    from napari_unet.inference.pipeline import postprocessing_settings
 
     model = UNet(1, 3, depth=2, base_filters=4)
     assert postprocessing_settings(model) == {"min_size": 10}

@@ -65,7 +65,7 @@ def test_zarr_and_ome_zarr_inputs_give_zarr_outputs(tiny_model, tiny_model_file,
 
 
 def test_missing_builtin_model_exits_2_and_says_pass_model(image, tmp_path, monkeypatch, capsys):
-    from napari_unet.core import model_io
+    from napari_unet.model import files as model_io
 
     monkeypatch.setattr(model_io.resources, "files", lambda package: tmp_path)
     tifffile.imwrite(tmp_path / "a.tif", image)

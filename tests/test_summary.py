@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from napari_unet import UNet
-from napari_unet.core.errors import ShapeError
-from napari_unet.core.summary import count_parameters, format_summary, layer_summary
+from napari_unet.common.errors import ShapeError
+from napari_unet.model.summary import count_parameters, format_summary, layer_summary
 
 
 def _conv_params(k: int, c_in: int, c_out: int, ndim: int = 2) -> int:

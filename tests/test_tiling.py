@@ -8,17 +8,17 @@ import pytest
 import torch
 import zarr
 
-from napari_unet.core.errors import ShapeError, UserInputError
-from napari_unet.core.fast_model import inference_model
-from napari_unet.core.model import UNet, center_crop
-from napari_unet.core.tile_plan import plan_tiles
-from napari_unet.core.tiling import (
+from napari_unet.common.errors import ShapeError, UserInputError
+from napari_unet.inference.predict import (
     TileProgress,
     predict_tiled,
     predict_tiled_dask,
     predict_tiled_iter,
     receptive_field,
 )
+from napari_unet.inference.tile_plan import plan_tiles
+from napari_unet.model.inference import inference_model
+from napari_unet.model.unet import UNet, center_crop
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ import torch
 
 from napari_unet import load_model
 from napari_unet.cli import EXIT_USAGE, main
-from napari_unet.core.model import UNet
-from napari_unet.core.model_io import read_card, save_model
+from napari_unet.model.files import read_card, save_model
+from napari_unet.model.unet import UNet
 
 CROP = 64
 TINY = [
@@ -109,7 +109,7 @@ def test_background_workers_give_the_same_model(folders, tmp_path):
 
 def _stop_after(monkeypatch, batches: int) -> None:
     """Make the next training run stop after ``batches`` batches, as Ctrl-C would."""
-    from napari_unet.core import training
+    from napari_unet.training import loop as training
 
     real = training.train_iter
 

@@ -12,8 +12,8 @@ import pytest
 from napari_unet._napari import _model_registry as registry
 from napari_unet._napari._train_inputs import PairSource, channel_axis, expand_sources
 from napari_unet._napari.train_widget import TrainWidget
-from napari_unet.core.errors import ShapeError, UserInputError
-from napari_unet.core.sample import load_sample
+from napari_unet.common.errors import ShapeError, UserInputError
+from napari_unet.common.sample import load_sample
 
 TIMEOUT_MS = 120_000
 
@@ -228,7 +228,7 @@ def test_invalid_patch_size_names_valid_sizes(viewer, qtbot, crop):
 
 def test_summary_follows_the_architecture(viewer, qtbot):
     from napari_unet import UNet
-    from napari_unet.core.summary import count_parameters
+    from napari_unet.model.summary import count_parameters
 
     viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
     viewer.add_labels(np.zeros((64, 64), np.uint8), name="gt")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.augment import AugmentConfig
-from napari_unet.core.batches import default_workers, draw_batch
-from napari_unet.core.data import PatchSampler, TrainingPair
-from napari_unet.core.errors import ShapeError, UserInputError
-from napari_unet.core.training import (
+from napari_unet.common.errors import ShapeError, UserInputError
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.batches import default_workers, draw_batch
+from napari_unet.training.data import PatchSampler, TrainingPair
+from napari_unet.training.loop import (
     BatchEnd,
     CheckpointSaved,
     EpochEnd,

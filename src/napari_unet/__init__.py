@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 _LAZY = {
-    "UNet": "napari_unet.core.model",
-    "UNetConfig": "napari_unet.core.model",
-    "load_model": "napari_unet.core.model_io",
-    "save_model": "napari_unet.core.model_io",
-    "layer_summary": "napari_unet.core.summary",
-    "segment": "napari_unet.core.segment",
-    "predict_tiled": "napari_unet.core.tiling",
-    "receptive_field": "napari_unet.core.tiling",
-    "train": "napari_unet.core.training",
-    "UserInputError": "napari_unet.core.errors",
-    "ModelFileError": "napari_unet.core.errors",
+    "UNet": "napari_unet.model.unet",
+    "UNetConfig": "napari_unet.model.unet",
+    "load_model": "napari_unet.model.files",
+    "save_model": "napari_unet.model.files",
+    "layer_summary": "napari_unet.model.summary",
+    "segment": "napari_unet.inference.pipeline",
+    "predict_tiled": "napari_unet.inference.predict",
+    "receptive_field": "napari_unet.inference.predict",
+    "train": "napari_unet.training.loop",
+    "UserInputError": "napari_unet.common.errors",
+    "ModelFileError": "napari_unet.common.errors",
 }
 _SUBMODULES = {"metrics": "napari_unet.metrics"}
 
@@ -47,13 +47,13 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import metrics
-    from .core.errors import ModelFileError, UserInputError
-    from .core.model import UNet, UNetConfig
-    from .core.model_io import load_model, save_model
-    from .core.segment import segment
-    from .core.summary import layer_summary
-    from .core.tiling import predict_tiled, receptive_field
-    from .core.training import train
+    from .common.errors import ModelFileError, UserInputError
+    from .inference.pipeline import segment
+    from .inference.predict import predict_tiled, receptive_field
+    from .model.files import load_model, save_model
+    from .model.summary import layer_summary
+    from .model.unet import UNet, UNetConfig
+    from .training.loop import train
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.axes import guess_axes, parse_axes
+from ..inference.axes import guess_axes, parse_axes
 
 if TYPE_CHECKING:
     import napari

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from psygnal import Signal
 
-from ..core.errors import UserInputError
+from ..common.errors import UserInputError
 
 if TYPE_CHECKING:
-    from ..core.model import UNet
+    from ..model.unet import UNet
 
 __all__ = [
     "clear_models",

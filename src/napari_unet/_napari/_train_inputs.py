@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ShapeError, UserInputError
+from ..common.errors import ShapeError, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def iter_slices(
 def expand_sources(
     sources: list[PairSource], ndim: int, ignore_label: int | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray | None], list[str]]:
-    """The arrays for :func:`napari_unet.core.training.prepare_data`: images, labels, regions,
+    """The arrays for :func:`napari_unet.training.loop.prepare_data`: images, labels, regions,
     names, one entry per annotated slice (or volume) of every pair.
 
     Raises

@@ -1,10 +1,10 @@
 """The Train widget's worker job: read the pairs, train, and preview now and then.
 
 :func:`training_job` is a generator run by napari's ``thread_worker``. It relays every event
-of :func:`napari_unet.core.training.train_iter` and adds two of its own: :class:`DataReady`
+of :func:`napari_unet.training.loop.train_iter` and adds two of its own: :class:`DataReady`
 once the data is prepared, and :class:`PreviewReady` every few epochs with a prediction of the
 best model so far on the slice the user is looking at. It returns the core's
-:class:`~napari_unet.core.training.TrainResult`. It gets arrays, never layers.
+:class:`~napari_unet.training.loop.TrainResult`. It gets arrays, never layers.
 """
 
 from __future__ import annotations
@@ -78,18 +78,18 @@ def training_job(
     init : str, optional
         A model to fine-tune (a built-in name or a model file) instead of a new network; its
         architecture and normalisation replace ``config``'s
-        (:func:`~napari_unet.core.training_config.config_for_model`).
+        (:func:`~napari_unet.training.config.config_for_model`).
     ignore_label : int, optional
         Label value of unannotated pixels.
     preview : PreviewSpec, optional
         Predict a slice every ``preview.every`` epochs.
     """
-    from ..core.training import EpochEnd, new_model, prepare_data, train_iter
+    from ..training.loop import EpochEnd, new_model, prepare_data, train_iter
 
     model = None
     if init is not None:
-        from ..core.model_io import load_model
-        from ..core.training_config import config_for_model
+        from ..model.files import load_model
+        from ..training.config import config_for_model
 
         model = load_model(init, device="cpu")
         config = config_for_model(config, model)
@@ -130,9 +130,9 @@ def predict_slice(
 
     A 3D model predicts a slab of ``patch depth`` slices around the slice and keeps its middle.
     """
-    from ..core.normalize import normalize
-    from ..core.postprocess import instance_labels, semantic_labels
-    from ..core.tiling import predict_tiled
+    from ..inference.normalize import normalize
+    from ..inference.postprocess import instance_labels, semantic_labels
+    from ..inference.predict import predict_tiled
 
     n_lead = len(source.labels.shape) - 2
     image = lead_channel_first(source.image, channel_axis(source), n_lead - (config.ndim - 2))

@@ -1,6 +1,6 @@
 """The Train widget's settings: architecture (with the live layer summary) and hyper-parameters.
 
-The defaults are those of :class:`napari_unet.core.training_config.TrainConfig`: a depth-4,
+The defaults are those of :class:`napari_unet.training.config.TrainConfig`: a depth-4,
 base-16 U-Net on 128x128 patches, batch 8, AdamW at 1e-3 - good for 2D fluorescence nuclei on
 a CPU.
 """
@@ -163,8 +163,8 @@ class HyperParameters(Container):
 
 def make_config(arch: ArchitectureBox, hyper: HyperParameters) -> Any:
     """The :class:`TrainConfig` of the widgets' values (raises UserInputError if invalid)."""
-    from ..core.augment import AugmentConfig
-    from ..core.training_config import TrainConfig
+    from ..training.augment import AugmentConfig
+    from ..training.config import TrainConfig
 
     return TrainConfig(
         task=arch.task.value,
@@ -201,9 +201,9 @@ def summary_text(
     """
     import torch
 
-    from ..core.errors import UserInputError
-    from ..core.model import UNet
-    from ..core.summary import count_parameters, format_summary, layer_summary
+    from ..common.errors import UserInputError
+    from ..model.summary import count_parameters, format_summary, layer_summary
+    from ..model.unet import UNet
 
     try:
         with torch.device("meta"):
@@ -228,7 +228,7 @@ def check_patch(config: Any) -> None:
     """Raise ShapeError (with the nearest valid sizes) if the network cannot take the patch."""
     import torch
 
-    from ..core.model import UNet
+    from ..model.unet import UNet
 
     with torch.device("meta"):
         net = UNet(1, 2, ndim=config.ndim, depth=config.depth, base_filters=1, batch_norm=False)

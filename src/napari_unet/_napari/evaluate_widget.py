@@ -1,7 +1,7 @@
 """The U-Net Evaluate dock widget: a prediction and a ground-truth Labels layer in, scores out.
 
 The widget collects the parameters, hands the layers' arrays to
-:func:`napari_unet.core.evaluation.iter_evaluate_pair` in a thread worker (progress per slice
+:func:`napari_unet.evaluation.pairs.iter_evaluate_pair` in a thread worker (progress per slice
 in napari's activity dock, Cancel stops between slices), then on the GUI thread fills a table,
 and adds (or updates) an error layer named ``"<prediction> errors"`` with the ground truth's
 scale, translate and axis labels. :meth:`EvaluateWidget.run` is what the button calls;
@@ -51,7 +51,7 @@ WHOLE = "none (whole volume)"
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
     """``"0.5:0.95:0.05"`` (start:stop:step, stop included) or a list ``"0.5, 0.75"``."""
-    from ..core.errors import UserInputError
+    from ..common.errors import UserInputError
 
     try:
         if ":" in text:
@@ -192,7 +192,7 @@ class EvaluateWidget(Container):
         """
         from napari.qt.threading import create_worker
 
-        from ..core.errors import UserInputError
+        from ..common.errors import UserInputError
 
         if self.running:
             return self._worker
@@ -229,7 +229,7 @@ class EvaluateWidget(Container):
             self._worker.quit()
 
     def _job(self) -> dict[str, Any]:
-        from ..core.errors import ShapeError, UserInputError
+        from ..common.errors import ShapeError, UserInputError
 
         pred, gt, region = self.prediction.value, self.ground_truth.value, self.region.value
         if pred is None or gt is None:
@@ -319,8 +319,8 @@ class EvaluateWidget(Container):
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Write every record of the last evaluation at full precision to ``path`` (atomically)."""
-        from ..core.errors import UserInputError
-        from ..core.evaluation_files import write_csv
+        from ..common.errors import UserInputError
+        from ..evaluation.folders import write_csv
 
         if not self.records:
             raise UserInputError("nothing to export yet: run the evaluation first")
@@ -366,7 +366,7 @@ def _array(layer: Any) -> Any:
 
 def _evaluate(job: dict[str, Any]):
     """Worker body: evaluate ``job`` (arrays only), yield per-slice progress, return the result."""
-    from ..core.evaluation import iter_evaluate_pair
+    from ..evaluation.pairs import iter_evaluate_pair
 
     job = dict(job)
     gt, pred = np.asarray(job.pop("ground_truth")), np.asarray(job.pop("prediction"))

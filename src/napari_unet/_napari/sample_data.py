@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.sample import SAMPLE_ID, load_sample
+from ..common.sample import SAMPLE_ID, load_sample
 
 
 def nuclei_sample() -> list[tuple]:

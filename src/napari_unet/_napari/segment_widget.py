@@ -1,7 +1,7 @@
 """The U-Net Segment dock widget: an image layer in, a Labels layer out.
 
 The widget only collects parameters and moves data: it turns the chosen layer into an array
-and its axes, runs :func:`napari_unet.core.segment.segment_iter` in a thread worker (progress
+and its axes, runs :func:`napari_unet.inference.pipeline.segment_iter` in a thread worker (progress
 in napari's activity dock, Cancel stops within one batch of tiles), and puts the result into a
 Labels layer named ``"<image> labels"`` with the image's scale, translate and axis labels.
 Running again updates that layer. torch is imported when a run starts, not before.
@@ -169,8 +169,8 @@ class SegmentWidget(Container):
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        from ..core.errors import UserInputError
-        from ..core.segment import segment_iter
+        from ..common.errors import UserInputError
+        from ..inference.pipeline import segment_iter
 
         if self.running:
             return self._worker
@@ -209,8 +209,8 @@ class SegmentWidget(Container):
             self._worker.quit()
 
     def _job(self, layer: Any) -> dict[str, Any]:
-        from ..core.axes import parse_axes
-        from ..core.errors import UserInputError
+        from ..common.errors import UserInputError
+        from ..inference.axes import parse_axes
 
         if layer is None:
             raise UserInputError("choose an image layer to segment")

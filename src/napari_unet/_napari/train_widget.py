@@ -1,7 +1,7 @@
 """The U-Net Train dock widget: pick layer pairs, set up the network, train, watch, save.
 
 The widget is thin: it collects the layer pairs and the settings, runs
-:func:`._train_job.training_job` (which drives :func:`napari_unet.core.training.train_iter`) in
+:func:`._train_job.training_job` (which drives :func:`napari_unet.training.loop.train_iter`) in
 napari's ``thread_worker``, shows the events in a live plot, a label and napari's activity
 dock, and turns the returned model into a registered model (selectable at once in the Segment
 widget) and, on request, a model file. :meth:`TrainWidget.run` is what the Train button calls.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import Container, FileEdit, Label, LineEdit, PushButton
 
-from ..core.errors import UserInputError
+from ..common.errors import UserInputError
 from . import _model_registry
 from ._layer_pairs import LayerPairs
 from ._preview import TrainingPreview
@@ -149,7 +149,7 @@ class TrainWidget(Container):
         if "torch" not in sys.modules:  # the model card reader imports torch: off the GUI thread
             import_torch_then(self._on_start_from)
             return
-        from ..core.model_io import builtin_model_path, read_card
+        from ..model.files import builtin_model_path, read_card
 
         card = read_card(builtin_model_path(self.architecture.init))
         self.architecture.lock_to(card["architecture"], card.get("task"))
@@ -172,7 +172,7 @@ class TrainWidget(Container):
         Path or None
             The written file, or None when nothing was saved (the reason is shown).
         """
-        from ..core.model_io import save_model
+        from ..model.files import save_model
 
         if self.result is None:
             self._show_error("nothing to save: train a model first")
@@ -281,7 +281,7 @@ class TrainWidget(Container):
             self._draining = False
 
     def _on_event(self, event: Any) -> None:
-        from ..core.training import BatchEnd, EpochEnd
+        from ..training.loop import BatchEnd, EpochEnd
 
         if isinstance(event, BatchEnd):
             self.plot.add_batch(event.epoch, event.step, event.steps, event.loss)

@@ -1,7 +1,7 @@
 """The ``napari-unet`` command: a thin argparse layer over :mod:`napari_unet.core`.
 
 Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
-User errors (:class:`~napari_unet.core.errors.UserInputError`, missing files) print one line
+User errors (:class:`~napari_unet.common.errors.UserInputError`, missing files) print one line
 on stderr and exit with code 2; they never print a traceback.
 """
 
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
-    from ..core.errors import UserInputError
+    from ..common.errors import UserInputError
 
     try:
         return int(args.func(args) or 0)

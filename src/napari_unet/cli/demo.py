@@ -37,11 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from ..core.errors import UserInputError
-    from ..core.evaluation import evaluate_pair
-    from ..core.evaluation_files import format_table
-    from ..core.sample import SAMPLE_ID, load_sample
-    from ..core.segment import segment
+    from ..common.errors import UserInputError
+    from ..common.sample import SAMPLE_ID, load_sample
+    from ..evaluation.folders import format_table
+    from ..evaluation.pairs import evaluate_pair
+    from ..inference.pipeline import segment
 
     if args.output is not None and args.output.exists():
         raise UserInputError(f"-o/--output {args.output} exists; choose another name or remove it")

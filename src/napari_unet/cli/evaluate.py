@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..core.metrics import DEFAULT_THRESHOLDS
+    from ..evaluation.metrics import DEFAULT_THRESHOLDS
 
     p = sub.add_parser(
         "evaluate",
@@ -65,7 +65,7 @@ _INSTANCE_COLUMNS = (
 
 
 def _columns(records: list[dict], args: argparse.Namespace) -> list[str]:
-    from ..core.evaluation_files import columns_of
+    from ..evaluation.folders import columns_of
 
     cols = columns_of(records)
     if args.task == "instance":
@@ -79,7 +79,7 @@ def _columns(records: list[dict], args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.evaluation_files import format_table, iter_evaluate_folders, write_csv
+    from ..evaluation.folders import format_table, iter_evaluate_folders, write_csv
 
     gen = iter_evaluate_folders(
         args.gt, args.pred, thresholds=args.iou_thresholds, iou_threshold=args.iou_threshold,

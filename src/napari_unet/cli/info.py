@@ -30,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.model_io import load_model
-    from ..core.summary import count_parameters, format_summary, layer_summary
+    from ..model.files import load_model
+    from ..model.summary import count_parameters, format_summary, layer_summary
 
     model = load_model(args.model)
     if args.json:

@@ -104,8 +104,8 @@ def _diameter(text: str) -> float | str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.errors import UserInputError
-    from ..core.model_io import load_model
+    from ..common.errors import UserInputError
+    from ..model.files import load_model
 
     try:
         model = load_model(args.model)  # None: the built-in model
@@ -128,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
 def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> Path:
     """Segment one TIFF or zarr input and write the result into ``outdir``."""
-    from ..core.errors import UserInputError
-    from ..core.segment import run_with_progress, segment_iter
+    from ..common.errors import UserInputError
+    from ..inference.pipeline import run_with_progress, segment_iter
 
     image, file_axes = read_image(path)
     zarr_input = not _is_tiff(path)
@@ -165,7 +165,7 @@ def write_tiff_atomic(path: Path, data) -> None:
     """Write a zlib-compressed TIFF through a temporary file, so no half-written file remains."""
     import tifffile
 
-    from ..core.atomic import atomic_write
+    from ..common.atomic import atomic_write
 
     with atomic_write(path) as tmp:
         tifffile.imwrite(tmp, data, compression="zlib")
@@ -173,7 +173,7 @@ def write_tiff_atomic(path: Path, data) -> None:
 
 def overlap_pixels(overlap: float | None, tile: int | None) -> int | None:
     """``--overlap`` in pixels: a value below 1 is a fraction of ``--tile``."""
-    from ..core.errors import UserInputError
+    from ..common.errors import UserInputError
 
     if overlap is None:
         return None
@@ -201,7 +201,7 @@ def read_image(path: Path) -> tuple[Any, str | None]:
     TIFF files are read into memory; zarr arrays and OME-Zarr groups (level 0 of the first
     multiscale image) are opened lazily as dask arrays.
     """
-    from ..core.errors import UserInputError
+    from ..common.errors import UserInputError
 
     if _is_tiff(path):
         return _read_tiff(path)
@@ -217,7 +217,7 @@ def _is_tiff(path: Path) -> bool:
 def _read_tiff(path: Path) -> tuple[Any, str | None]:
     import tifffile
 
-    from ..core.errors import UserInputError
+    from ..common.errors import UserInputError
 
     try:
         with tifffile.TiffFile(path) as tif:
@@ -236,7 +236,7 @@ def _read_zarr(path: Path) -> tuple[Any, str | None]:
     import dask.array as da
     import zarr
 
-    from ..core.errors import UserInputError
+    from ..common.errors import UserInputError
 
     try:
         node = zarr.open(str(path), mode="r")

@@ -127,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..core.augment import AugmentConfig
-    from ..core.batches import default_workers
-    from ..core.data import read_folder_pairs
-    from ..core.device import resolve_device
-    from ..core.errors import UserInputError
-    from ..core.model_io import load_model, save_model
-    from ..core.training import (
+    from ..common.device import resolve_device
+    from ..common.errors import UserInputError
+    from ..model.files import load_model, save_model
+    from ..training.augment import AugmentConfig
+    from ..training.batches import default_workers
+    from ..training.config import config_for_model
+    from ..training.data import read_folder_pairs
+    from ..training.loop import (
         BatchEnd,
         CheckpointSaved,
         EpochEnd,
@@ -141,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
         prepare_data,
         train_iter,
     )
-    from ..core.training_config import config_for_model
 
     if (args.val_images is None) != (args.val_labels is None):
         raise UserInputError("--val-images and --val-labels go together: give both or neither")

@@ -1,0 +1,276 @@
+"""One segmentation job: the frames of an image, normalised, tiled and post-processed.
+
+:func:`napari_unet.inference.pipeline.segment_iter` checks the inputs and builds a
+:class:`SegmentJob`; the job runs the frames (time points, or Z slices for a 2D model) one after
+the other, in memory for numpy input or chunk by chunk into zarr stores for dask / zarr input,
+and reports :class:`SegmentProgress` over all frames.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..common.progress import relay
+from . import axes as ax
+from .normalize import normalization_stats
+from .postprocess import (
+    LABEL_DTYPE,
+    instance_labels,
+    instance_labels_chunked,
+    semantic_labels,
+    semantic_labels_chunked,
+)
+
+#: pixels per channel used to estimate the normalisation of a large (dask) image
+STATS_SAMPLE = 4_000_000
+
+
+@dataclass(frozen=True)
+class SegmentProgress:
+    """Progress of :func:`segment_iter`.
+
+    Attributes
+    ----------
+    stage : str
+        ``"predict"`` (tiled inference) or ``"postprocess"`` (labels from probabilities).
+    done, total : int
+        Steps finished and steps in all for this stage, over all frames: tiles for
+        ``"predict"``, frames or chunk steps for ``"postprocess"``.
+    frame, n_frames : int
+        The frame (time point or Z slice) being processed, 0-based, and the number of frames.
+    scale : float
+        The factor by which the image is resampled for the model (``1.0``: not resampled);
+        chosen by the automatic object size (``diameter="auto"``) or given as ``scale`` /
+        ``diameter``. ``1.0`` during the ``"measuring objects"`` stage.
+    """
+
+    stage: str
+    done: int
+    total: int
+    frame: int
+    n_frames: int
+    scale: float = 1.0
+
+
+def is_dask(array: Any) -> bool:
+    return type(array).__module__.startswith("dask.") and hasattr(array, "dask")
+
+
+def is_zarr(array: Any) -> bool:
+    return type(array).__module__.startswith("zarr.") and hasattr(array, "chunks")
+
+
+class SegmentJob:
+    """The frames of one image, normalised and segmented one after the other."""
+
+    def __init__(self, model, canon, caxes: str, output: str, post: dict, keep_probs: bool):
+        self.model, self.canon, self.caxes = model, canon, caxes
+        self.output, self.post, self.keep_probs = output, post, keep_probs
+        self.frames = ax.frame_indices(canon.shape, caxes, model.ndim)
+        self.labels_shape = tuple(s for a, s in zip(caxes, canon.shape) if a != "C")
+        self.n_classes = model.num_classes
+        self._stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- normalisation -------------------------------------------------------------------
+    def normalized_frame(self, index: tuple[int, ...]):
+        """The frame at ``index`` as float32 ``(C, [Z,] Y, X)``, normalised per time point."""
+        offset, scale = self._frame_stats(index)
+        block = ax.frame(self.canon, self.caxes, index)
+        shape = (-1,) + (1,) * (block.ndim - 1)
+        if is_dask(block):  # stays lazy: the tiling reads (and checks) it tile by tile
+            return (block.astype(np.float32) - offset.reshape(shape)) / scale.reshape(shape)
+        return (np.asarray(block, np.float32) - offset.reshape(shape)) / scale.reshape(shape)
+
+    def _frame_stats(self, index: tuple[int, ...]):
+        t = index[0] if "T" in self.caxes else 0
+        if t not in self._stats:
+            volume = self.canon[t] if "T" in self.caxes else self.canon
+            has_c = "C" in self.caxes
+            sample = _subsample(volume, skip=1 if has_c else 0)
+            spec = self.model.card.get("normalization")
+            self._stats[t] = normalization_stats(sample, spec, channel_axis=0 if has_c else None)
+        return self._stats[t]
+
+    # -- in memory -------------------------------------------------------------------------
+    def run_in_memory(
+        self, tiling: dict, known: np.ndarray | None = None
+    ) -> Generator[SegmentProgress, None, tuple]:
+        """Predict and post-process every frame in memory.
+
+        ``known``: the probabilities ``(K, *labels_shape)`` of the whole image when already
+        computed with these tiling settings (by the automatic object-size pass); they are
+        post-processed instead of predicted again.
+        """
+        from .predict import predict_tiled_iter
+
+        n = len(self.frames)
+        labels = (
+            np.zeros(self.labels_shape, LABEL_DTYPE) if self.output != "probabilities" else None
+        )
+        probs = None
+        for i, index in enumerate(self.frames):
+            if known is not None:
+                frame_probs = np.asarray(known[(slice(None), *index)], np.float32)
+                yield SegmentProgress("predict", i + 1, n, i, n)
+            else:
+                frame_probs = yield from relay(
+                    predict_tiled_iter(self.model, self.normalized_frame(index), **tiling),
+                    _frame_progress(i, n),
+                )
+            if probs is None and (self.keep_probs or self.output == "probabilities"):
+                probs = np.zeros((self.n_classes, *self.labels_shape), np.float32)
+            if probs is not None:
+                probs[(slice(None), *index)] = frame_probs
+            if labels is not None:
+                labels[index] = self._postprocess(frame_probs)
+        return (probs if self.output == "probabilities" else labels), probs
+
+    def _postprocess(self, probs: np.ndarray) -> np.ndarray:
+        if self.output == "semantic":
+            return semantic_labels(probs)
+        return instance_labels(probs, **self.post)
+
+    # -- dask / zarr -------------------------------------------------------------------------
+    def run_lazy(self, tiling: dict, out) -> Generator[SegmentProgress, None, tuple]:
+        """Tile by tile into zarr stores: probabilities (temporary), then labels (``out``)."""
+        import dask.array as da
+
+        from .predict import predict_tiled_iter
+
+        keep = self.keep_probs or self.output == "probabilities"
+        root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="napari-unet-"))
+        probs_dir = (
+            root
+            if self.output == "probabilities"
+            else Path(tempfile.mkdtemp(prefix="napari-unet-probs-"))
+        )
+        try:
+            probs_z, labels_z = self._open_stores(root, probs_dir)
+            n = len(self.frames)
+            for i, index in enumerate(self.frames):
+                view = _FrameView(probs_z, index, leading=1)
+                gen = predict_tiled_iter(
+                    self.model, self.normalized_frame(index), out=view, **tiling
+                )
+                yield from relay(gen, _frame_progress(i, n))
+                if labels_z is not None:
+                    yield from self._postprocess_lazy(probs_z, labels_z, index, i, n)
+        except BaseException:  # cancelled (GeneratorExit) or failed: leave no partial output
+            shutil.rmtree(probs_dir, ignore_errors=True)
+            if out is None:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+        if not keep:
+            shutil.rmtree(probs_dir, ignore_errors=True)
+        # temporary stores live as long as the zarr arrays the results read from (a napari
+        # layer, a dask graph), and are removed once those are gone or at exit
+        probs_temporary = probs_dir != root or out is None
+        if keep and probs_temporary:
+            weakref.finalize(probs_z, shutil.rmtree, str(probs_dir), True)
+        if labels_z is not None and out is None:
+            weakref.finalize(labels_z, shutil.rmtree, str(root), True)
+        probs = da.from_zarr(probs_z) if keep else None
+        labels = da.from_zarr(labels_z) if labels_z is not None else probs
+        return labels, probs
+
+    def _open_stores(self, root: Path, probs_dir: Path):
+        import zarr
+
+        spatial = _spatial_chunks(self.canon, self.caxes, self.model.ndim)
+        chunks = (1,) * (len(self.labels_shape) - len(spatial)) + spatial
+        probs_z = zarr.open_array(
+            str(probs_dir),
+            mode="w",
+            shape=(self.n_classes, *self.labels_shape),
+            chunks=(self.n_classes, *chunks),
+            dtype="float32",
+        )
+        labels_z = None
+        if self.output != "probabilities":
+            labels_z = zarr.open_array(
+                str(root), mode="w", shape=self.labels_shape, chunks=chunks, dtype=LABEL_DTYPE
+            )
+        return probs_z, labels_z
+
+    def _postprocess_lazy(self, probs_z, labels_z, index, i: int, n: int):
+        probs_view = _FrameView(probs_z, index, leading=1)
+        labels_view = _FrameView(labels_z, index)
+        if self.output == "semantic":
+            steps = semantic_labels_chunked(probs_view, labels_view)
+        else:
+            steps = instance_labels_chunked(probs_view, labels_view, **self.post)
+        yield from relay(
+            steps, lambda event: SegmentProgress("postprocess", event.done, event.total, i, n)
+        )
+
+
+def _frame_progress(frame: int, n_frames: int):
+    """Turn one frame's :class:`TileProgress` into :class:`SegmentProgress` over all frames.
+
+    All frames have the same shape, hence the same number of tiles.
+    """
+
+    def translate(event) -> SegmentProgress:
+        done = frame * event.total + event.done
+        return SegmentProgress("predict", done, event.total * n_frames, frame, n_frames)
+
+    return translate
+
+
+class _FrameView:
+    """One frame of a zarr array, with the shape/chunks/indexing the post-processing needs."""
+
+    def __init__(self, array, index: tuple[int, ...], leading: int = 0):
+        self.array, self.index, self.leading = array, index, leading
+        skip = leading + len(index)
+        self.shape = tuple(array.shape[:leading]) + tuple(array.shape[skip:])
+        self.chunks = tuple(array.chunks[:leading]) + tuple(array.chunks[skip:])
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _key(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if key == (Ellipsis,):
+            key = (slice(None),) * self.ndim
+        return (*key[: self.leading], *self.index, *key[self.leading :])
+
+    def __getitem__(self, key):
+        return self.array[self._key(key)]
+
+    def __setitem__(self, key, value) -> None:
+        self.array[self._key(key)] = value
+
+
+def _subsample(volume, skip: int):
+    """At most about :data:`STATS_SAMPLE` pixels per channel of ``volume``, as numpy."""
+    spatial = volume.shape[skip:]
+    n = int(np.prod(spatial))
+    if n <= STATS_SAMPLE:
+        return np.asarray(volume)
+    step = int(np.ceil((n / STATS_SAMPLE) ** (1 / len(spatial))))
+    return np.asarray(volume[(slice(None),) * skip + (slice(None, None, step),) * len(spatial)])
+
+
+def _spatial_chunks(canon, caxes: str, model_ndim: int) -> tuple[int, ...]:
+    """Chunk sizes of the model's spatial axes: the input's, at least 256 px in Y and X."""
+    names = "ZYX"[-model_ndim:] if model_ndim == 3 else "YX"
+    sizes = []
+    for a in names:
+        axis = caxes.index(a)
+        chunk = canon.chunks[axis][0] if is_dask(canon) else canon.shape[axis]
+        sizes.append(int(min(max(chunk, 256 if a != "Z" else chunk), canon.shape[axis])))
+    return tuple(sizes)

@@ -1,0 +1,296 @@
+"""One call from an image to labels: axes, normalisation, tiled inference, post-processing.
+
+:func:`segment_iter` is the computation, written once as a generator that yields
+:class:`SegmentProgress` events (at least one per batch of tiles) and returns the result; the
+napari widget runs it in a thread worker (closing it cancels the run) and the CLI drives a
+progress bar with it. :func:`segment` runs it to the end.
+
+In-memory (numpy) images give numpy results. dask and zarr images give a dask array backed by
+a zarr store that is written frame by frame and chunk by chunk, so memory stays bounded by the
+tile and chunk sizes rather than by the image (see :mod:`.postprocess` for how objects that
+cross chunk borders keep one label).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Generator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..common.errors import ShapeError, UserInputError
+from ..common.progress import relay, run_to_end
+from ..model.files import resolve_model
+from . import axes as ax
+from . import rescale
+from .frames import SegmentJob, SegmentProgress, is_dask, is_zarr
+from .normalize import check_finite
+from .size import measure_scale_iter
+
+__all__ = ["OUTPUTS", "SegmentProgress", "postprocessing_settings", "segment", "segment_iter"]
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("instance", "semantic", "probabilities")
+
+
+def segment(
+    image: Any,
+    model: Any = None,
+    *,
+    axes: str | None = None,
+    output: str | None = None,
+    tile_shape: int | tuple[int, ...] | None = None,
+    overlap: float | int | tuple[int, ...] | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    min_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    return_probabilities: bool = False,
+    scale: float = 1.0,
+    diameter: float | str | None = "auto",
+    progress: bool | Callable[[SegmentProgress], None] | None = None,
+):
+    """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
+
+    Parameters
+    ----------
+    image : ndarray, dask array or zarr array
+        Any axes (see ``axes``); uint8, uint16, int or float intensities.
+    model : UNet, path-like, "nuclei" or None
+        A model, a ``.safetensors`` model file, or ``None`` for the built-in nuclei model.
+    axes : str, optional
+        One letter per image axis from ``TCZYX``, e.g. ``"YX"``, ``"ZYX"``, ``"YXC"`` (RGB),
+        ``"TCYX"``. Guessed from the shape and the model when omitted.
+    output : {"instance", "semantic", "probabilities"}, optional
+        Instance labels (3-class instance models), the most probable class per pixel, or
+        the class probabilities. Default: the model's task.
+    tile_shape, overlap, batch_size, device
+        Passed to :func:`napari_unet.inference.predict.predict_tiled_iter` (``None`` = its defaults,
+        which come from the model).
+    min_size : int, optional
+        Instance objects with fewer pixels (voxels) are removed. Default: the model card's
+        ``postprocessing`` entry (thresholds chosen on validation data), else 10.
+    out : path-like, optional
+        For dask/zarr input: the zarr store (directory) to write the result into; a temporary
+        directory when omitted. Ignored for numpy input.
+    return_probabilities : bool
+        Also return the probabilities: ``(labels, probabilities)``.
+    scale : float
+        Resample the spatial axes the model sees (YX, or ZYX for a 3D model) by this factor
+        before segmenting, and the result back to the image's shape afterwards: use it for
+        images at another magnification than the model was trained on (``0.5`` halves the
+        size, for nuclei twice as large as the model expects). In-memory images only.
+    diameter : float, "auto" or None
+        Typical object diameter in pixels; sets ``scale`` to the model card's
+        ``object_diameter`` divided by it (the built-in nuclei model expects about 20 px).
+        ``"auto"`` (default): measure the objects in a first pass over a central crop and
+        resample only if they lie outside the sizes the model was trained on (its
+        ``object_diameter`` times its zoom augmentation range: 10-40 px for the built-in
+        model); see :mod:`.autosize`. An explicit ``scale`` other than 1 wins over "auto".
+        Models whose card has no ``object_diameter`` are not resampled. ``None``: no
+        resampling beyond ``scale``.
+    progress : bool or callable, optional
+        ``True`` shows a tqdm bar on stderr; a callable receives every :class:`SegmentProgress`.
+
+    Returns
+    -------
+    labels : ndarray or dask array of int32, shape of ``image`` without its C axis
+        (for ``output="probabilities"``: float32 of shape ``(K, *labels_shape)``)
+    probabilities : ndarray or dask array of float32, shape ``(K, *labels_shape)``
+        Only with ``return_probabilities=True``.
+
+    Raises
+    ------
+    UserInputError
+        Bad axes, a channel count the model does not take, NaN/inf in the image, an unknown
+        output, or a model file that cannot be read (:class:`ModelFileError`).
+    """
+    gen = segment_iter(
+        image,
+        model,
+        axes=axes,
+        output=output,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        min_size=min_size,
+        out=out,
+        return_probabilities=return_probabilities,
+        scale=scale,
+        diameter=diameter,
+    )
+    return run_with_progress(gen, progress)
+
+
+def run_with_progress(
+    gen: Generator[SegmentProgress, None, Any],
+    progress: bool | Callable[[SegmentProgress], None] | None = None,
+):
+    """Drive ``gen`` to the end, reporting its events; returns its return value."""
+    if progress is True:
+        return _run_with_tqdm(gen)
+    return run_to_end(gen, progress if callable(progress) else None)
+
+
+def _run_with_tqdm(gen, **tqdm_kwargs):
+    """Drive ``gen`` with one tqdm bar on stderr that follows its stages."""
+    from tqdm.auto import tqdm
+
+    shown = None
+    with tqdm(total=0, unit="step", **tqdm_kwargs) as bar:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if (event.stage, event.total) != shown:
+                shown = (event.stage, event.total)
+                bar.set_description(event.stage, refresh=False)
+                bar.reset(total=event.total)
+            bar.update(event.done - bar.n)
+
+
+def segment_iter(
+    image: Any,
+    model: Any = None,
+    *,
+    axes: str | None = None,
+    output: str | None = None,
+    tile_shape: int | tuple[int, ...] | None = None,
+    overlap: float | int | tuple[int, ...] | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    min_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    return_probabilities: bool = False,
+    scale: float = 1.0,
+    diameter: float | str | None = "auto",
+) -> Generator[SegmentProgress, None, Any]:
+    """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
+
+    Closing the generator (``gen.close()``, napari's ``worker.quit()``) stops the run at the
+    next batch of tiles; nothing is returned then, and temporary files are removed.
+    Parameters and result as in :func:`segment`.
+    """
+    model = resolve_model(model)
+    output = _check_output(output, model)
+    array = as_array(image)
+    axes = _resolve_axes(array, axes, model)
+    # 1. axes: the image in canonical TCZYX order
+    canon, caxes = ax.to_canonical(array, axes)
+    ax.check_model_fit(canon.shape, caxes, model.in_channels, model.ndim)
+    lazy = is_dask(canon)
+    if not lazy:
+        check_finite(canon)
+    tiling = {
+        "tile_shape": tile_shape,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "device": device,
+    }
+    # 2. scale: measured (diameter="auto") or given
+    factor, known = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter)
+    # 3. resample, 4. normalise + tile + predict + post-process frame by frame, 5. restore size
+    factors = rescale.factors(caxes, model.ndim, factor)
+    resampled = any(f != 1.0 for f in factors)
+    if resampled and lazy:
+        raise UserInputError(
+            "scale/diameter work on in-memory images; rescale a dask or zarr image first"
+        )
+    seen = rescale.resample(canon, factors, order=1) if resampled else canon
+    job = SegmentJob(
+        model, seen, caxes, output, postprocessing_settings(model, min_size), return_probabilities
+    )
+    run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known)
+    # the events report the resampling factor in effect
+    labels, probs = yield from relay(run, lambda event: replace(event, scale=factor))
+    if resampled:
+        labels, probs = rescale.restore(labels, probs, canon.shape, caxes, output)
+    # 6. back to the caller's axes
+    labels = ax.from_canonical(labels, caxes, axes, leading=1 if output == "probabilities" else 0)
+    if not return_probabilities or output == "probabilities":
+        return labels
+    return labels, ax.from_canonical(probs, caxes, axes, leading=1)
+
+
+def _choose_scale(
+    canon: Any, caxes: str, model, tiling: dict, scale: float, diameter: float | str | None
+) -> Generator[SegmentProgress, None, tuple[float, np.ndarray | None]]:
+    """The resampling factor, and the measuring pass's probabilities when they are the answer."""
+    if not (diameter == "auto" and scale == 1.0):
+        return rescale.resolve_scale(scale, None if diameter == "auto" else diameter, model), None
+    factor, known = yield from measure_scale_iter(canon, caxes, model, tiling)
+    if is_dask(canon) and factor != 1.0:
+        log.warning(
+            "the objects look %.2fx the size the model expects; dask/zarr images are not "
+            "resampled: rescale the image by %.2f first for a better result",
+            1 / factor,
+            factor,
+        )
+        return 1.0, None
+    return factor, known
+
+
+def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any]:
+    """Instance post-processing settings: the model card's, with ``min_size`` if given.
+
+    The card's optional ``postprocessing`` entry holds ``seed_threshold``,
+    ``foreground_threshold``, ``split`` and ``min_size`` (see
+    :func:`~.postprocess.instance_labels`).
+    """
+    known = ("seed_threshold", "foreground_threshold", "split", "min_size")
+    card = model.card.get("postprocessing") or {}
+    post = {"min_size": 10, **{k: card[k] for k in known if k in card}}
+    if min_size is not None:
+        post["min_size"] = int(min_size)
+    return post
+
+
+def as_array(image: Any):
+    """A numpy or dask array from numpy, dask, zarr or any array-like input."""
+    if is_dask(image):
+        array = image
+    elif is_zarr(image):
+        import dask.array as da
+
+        array = da.from_zarr(image)
+    else:
+        array = np.asarray(image)
+    kind = array.dtype.kind
+    if kind == "b":
+        return array.astype(np.uint8)
+    if kind not in "uif":
+        raise UserInputError(
+            f"image must hold numbers (uint8, uint16, int or float), got dtype {array.dtype}"
+        )
+    if array.ndim < 2:
+        raise ShapeError(f"image must have at least two axes (Y, X), got shape {array.shape}")
+    return array
+
+
+def _check_output(output: str | None, model) -> str:
+    task = model.card.get("task") or ("instance" if model.num_classes == 3 else "semantic")
+    output = task if output is None else output
+    if output not in OUTPUTS:
+        raise UserInputError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output == "instance" and (task != "instance" or model.num_classes != 3):
+        raise UserInputError(
+            f"output 'instance' needs an instance model (3 classes: background, interior, "
+            f"boundary); this model's task is {task!r} with {model.num_classes} classes: "
+            "use output='semantic'"
+        )
+    return output
+
+
+def _resolve_axes(array, axes: str | None, model) -> str:
+    if axes is not None:
+        return ax.parse_axes(axes, array.ndim)
+    guess = ax.guess_axes(array.shape, in_channels=model.in_channels, model_ndim=model.ndim)
+    if array.ndim > 2:
+        log.info("axes not given; guessed %s for shape %s", guess, array.shape)
+    return guess

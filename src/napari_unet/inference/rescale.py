@@ -1,0 +1,73 @@
+"""Resampling for images at another magnification than the model was trained on.
+
+:func:`napari_unet.inference.pipeline.segment` resamples the spatial axes the model sees by a factor
+before inference and brings the result back to the image's shape afterwards: labels with
+nearest-neighbour interpolation, probabilities linearly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..common.errors import UserInputError
+
+
+def resolve_scale(scale: float, diameter: float | None, model) -> float:
+    """The resampling factor from ``scale`` or from an object ``diameter`` in pixels.
+
+    ``diameter="auto"`` is measured by :mod:`.autosize` (it needs the image); here it is an
+    error, so callers resolve it first.
+    """
+    if isinstance(diameter, str):
+        raise UserInputError(
+            f"diameter must be a positive number of pixels, 'auto' or None, got {diameter!r}"
+        )
+    if diameter is not None:
+        if not (isinstance(diameter, (int, float)) and math.isfinite(diameter) and diameter > 0):
+            raise UserInputError(f"diameter must be a positive number of pixels, got {diameter!r}")
+        expected = model.card.get("object_diameter")
+        if not expected:
+            raise UserInputError(
+                "this model's card does not record the object diameter it expects "
+                "(object_diameter); use scale= instead of diameter="
+            )
+        return float(expected) / float(diameter)
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0.05 <= scale <= 20):
+        raise UserInputError(f"scale must be a number in [0.05, 20], got {scale!r}")
+    return float(scale)
+
+
+def factors(caxes: str, model_ndim: int, scale: float) -> tuple[float, ...]:
+    """Per-axis zoom of a canonical (TCZYX-ordered) array: ``scale`` on the axes the model sees."""
+    spatial = "ZYX" if model_ndim == 3 else "YX"
+    return tuple(scale if a in spatial else 1.0 for a in caxes)
+
+
+def resample(array: np.ndarray, zoom: tuple[float, ...], order: int) -> np.ndarray:
+    """Zoom ``array`` by ``zoom`` per axis (at least 1 pixel per axis)."""
+    shape = tuple(max(1, round(n * z)) for n, z in zip(array.shape, zoom))
+    return resize(array, shape, order)
+
+
+def resize(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """Resample ``array`` to exactly ``shape`` (order 0: nearest, for labels)."""
+    if tuple(array.shape) == tuple(shape):
+        return array
+    zoom = [t / n for t, n in zip(shape, array.shape)]
+    src = array if order == 0 else np.asarray(array, np.float32)
+    out = ndi.zoom(src, zoom, order=order, mode="nearest", grid_mode=True)
+    return out.astype(array.dtype, copy=False)
+
+
+def restore(labels, probs, original: tuple[int, ...], caxes: str, output: str):
+    """Bring labels (and probabilities) of a resampled run back to the image's shape."""
+    target = tuple(s for a, s in zip(caxes, original) if a != "C")
+    if output == "probabilities":
+        return resize(labels, (labels.shape[0], *target), 1), None
+    labels = resize(labels, target, 0)
+    if probs is not None:
+        probs = resize(probs, (probs.shape[0], *target), 1)
+    return labels, probs

@@ -1,0 +1,94 @@
+"""Training checkpoints: resume a stopped run exactly where it stopped.
+
+A checkpoint holds the weights, the best weights so far, the optimizer and scheduler states, the
+torch random-number state and the position (epoch, step, running loss); the training
+batches need no saved state, since each is drawn from a generator seeded by its position
+(:mod:`.batches`). It is written with
+``torch.save`` and read with ``torch.load(weights_only=True)``, so loading never runs code.
+It is separate from the exported model file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..common.atomic import atomic_write
+from ..common.errors import UserInputError
+from .config import TrainConfig
+from .data import fingerprint
+
+CHECKPOINT_FORMAT = "napari-unet-checkpoint/2"
+# /1 also saved a numpy generator state, no longer needed; such files still resume
+READABLE_FORMATS = (CHECKPOINT_FORMAT, "napari-unet-checkpoint/1")
+
+
+@dataclass
+class RunState:
+    """Where a training run stands: position, running loss, best model, history."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    best_dice: float = -1.0
+    best_epoch: int = -1
+    best_state: dict | None = None
+    history: list = field(default_factory=list)
+
+
+def save_checkpoint(path, model, optimizer, scheduler, state: RunState, config, pairs) -> None:
+    """Write everything needed to continue training exactly, atomically (``torch.save``)."""
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "data_fingerprint": fingerprint(pairs),
+        "model": model.state_dict(),
+        "best_state": state.best_state or {},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "position": json.dumps(
+            {
+                k: getattr(state, k)
+                for k in ("epoch", "step", "loss_sum", "loss_count", "best_dice", "best_epoch")
+            }
+        ),
+        "history": json.dumps(state.history),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(document, tmp)
+
+
+def load_checkpoint(path, model, optimizer, scheduler, state: RunState, config, pairs) -> None:
+    """Restore a :func:`save_checkpoint` file into the given objects (no unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint to resume from not found: {path}")
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a bad file
+        raise UserInputError(f"{path} is not a readable training checkpoint: {err}") from err
+    if not isinstance(document, dict) or document.get("format") not in READABLE_FORMATS:
+        raise UserInputError(f"{path} is not a napari-unet training checkpoint")
+    saved = TrainConfig.from_dict(json.loads(document["config"]))
+    if replace(saved, epochs=config.epochs, device=config.device) != config:
+        raise UserInputError(
+            f"{path} was written with different training settings; resume with the same settings "
+            f"(only --epochs may change). Saved: {saved.to_dict()}"
+        )
+    if document["data_fingerprint"] != fingerprint(pairs):
+        raise UserInputError(
+            f"{path} was written for different training data; resume with the same data"
+        )
+    model.load_state_dict(document["model"])
+    optimizer.load_state_dict(document["optimizer"])
+    scheduler.load_state_dict(document["scheduler"])
+    torch.set_rng_state(document["rng_torch"])
+    for key, value in json.loads(document["position"]).items():
+        setattr(state, key, value)
+    state.history = json.loads(document["history"])
+    state.best_state = document["best_state"] or None

@@ -1,0 +1,159 @@
+"""The validated, versioned settings of a training run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from ..common.errors import UserInputError
+from ..model.files import DEFAULT_NORMALIZATION
+from .augment import AugmentConfig
+
+TASKS = ("instance", "semantic")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run; every field is checked on construction.
+
+    The defaults suit 2D fluorescence nuclei on a CPU: a base-16, depth-4 U-Net on 128x128
+    patches, batch 8, AdamW at 1e-3 with warm-up and cosine decay.
+    """
+
+    task: str = "instance"
+    num_classes: int | None = None
+    """Semantic task only: number of classes; by default the largest label + 1."""
+    class_names: tuple[str, ...] | None = None
+    ndim: int = 2
+    depth: int = 4
+    base_filters: int = 16
+    batch_norm: bool = True
+    epochs: int = 20
+    steps_per_epoch: int | None = None
+    batch_size: int = 8
+    patch_size: int | tuple[int, ...] = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    dice_weight: float = 1.0
+    val_fraction: float = 0.1
+    val_crop_size: int = 512
+    foreground_fraction: float = 0.5
+    w0: float = 10.0
+    sigma: float = 5.0
+    contact_weight: bool = True
+    """Apply the ``w0`` border weight also to the rims where objects touch (instance task)."""
+    normalization: dict = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UserInputError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.ndim not in (2, 3):
+            raise UserInputError(f"ndim must be 2 or 3, got {self.ndim!r}")
+        for name in ("epochs", "batch_size", "base_filters"):
+            if int(getattr(self, name)) < 1:
+                raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if not 0 <= self.depth <= 8:
+            raise UserInputError(f"depth must be in [0, 8], got {self.depth!r}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise UserInputError(
+                f"steps_per_epoch must be at least 1, got {self.steps_per_epoch!r}"
+            )
+        if self.learning_rate <= 0:
+            raise UserInputError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.w0 < 0 or self.sigma <= 0:
+            raise UserInputError(
+                f"the border weight needs w0 >= 0 and sigma > 0, got w0={self.w0!r}, "
+                f"sigma={self.sigma!r}"
+            )
+        if not 0 <= self.val_fraction < 1:
+            raise UserInputError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise UserInputError(
+                f"foreground_fraction must be in [0, 1], got {self.foreground_fraction!r}"
+            )
+        shape = self.patch_shape()
+        if len(shape) != self.ndim or min(shape) < 1:
+            raise UserInputError(
+                f"patch_size must be one positive size or {self.ndim} sizes, got {self.patch_size!r}"
+            )
+        if isinstance(self.augment, dict):
+            aug = dict(self.augment)
+            if "zoom" in aug:
+                aug["zoom"] = tuple(aug["zoom"])
+            object.__setattr__(self, "augment", AugmentConfig(**aug))
+        if isinstance(self.patch_size, list):
+            object.__setattr__(self, "patch_size", tuple(self.patch_size))
+        if isinstance(self.class_names, list):
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    def patch_shape(self) -> tuple[int, ...]:
+        if isinstance(self.patch_size, (int, np.integer)):
+            return (int(self.patch_size),) * self.ndim
+        return tuple(int(s) for s in self.patch_size)
+
+    def resolved_num_classes(self, pairs) -> int:
+        if self.task == "instance":
+            return 3
+        if self.num_classes is not None:
+            return self.num_classes
+        return max(2, max(int(p.target.max()) for p in pairs) + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = asdict(self.augment)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserInputError(f"unknown training settings: {sorted(unknown)}")
+        return cls(**data)
+
+
+def config_for_model(config: TrainConfig, model: Any) -> TrainConfig:
+    """``config`` adjusted to fine-tune ``model``: its architecture and normalisation win.
+
+    Fine-tuning keeps the network's layers, so ``ndim``, ``depth``, ``base_filters`` and
+    ``batch_norm`` come from the model, and the images must be normalised as the model was
+    trained. The task must match the model's.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The requested settings (learning rate, epochs, augmentation ... are kept).
+    model : UNet
+        The network to start from, e.g. ``load_model(None)`` for the built-in nuclei model.
+
+    Returns
+    -------
+    TrainConfig
+    """
+    card = getattr(model, "card", {}) or {}
+    task = card.get("task")
+    if task is not None and task != config.task:
+        raise UserInputError(
+            f"the model to start from was trained for the {task!r} task, not {config.task!r}; "
+            f"pass task={task!r} (--task {task}) or start from a {config.task} model"
+        )
+    arch = model.config
+    if arch.padding != "same":
+        raise UserInputError(
+            "only 'same'-padded models can be fine-tuned; this one uses 'valid' padding"
+        )
+    return replace(
+        config,
+        ndim=arch.ndim,
+        depth=arch.depth,
+        base_filters=arch.base_filters,
+        batch_norm=arch.batch_norm,
+        num_classes=arch.num_classes if config.task == "semantic" else config.num_classes,
+        normalization=dict(card.get("normalization") or config.normalization),
+    )
