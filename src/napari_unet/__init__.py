@@ -23,7 +23,7 @@ _LAZY = {
     "segment": "napari_unet.inference.pipeline",
     "predict_tiled": "napari_unet.inference.predict",
     "receptive_field": "napari_unet.inference.predict",
-    "train": "napari_unet.training.loop",
+    "train": "napari_unet.training.arrays",
     "UserInputError": "napari_unet.common.errors",
     "ModelFileError": "napari_unet.common.errors",
 }
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model.files import load_model, save_model
     from .model.summary import layer_summary
     from .model.unet import UNet, UNetConfig
-    from .training.loop import train
+    from .training.arrays import train
 
 
 def __getattr__(name: str) -> Any:

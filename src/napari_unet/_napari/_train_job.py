@@ -84,7 +84,9 @@ def training_job(
     preview : PreviewSpec, optional
         Predict a slice every ``preview.every`` epochs.
     """
-    from ..training.loop import EpochEnd, new_model, prepare_data, train_iter
+    from ..training.arrays import prepare_data
+    from ..training.events import EpochEnd
+    from ..training.loop import new_model, train_iter
 
     model = None
     if init is not None:

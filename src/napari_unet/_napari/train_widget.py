@@ -281,7 +281,7 @@ class TrainWidget(Container):
             self._draining = False
 
     def _on_event(self, event: Any) -> None:
-        from ..training.loop import BatchEnd, EpochEnd
+        from ..training.events import BatchEnd, EpochEnd
 
         if isinstance(event, BatchEnd):
             self.plot.add_batch(event.epoch, event.step, event.steps, event.loss)

@@ -1,4 +1,4 @@
-"""The ``napari-unet`` command: a thin argparse layer over :mod:`napari_unet.core`.
+"""The ``napari-unet`` command: a thin argparse layer over the engine's packages.
 
 Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
 User errors (:class:`~napari_unet.common.errors.UserInputError`, missing files) print one line

@@ -130,18 +130,13 @@ def run(args: argparse.Namespace) -> int:
     from ..common.device import resolve_device
     from ..common.errors import UserInputError
     from ..model.files import load_model, save_model
+    from ..training.arrays import prepare_data
     from ..training.augment import AugmentConfig
     from ..training.batches import default_workers
-    from ..training.config import config_for_model
+    from ..training.config import TrainConfig, config_for_model
     from ..training.data import read_folder_pairs
-    from ..training.loop import (
-        BatchEnd,
-        CheckpointSaved,
-        EpochEnd,
-        TrainConfig,
-        prepare_data,
-        train_iter,
-    )
+    from ..training.events import BatchEnd, CheckpointSaved, EpochEnd
+    from ..training.loop import train_iter
 
     if (args.val_images is None) != (args.val_labels is None):
         raise UserInputError("--val-images and --val-labels go together: give both or neither")

@@ -1,6 +1,6 @@
 """Driving the progress generators of the core.
 
-Long work in :mod:`napari_unet.core` is a generator that yields small progress events and
+Long work in the engine is a generator that yields small progress events and
 returns its result. The napari widgets run such a generator in a thread worker; everything
 else runs it to the end with :func:`run_to_end`. :func:`relay` passes one generator's events on
 as another kind of event (``yield from`` with a translation).
