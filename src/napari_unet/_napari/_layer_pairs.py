@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
+from ._dock import compact_combos
 from ._train_inputs import PairSource
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class PairRow(Container):
             widgets=[self.image_combo, self.labels_combo, self.region_combo, remove],
         )
         self.margins = (0, 0, 0, 0)
+        compact_combos(self.native, chars=5)
         remove.changed.connect(lambda: on_remove(self))
 
     def source(self) -> PairSource | None:

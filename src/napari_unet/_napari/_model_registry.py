@@ -32,6 +32,7 @@ __all__ = [
     "models_changed",
     "register_model",
     "registered_models",
+    "unique_name",
     "unregister_model",
 ]
 
@@ -84,6 +85,15 @@ def clear_models() -> None:
 def registered_models() -> dict[str, UNet]:
     """The registered models by name, oldest first (a copy: changing it changes nothing)."""
     return dict(_REGISTRY.models)
+
+
+def unique_name(base: str) -> str:
+    """``base``, or ``"base 2"``, ``"base 3"``... : the first not registered yet."""
+    name, n = base, 1
+    while name in _REGISTRY.models:
+        n += 1
+        name = f"{base} {n}"
+    return name
 
 
 def get_model(name: str) -> UNet:

@@ -36,6 +36,7 @@ class TrainingPlot:
         self.ax_loss, self.ax_dice = figure.subplots(2, 1, sharex=True)
         self.widget = FigureCanvasQTAgg(figure)
         self.widget.setMinimumHeight(220)
+        self.widget.setMinimumWidth(200)
         self._lines: dict[str, Any] = {
             "batch": self.ax_loss.plot([], [], lw=0.8, alpha=0.45, color="tab:blue", label="batch")[
                 0

@@ -7,10 +7,11 @@ a CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox, TextEdit
+
+from ._network_summary import read_only_monospace, summary_text
 
 _INT_MAX = 2**31 - 1
 
@@ -20,7 +21,9 @@ START_BUILTIN = "built-in nuclei model"
 
 
 class ArchitectureBox(Container):
-    """Start (new or built-in), dimensionality, task, depth, base filters, batch norm, summary.
+    """Dimensionality, task, depth, width, batch norm and the layer summary (+ ``start_from``).
+
+    ``start_from`` is an attribute but not a row of this box: the Train dock shows it up front.
 
     Starting from the built-in nuclei model fine-tunes it: its architecture and task are
     shown and locked, and training normalises the images as the model was trained.
@@ -34,7 +37,10 @@ class ArchitectureBox(Container):
             tooltip="fine-tune the built-in nuclei model on your annotations (fewer epochs "
             "and annotations needed for nuclei-like objects), or train a new network",
         )
-        self.dims = ComboBox(choices=["2D", "3D"], value="2D", label="network")
+        self.dims = ComboBox(
+            choices=["2D", "3D"], value="2D", label="network",
+            tooltip="2D: one plane at a time; 3D: z-stacks as volumes",
+        )  # fmt: skip
         self.task = ComboBox(
             choices=["instance", "semantic"],
             value="instance",
@@ -42,16 +48,23 @@ class ArchitectureBox(Container):
             tooltip="instance: touching objects separated (background/interior/boundary); "
             "semantic: one output class per label value",
         )
-        self.depth = SpinBox(value=4, min=0, max=6, label="depth", tooltip="number of poolings")
+        self.depth = SpinBox(
+            value=4, min=0, max=6, label="network depth",
+            tooltip="number of down-sampling steps (poolings); deeper sees more context",
+        )  # fmt: skip
         self.base_filters = SpinBox(
-            value=16, min=1, max=256, label="base filters", tooltip="filters of the first level"
+            value=16, min=1, max=256, label="network width",
+            tooltip="filters of the first level (doubled at each level); wider learns more "
+            "but is slower",
+        )  # fmt: skip
+        self.batch_norm = CheckBox(
+            value=True, text="batch normalisation", tooltip="normalise layer outputs per batch"
         )
-        self.batch_norm = CheckBox(value=True, text="batch norm")
         self.summary = TextEdit(value="", label="layers")
-        _read_only_monospace(self.summary)
+        read_only_monospace(self.summary)
+        # start_from is placed by the Train dock among the first settings
         super().__init__(
             widgets=[
-                self.start_from,
                 self.dims,
                 self.task,
                 self.depth,
@@ -69,6 +82,23 @@ class ArchitectureBox(Container):
     def init(self) -> str | None:
         """The model to start from (``"nuclei"``), or None for a new network."""
         return "nuclei" if self.start_from.value == START_BUILTIN else None
+
+    def follow_start_from(self, *_: Any) -> None:
+        """Show (and lock) the architecture of the model to start from; unlock for a new one."""
+        import sys
+
+        from ._network_summary import import_torch_then
+
+        if self.init is None:
+            self.lock_to(None)
+            return
+        if "torch" not in sys.modules:  # the model card reader imports torch: off the GUI thread
+            import_torch_then(self.follow_start_from)
+            return
+        from ..model.files import builtin_model_path, read_card
+
+        card = read_card(builtin_model_path(self.init))
+        self.lock_to(card["architecture"], card.get("task"))
 
     def lock_to(self, architecture: dict[str, Any] | None, task: str | None = None) -> None:
         """Show a model's ``architecture`` (its card's) and lock it; ``None`` unlocks."""
@@ -98,13 +128,21 @@ class ArchitectureBox(Container):
 
 
 class HyperParameters(Container):
-    """Training hyper-parameters, the ignore label, device, and the preview switch."""
+    """Training hyper-parameters, the ignore label, device (+ ``epochs`` and ``preview``).
+
+    ``epochs`` and ``preview`` are attributes but not rows of this box: the Train dock shows
+    them up front.
+    """
 
     def __init__(self) -> None:
-        self.epochs = SpinBox(value=20, min=1, max=100_000, label="epochs")
+        self.epochs = SpinBox(
+            value=20, min=1, max=100_000, label="epochs",
+            tooltip="passes over the training data; more epochs learn more, and take longer",
+        )  # fmt: skip
         self.steps = SpinBox(
-            value=0, min=0, max=1_000_000, label="steps/epoch", tooltip="0: from the data size"
-        )
+            value=0, min=0, max=1_000_000, label="steps per epoch (0 = auto)",
+            tooltip="batches per epoch; 0: from the data size",
+        )  # fmt: skip
         self.batch_size = SpinBox(value=8, min=1, max=1024, label="batch size")
         self.patch = SpinBox(
             value=128, min=4, max=4096, step=16, label="patch size", tooltip="pixels per axis"
@@ -127,8 +165,9 @@ class HyperParameters(Container):
             value=-1,
             min=-1,
             max=_INT_MAX,
-            label="ignore label",
-            tooltip="label value of unannotated pixels; -1: none",
+            label="unannotated label (-1 = none)",
+            tooltip="label value of pixels that were not annotated (they are not learnt from); "
+            "-1: every pixel is annotated",
         )
         self.seed = SpinBox(value=0, min=0, max=_INT_MAX, label="seed")
         self.device = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
@@ -139,9 +178,9 @@ class HyperParameters(Container):
             "the layer '<image> preview'",
         )
         self.preview_every = SpinBox(value=2, min=1, max=10_000, label="preview every (epochs)")
+        # epochs and preview are placed by the Train dock among the first settings
         super().__init__(
             widgets=[
-                self.epochs,
                 self.steps,
                 self.batch_size,
                 self.patch,
@@ -151,7 +190,6 @@ class HyperParameters(Container):
                 self.ignore_label,
                 self.seed,
                 self.device,
-                self.preview,
                 self.preview_every,
             ]
         )
@@ -182,88 +220,3 @@ def make_config(arch: ArchitectureBox, hyper: HyperParameters) -> Any:
         seed=hyper.seed.value,
         device=hyper.device.value,
     )
-
-
-def summary_text(
-    *,
-    ndim: int,
-    depth: int,
-    base_filters: int,
-    batch_norm: bool,
-    patch: int,
-    in_channels: int,
-    num_classes: int,
-) -> str:
-    """The layer summary of such a U-Net on a ``patch``-sized input, or why it cannot run.
-
-    The network is built on torch's ``meta`` device: no memory, no compute, instant even
-    for the paper's 31 M parameters.
-    """
-    import torch
-
-    from ..common.errors import UserInputError
-    from ..model.summary import count_parameters, format_summary, layer_summary
-    from ..model.unet import UNet
-
-    try:
-        with torch.device("meta"):
-            net = UNet(
-                in_channels,
-                num_classes,
-                ndim=ndim,
-                depth=depth,
-                base_filters=base_filters,
-                batch_norm=batch_norm,
-                padding="same",
-            )
-        rows = layer_summary(net, (patch,) * ndim)
-    except UserInputError as err:
-        return f"patch size {patch}: {err}"
-    shape = ", ".join([str(patch)] * ndim)
-    head = f"input (1, {in_channels}, {shape}), {num_classes} classes\n"
-    return head + format_summary(rows, count_parameters(net))
-
-
-def check_patch(config: Any) -> None:
-    """Raise ShapeError (with the nearest valid sizes) if the network cannot take the patch."""
-    import torch
-
-    from ..model.unet import UNet
-
-    with torch.device("meta"):
-        net = UNet(1, 2, ndim=config.ndim, depth=config.depth, base_filters=1, batch_norm=False)
-    net.check_input_shape(config.patch_shape())
-
-
-_TORCH_IMPORT: list[Any] = []
-
-
-def import_torch_then(callback: Callable[[], None]) -> None:
-    """Import torch in a worker thread (once), then call ``callback`` on the GUI thread."""
-    from napari.qt.threading import create_worker
-
-    def _import() -> None:
-        import torch  # noqa: F401
-
-    if _TORCH_IMPORT:  # already importing: call back too when it is done
-        _TORCH_IMPORT[0].returned.connect(lambda _: callback())
-        return
-    worker = create_worker(_import, _start_thread=False)
-    _TORCH_IMPORT.append(worker)
-    worker.returned.connect(lambda _: callback())
-    worker.finished.connect(_TORCH_IMPORT.clear)
-    worker.start()
-
-
-def _read_only_monospace(text: TextEdit) -> None:
-    from qtpy.QtGui import QFontDatabase
-    from qtpy.QtWidgets import QTextEdit
-
-    native = text.native
-    native.setReadOnly(True)
-    native.setLineWrapMode(QTextEdit.LineWrapMode.NoWrap)
-    font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
-    font.setPointSize(max(font.pointSize() - 1, 7))
-    native.setFont(font)
-    native.setMinimumHeight(120)
-    native.setMaximumHeight(220)

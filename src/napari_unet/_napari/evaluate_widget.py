@@ -26,46 +26,20 @@ from magicgui.widgets import (
     Table,
 )
 
+from ._dock import Advanced, Dock, wrapping_label
+from ._evaluate_job import evaluate_job, layer_array
 from ._feedback import report_error
+from ._metrics_table import ERROR_COLORS, legend_html, parse_thresholds, table_value
+
+NO_REGION = "none"
+WHOLE = "none (whole volume)"
 
 if TYPE_CHECKING:
     import napari
     from superqt.utils import GeneratorWorker
 
-#: error-layer value -> (meaning, RGBA colour)
-ERROR_COLORS: dict[int, tuple[str, tuple[float, float, float, float]]] = {
-    1: ("false positive object", (1.0, 0.0, 1.0, 1.0)),  # magenta
-    2: ("missed object", (0.0, 0.9, 1.0, 1.0)),  # cyan
-    3: ("false positive pixels", (1.0, 0.85, 0.0, 1.0)),  # yellow
-    4: ("false negative pixels", (0.25, 0.4, 1.0, 1.0)),  # blue
-}
-#: metrics shown in the table, one per row (the CSV export has every column at full precision)
-INSTANCE_COLUMNS = (
-    "slice", "n_true", "n_pred", "pixel_precision", "pixel_recall", "pixel_iou", "pixel_dice",
-    "tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou", "panoptic_quality",
-)  # fmt: skip
-SEMANTIC_COLUMNS = ("slice", "class", "support", "predicted", "precision", "recall", "iou", "dice")
-NO_REGION = "none"
-WHOLE = "none (whole volume)"
 
-
-def parse_thresholds(text: str) -> tuple[float, ...]:
-    """``"0.5:0.95:0.05"`` (start:stop:step, stop included) or a list ``"0.5, 0.75"``."""
-    from ..common.errors import UserInputError
-
-    try:
-        if ":" in text:
-            start, stop, step = (float(v) for v in text.split(":"))
-            n = int(np.floor((stop - start) / step + 1e-6)) + 1
-            return tuple(round(start + i * step, 6) for i in range(max(n, 0)))
-        return tuple(float(v) for v in text.replace(",", " ").split())
-    except (ValueError, ZeroDivisionError) as err:
-        raise UserInputError(
-            f"AP thresholds {text!r}: write start:stop:step (e.g. 0.5:0.95:0.05) or a list (0.5 0.75)"
-        ) from err
-
-
-class EvaluateWidget(Container):
+class EvaluateWidget(Dock):
     """U-Net Evaluate: score a prediction Labels layer against a ground-truth Labels layer.
 
     Parameters
@@ -90,6 +64,29 @@ class EvaluateWidget(Container):
         self.ground_truth = ComboBox(
             label="Ground truth", choices=self._labels_choices, nullable=True
         )
+        self.run_button = PushButton(text="Evaluate")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = wrapping_label()
+        self.table = Table(value=[])
+        self.table.min_height = 240  # ~8 metric rows visible; the table scrolls for the rest
+        self.legend = Label(value=f"Error layer:<br>{legend_html()}")
+        self.csv_file = FileEdit(label="CSV file", mode="w", filter="*.csv")
+        self.export_button = PushButton(text="Export CSV", enabled=False)
+        self.advanced = Advanced()
+        self._build_advanced()
+        self.extend([
+            Container(widgets=[self.prediction, self.ground_truth]),
+            Container(
+                layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button]
+            ),
+            self.status, self.table, self.legend,
+            Container(layout="horizontal", widgets=[self.csv_file, self.export_button]),
+            self.advanced,
+        ])  # fmt: skip
+        self.finish_layout()
+
+    def _build_advanced(self) -> None:
+        """The collapsed *Advanced* rows; add a setting with ``self.advanced.add(widget)``."""
         self.region = ComboBox(
             label="Region (optional)", choices=self._region_choices,
             tooltip="evaluate only where this layer is nonzero; objects mostly outside are left out",
@@ -107,23 +104,7 @@ class EvaluateWidget(Container):
             tooltip="start:stop:step or a list; AP = TP/(TP+FP+FN) at each, and their mean",
         )  # fmt: skip
         self.axis = ComboBox(label="Per slice along", choices=self._axis_choices)
-        self.run_button = PushButton(text="Evaluate")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
-        self.table = Table(value=[])
-        self.table.min_height = 320  # room for the ~20 metric rows without a tiny scroll box
-        self.csv_file = FileEdit(label="CSV file", mode="w", filter="*.csv")
-        self.export_button = PushButton(text="Export CSV", enabled=False)
-        swatches = [
-            f"<span style='color:{_hex(c)}'>&#9632;</span> {n}" for n, c in ERROR_COLORS.values()
-        ]
-        legend = f"{', '.join(swatches[:2])}<br>{', '.join(swatches[2:])}"
-        self.legend = Label(value=f"Error layer:<br>{legend}")
-        self.extend([
-            self.prediction, self.ground_truth, self.region, self.task, self.iou_threshold,
-            self.ap_thresholds, self.axis, self.run_button, self.cancel_button, self.status,
-            self.table, self.legend, self.csv_file, self.export_button,
-        ])  # fmt: skip
+        self.advanced.add(self.region, self.task, self.iou_threshold, self.ap_thresholds, self.axis)
 
     def _connect(self) -> None:
         events = self._viewer.layers.events
@@ -204,7 +185,7 @@ class EvaluateWidget(Container):
         pred_layer, gt_layer = self.prediction.value, self.ground_truth.value
         n = gt_layer.data.shape[job["axis"]] if job["axis"] is not None else 1
         worker = create_worker(
-            _evaluate,
+            evaluate_job,
             job,
             _start_thread=False,
             _progress={"total": n, "desc": "U-Net Evaluate"},
@@ -234,15 +215,15 @@ class EvaluateWidget(Container):
         pred, gt, region = self.prediction.value, self.ground_truth.value, self.region.value
         if pred is None or gt is None:
             raise UserInputError("choose a prediction and a ground-truth Labels layer")
-        arrays = {"prediction": _array(pred), "ground_truth": _array(gt)}
+        arrays = {"prediction": layer_array(pred), "ground_truth": layer_array(gt)}
         if arrays["prediction"].shape != arrays["ground_truth"].shape:
             raise ShapeError(
                 f"prediction {pred.name!r} has shape {arrays['prediction'].shape} but ground truth "
                 f"{gt.name!r} has shape {arrays['ground_truth'].shape}; choose layers of the same shape"
             )
-        if region is not None and _array(region).shape != arrays["ground_truth"].shape:
+        if region is not None and layer_array(region).shape != arrays["ground_truth"].shape:
             raise ShapeError(
-                f"region {region.name!r} has shape {_array(region).shape}, not the ground truth's "
+                f"region {region.name!r} has shape {layer_array(region).shape}, not the ground truth's "
                 f"{arrays['ground_truth'].shape}"
             )
         thresholds = parse_thresholds(self.ap_thresholds.value)
@@ -250,7 +231,7 @@ class EvaluateWidget(Container):
             raise UserInputError("give at least one AP threshold")
         return {
             **arrays,
-            "region": _array(region) if region is not None else None,
+            "region": layer_array(region) if region is not None else None,
             "task": self.task.value,
             "thresholds": thresholds,
             "iou_threshold": round(float(self.iou_threshold.value), 6),
@@ -279,19 +260,7 @@ class EvaluateWidget(Container):
         self.export_button.enabled = True
 
     def _show_table(self, records: list[dict[str, Any]]) -> None:
-        """One column per record (slice, class, summary), one row per metric: fits a dock."""
-        semantic = "class" in records[0]
-        rows = [
-            c
-            for c in (SEMANTIC_COLUMNS if semantic else INSTANCE_COLUMNS)
-            if c not in ("slice", "class")
-        ]
-        if not semantic:
-            rows += [k for k in records[0] if k.startswith("ap")]
-        per_slice = any(rec["slice"] != "all" for rec in records)
-        headers = [column_header(rec, per_slice) for rec in records]
-        data = [[_rounded(rec.get(r, "")) for rec in records] for r in rows]
-        self.table.value = {"data": data, "columns": headers, "index": rows}
+        self.table.value = table_value(records)
 
     def _show_errors(self, pred_layer: Any, gt_layer: Any, errors: np.ndarray | None) -> None:
         from napari.utils.colormaps import DirectLabelColormap
@@ -346,45 +315,3 @@ class EvaluateWidget(Container):
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Evaluate")
-
-
-def column_header(record: dict[str, Any], per_slice: bool) -> str:
-    """Table column of a record: ``"all"``, ``"slice 3"``, ``"class 2"``, ``"slice 3 macro"``..."""
-    parts = []
-    if per_slice or "class" not in record:
-        parts.append("all" if record["slice"] == "all" else f"slice {record['slice']}")
-    if "class" in record:
-        cls = record["class"]
-        parts.append(cls if isinstance(cls, str) else f"class {cls}")
-    return " ".join(parts)
-
-
-def _array(layer: Any) -> Any:
-    """A layer's data as one array (level 0 of a multiscale layer), numpy or dask."""
-    return layer.data[0] if layer.multiscale else layer.data
-
-
-def _evaluate(job: dict[str, Any]):
-    """Worker body: evaluate ``job`` (arrays only), yield per-slice progress, return the result."""
-    from ..evaluation.pairs import iter_evaluate_pair
-
-    job = dict(job)
-    gt, pred = np.asarray(job.pop("ground_truth")), np.asarray(job.pop("prediction"))
-    region = job.pop("region")
-    region = None if region is None else np.asarray(region) != 0
-    gen = iter_evaluate_pair(gt, pred, region=region, errors=True, **job)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if event.done:
-            yield event
-
-
-def _rounded(value: Any) -> Any:
-    return round(float(value), 3) if isinstance(value, float | np.floating) else value
-
-
-def _hex(rgba: tuple[float, ...]) -> str:
-    return "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])

@@ -18,13 +18,13 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
     PushButton,
     SpinBox,
 )
 
 from . import _model_registry as registry
+from ._dock import Advanced, Dock, wrapping_label
 from ._feedback import report_error
 from ._layers import layer_array, output_placement, propose_axes, upsert_layer
 
@@ -39,7 +39,7 @@ OUTPUT_KINDS = ("instance", "semantic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class SegmentWidget(Container):
+class SegmentWidget(Dock):
     """U-Net Segment: pick an image layer and a model, press Segment.
 
     Parameters
@@ -63,56 +63,76 @@ class SegmentWidget(Container):
     # -- construction ----------------------------------------------------------------------
     def _build(self) -> None:
         self.image = ComboBox(label="Image", choices=self._image_choices)
-        self.axes = LineEdit(label="Axes", tooltip="one letter per axis of the data: T C Z Y X")
         self.model_source = ComboBox(label="Model", choices=self._model_choices, value=BUILTIN)
         self.model_file = FileEdit(
             label="Model file", mode="r", filter="*.safetensors", visible=False
         )
-        self.output = ComboBox(label="Output", choices=OUTPUT_KINDS, value="instance")
-        self.tile = SpinBox(
-            label="Tile (0 = auto)", value=0, min=0, max=4096, step=16,
-            tooltip="tile edge in pixels; 0 = from the model and the image",
-        )  # fmt: skip
-        self.overlap = SpinBox(
-            label="Overlap (0 = auto)", value=0, min=0, max=1024,
-            tooltip="tile overlap in pixels; 0 = from the model's receptive field",
-        )  # fmt: skip
         self.auto_size = CheckBox(
             label="Auto object size", value=True,
             tooltip="measure the objects first and resample the image only if they are outside "
             "the sizes the model was trained on (10-40 px for the built-in nuclei model)",
         )  # fmt: skip
         self.diameter = FloatSpinBox(
-            label="Object diameter (0 = as trained)", value=0, min=0, max=10000, step=1,
+            label="Object diameter (px)", value=0, min=0, max=10000, step=1,
             enabled=False,
-            tooltip="typical object diameter in pixels; the image is resampled so objects have "
-            "the size the model was trained on (about 20 px for the built-in nuclei model)",
+            tooltip="typical object diameter in pixels (0 = as trained); the image is resampled "
+            "so objects have the size the model was trained on (about 20 px for the built-in "
+            "nuclei model)",
         )  # fmt: skip
-        self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
-        self.probabilities = CheckBox(label="Probabilities layer", value=False)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
+        self.status = wrapping_label()
+        self.advanced = Advanced()
+        self._build_advanced()
         self.extend(
             [
-                self.image,
-                self.axes,
-                self.model_source,
-                self.model_file,
-                self.output,
-                self.tile,
-                self.overlap,
-                self.auto_size,
-                self.diameter,
-                self.device,
-                self.probabilities,
-                self.run_button,
-                self.cancel_button,
+                Container(
+                    widgets=[
+                        self.image,
+                        self.model_source,
+                        self.model_file,
+                        self.auto_size,
+                        self.diameter,
+                    ]
+                ),
+                Container(
+                    layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button]
+                ),
                 self.status,
+                self.advanced,
             ]
         )
+        self.finish_layout()
         self.auto_size.changed.connect(
             lambda checked: setattr(self.diameter, "enabled", not checked)
+        )
+
+    def _build_advanced(self) -> None:
+        """The collapsed *Advanced* rows; add a setting with ``self.advanced.add(widget)``."""
+        self.axes = LineEdit(label="Axes", tooltip="one letter per axis of the data: T C Z Y X")
+        self.output = ComboBox(
+            label="Output", choices=OUTPUT_KINDS, value="instance",
+            tooltip="instance: one label per object; semantic: one label per class",
+        )  # fmt: skip
+        self.tile = SpinBox(
+            label="Tile size (0 = auto)", value=0, min=0, max=4096, step=16,
+            tooltip="the image is predicted in square tiles of this edge in pixels; "
+            "0 = from the model and the image",
+        )  # fmt: skip
+        self.overlap = SpinBox(
+            label="Tile overlap (0 = auto)", value=0, min=0, max=1024,
+            tooltip="overlap of neighbouring tiles in pixels; 0 = from the model's receptive field",
+        )  # fmt: skip
+        self.device = ComboBox(
+            label="Device", choices=DEVICES, value="auto",
+            tooltip="auto: a GPU when there is one, else the CPU",
+        )  # fmt: skip
+        self.probabilities = CheckBox(
+            label="Probabilities layer", value=False,
+            tooltip="also add the network's class probabilities as an image layer",
+        )  # fmt: skip
+        self.advanced.add(
+            self.axes, self.output, self.tile, self.overlap, self.device, self.probabilities
         )
 
     def _connect(self) -> None:
