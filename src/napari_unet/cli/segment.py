@@ -84,6 +84,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace output files that already exist"
     )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="compute on the dask.distributed cluster of this scheduler (e.g. tcp://HOST:8786; "
+        "default: $DASK_SCHEDULER_ADDRESS, else in this process); the inputs and OUTDIR must "
+        "be on storage every worker reaches",
+    )
     p.set_defaults(func=run)
 
 
@@ -119,14 +126,31 @@ def run(args: argparse.Namespace) -> int:
             raise UserInputError(f"input not found: {path}")
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    for path in inputs:
-        written = segment_file(path, outdir, model, args)
-        log.info("%s -> %s", path, written)
-        print(written)
+    with _cluster(args.scheduler) as client:
+        for path in inputs:
+            written = segment_file(path, outdir, model, args, client)
+            log.info("%s -> %s", path, written)
+            print(written)
     return 0
 
 
-def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> Path:
+def _cluster(scheduler: str | None):
+    """A checked dask.distributed client for ``--scheduler`` (or the environment), or None."""
+    import contextlib
+    import sys
+
+    from ..inference.cluster import cluster_client, scheduler_address
+
+    address = scheduler_address(scheduler)
+    if address is None:
+        return contextlib.nullcontext(None)
+    print(f"computing on the dask cluster at {address}", file=sys.stderr)
+    return cluster_client(address)
+
+
+def segment_file(
+    path: Path, outdir: Path, model, args: argparse.Namespace, client: Any = None
+) -> Path:
     """Segment one TIFF or zarr input and write the result into ``outdir``."""
     from ..common.errors import UserInputError
     from ..inference.pipeline import run_with_progress, segment_iter
@@ -152,6 +176,7 @@ def segment_file(path: Path, outdir: Path, model, args: argparse.Namespace) -> P
             out=target if zarr_input else None,
             scale=args.scale,
             diameter=args.diameter,
+            client=client,
         )
         result = run_with_progress(gen, progress=True)
     except UserInputError as err:

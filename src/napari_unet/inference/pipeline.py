@@ -53,6 +53,7 @@ def segment(
     scale: float = 1.0,
     diameter: float | str | None = "auto",
     progress: bool | Callable[[SegmentProgress], None] | None = None,
+    client: Any = None,
 ):
     """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
 
@@ -95,6 +96,11 @@ def segment(
         resampling beyond ``scale``.
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr; a callable receives every :class:`SegmentProgress`.
+    client : distributed.Client or str, optional
+        Compute on this dask.distributed cluster (a client, or a scheduler address such as
+        ``"tcp://host:8786"``) instead of in this process; see :mod:`.cluster_job`. ``out``
+        must then be on storage every worker reaches (a temporary folder when omitted, which
+        suits workers on this machine only). Same result as in-process.
 
     Returns
     -------
@@ -123,6 +129,7 @@ def segment(
         return_probabilities=return_probabilities,
         scale=scale,
         diameter=diameter,
+        client=client,
     )
     return run_with_progress(gen, progress)
 
@@ -130,6 +137,7 @@ def segment(
 def run_with_progress(
     gen: Generator[SegmentProgress, None, Any],
     progress: bool | Callable[[SegmentProgress], None] | None = None,
+    client: Any = None,
 ):
     """Drive ``gen`` to the end, reporting its events; returns its return value."""
     if progress is True:
@@ -170,6 +178,7 @@ def segment_iter(
     return_probabilities: bool = False,
     scale: float = 1.0,
     diameter: float | str | None = "auto",
+    client: Any = None,
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
@@ -203,10 +212,17 @@ def segment_iter(
             "scale/diameter work on in-memory images; rescale a dask or zarr image first"
         )
     seen = rescale.resample(canon, factors, order=1) if resampled else canon
+    if client is not None:  # on a dask.distributed cluster
+        from .cluster_job import as_lazy, run_on_cluster
+
+        seen = as_lazy(seen, caxes)
     job = SegmentJob(
         model, seen, caxes, output, postprocessing_settings(model, min_size), return_probabilities
     )
-    run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known)
+    if client is not None:
+        run = run_on_cluster(job, client, tiling, out, in_memory=not lazy)
+    else:
+        run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known)
     # the events report the resampling factor in effect
     labels, probs = yield from relay(run, lambda event: replace(event, scale=factor))
     if resampled:

@@ -40,6 +40,7 @@ def predict_tiled_dask(
     batch_size: int | None = 1,
     device: str = "auto",
     blend: str = "gaussian",
+    remote_model: Any = None,
 ) -> Any:
     """Lazy probabilities ``(K, *spatial)`` float32 of ``image``, one dask task per batch.
 
@@ -57,6 +58,9 @@ def predict_tiled_dask(
     device : str
         Compute device, resolved on the worker that runs the tiles (``"auto"``: its GPU if
         it has one).
+    remote_model : distributed.Future, optional
+        ``model`` already on the cluster (``client.scatter(model, broadcast=True)``): the graph
+        refers to it instead of carrying a pickled copy.
 
     Returns
     -------
@@ -72,7 +76,8 @@ def predict_tiled_dask(
     plan = plan_tiles(model, image.shape[1:], tile_shape=tile_shape, overlap=overlap, blend=blend)
     batch_size = check_batch_size(batch_size, plan)
     resolve_device(device)  # fail early on a bad name
-    net = dask.delayed(_prepare, pure=True)(model, str(device))
+    shipped = model if remote_model is None else remote_model
+    net = dask.delayed(_prepare, pure=True)(shipped, str(device))
     shape = (model.num_classes, *plan.out_shape)
     all_tiles = list(plan.tiles())
     tiles = {}

@@ -1,0 +1,126 @@
+"""Segment on a dask.distributed cluster: a scheduler and two worker processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_unet import segment
+from napari_unet.cli import main
+from napari_unet.common.errors import UserInputError
+from napari_unet.inference import cluster
+from napari_unet.inference.pipeline import segment_iter
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        ) as local,
+        Client(local) as connected,
+    ):
+        connected.get_task_stream()  # installs the scheduler's task-stream plugin
+        yield connected
+
+
+@pytest.fixture
+def nuclei_zarr(data_dir, tmp_path) -> Path:
+    """A 300 x 300 mosaic of a DSB 2018 image as a zarr array of 200 x 200 chunks."""
+    first = sorted((data_dir / "dsb2018_fluo" / "images").glob("*.tif"))[0]
+    image = tifffile.imread(first)
+    image = np.block([[image, image[:, ::-1]], [image[::-1], image]])[:300, :300]
+    path = tmp_path / "nuclei.zarr"
+    store = zarr.open_array(path, mode="w", shape=image.shape, chunks=(150, 150), dtype=image.dtype)
+    store[:] = image
+    return path
+
+
+def test_cli_on_a_cluster_equals_in_process_and_uses_both_workers(client, nuclei_zarr, tmp_path):
+    address = client.scheduler.address
+    before = len(client.get_task_stream())
+    out = tmp_path / "out"
+    args = ["segment", str(nuclei_zarr), "-o", str(out), "--diameter", "none"]
+    assert main([*args, "--scheduler", address]) == 0
+    tasks = client.get_task_stream()[before:]
+    labels = zarr.open_array(out / "nuclei_labels.zarr")[:]
+    expected = segment(zarr.open_array(nuclei_zarr), diameter=None)
+    assert labels.max() > 20  # objects, some crossing the 256 px chunk borders of the output
+    np.testing.assert_array_equal(labels, np.asarray(expected))
+    per_worker = Counter(task["worker"] for task in tasks)
+    assert len(per_worker) == 2, per_worker
+    assert [p.name for p in out.iterdir()] == ["nuclei_labels.zarr"]  # no scratch left
+
+
+def test_environment_variable_and_semantic_output(
+    client, tiny_model, tiny_model_file, tmp_path, monkeypatch
+):
+    image = (np.random.default_rng(0).random((2, 300, 280)) * 255).astype(np.uint8)
+    zarr.open_array(tmp_path / "t.zarr", mode="w", shape=image.shape, chunks=(1, 150, 150), dtype="u1")[:] = image  # fmt: skip
+    monkeypatch.setenv(cluster.ENV_VAR, client.scheduler.address)
+    args = ["segment", str(tmp_path / "t.zarr"), "-o", str(tmp_path / "o"), "--axes", "TYX"]
+    assert main([*args, "--model", str(tiny_model_file), "--output", "semantic"]) == 0
+    got = zarr.open_array(tmp_path / "o" / "t_labels.zarr")[:]
+    expected = segment(image, tiny_model, axes="TYX", output="semantic", diameter=None)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_numpy_input_with_probabilities_gives_numpy(client, tiny_model):
+    image = np.random.default_rng(1).random((96, 80)).astype(np.float32)
+    labels, probs = segment(image, tiny_model, client=client, return_probabilities=True)
+    ref_labels, ref_probs = segment(image, tiny_model, return_probabilities=True)
+    assert isinstance(labels, np.ndarray) and isinstance(probs, np.ndarray)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(probs, ref_probs, atol=1e-5)
+
+
+def test_closing_the_run_cancels_and_leaves_no_output(client, tiny_model, tmp_path):
+    image = np.random.default_rng(2).random((4, 300, 300)).astype(np.float32)
+    out = tmp_path / "labels.zarr"
+    gen = segment_iter(image, tiny_model, axes="TYX", out=out, client=client, diameter=None)
+    event = next(gen)
+    assert event.stage == "predict" and event.n_frames == 4
+    gen.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_scheduler_is_a_clear_error(tiny_model, monkeypatch):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 1.0)
+    with pytest.raises(UserInputError, match="cannot reach the dask scheduler at"):
+        segment(np.zeros((64, 64), np.float32), tiny_model, client="tcp://127.0.0.1:9")
+
+
+class _FakeClient:
+    """Answers ``run`` as workers would: per worker, a value or the exception raised."""
+
+    def __init__(self, answers):
+        self.answers, self.scheduler = answers, type("S", (), {"address": "tcp://x:8786"})()
+
+    def wait_for_workers(self, n, timeout):
+        if not self.answers:
+            raise TimeoutError
+
+    def run(self, function, *args, on_error="raise"):
+        return dict(self.answers)
+
+
+def test_worker_without_the_package_is_a_clear_error():
+    fake = _FakeClient({"tcp://a:1": "1.0", "tcp://b:1": ModuleNotFoundError("napari_unet")})
+    with pytest.raises(UserInputError, match="1 of 2 dask workers cannot import napari-unet"):
+        cluster.check_workers(fake)
+    with pytest.raises(UserInputError, match="has no workers"):
+        cluster.check_workers(_FakeClient({}))
+
+
+def test_output_folder_not_seen_by_a_worker_is_a_clear_error(tmp_path):
+    fake = _FakeClient({"tcp://a:1": True, "tcp://b:1": False})
+    with pytest.raises(UserInputError, match="not visible from 1 of 2 dask workers"):
+        cluster.check_shared(fake, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the marker file is gone
