@@ -124,3 +124,24 @@ def test_output_folder_not_seen_by_a_worker_is_a_clear_error(tmp_path):
     with pytest.raises(UserInputError, match="not visible from 1 of 2 dask workers"):
         cluster.check_shared(fake, tmp_path)
     assert list(tmp_path.iterdir()) == []  # the marker file is gone
+
+
+def test_segment_widget_runs_on_the_scheduler_it_is_given(
+    make_napari_viewer, qtbot, client, tiny_model, tiny_model_file
+):
+    from napari_unet._napari.segment_widget import FROM_FILE, SegmentWidget
+
+    image = (np.random.default_rng(3).random((90, 70)) * 255).astype(np.uint8)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    widget = SegmentWidget(viewer)
+    widget.model_source.value = FROM_FILE
+    widget.model_file.value = tiny_model_file
+    widget.output.value = "semantic"
+    widget.scheduler.value = client.scheduler.address
+    before = len(client.get_task_stream())
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert len(client.get_task_stream()) > before  # it ran on the cluster
+    expected = segment(image, tiny_model, output="semantic")
+    np.testing.assert_array_equal(viewer.layers["img labels"].data, expected)

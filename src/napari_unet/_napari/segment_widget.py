@@ -131,9 +131,16 @@ class SegmentWidget(Dock):
             label="Probabilities layer", value=False,
             tooltip="also add the network's class probabilities as an image layer",
         )  # fmt: skip
-        self.advanced.add(
-            self.axes, self.output, self.tile, self.overlap, self.device, self.probabilities
+        self.scheduler = LineEdit(
+            label="Dask scheduler",
+            tooltip="compute on a dask.distributed cluster: its scheduler's address, e.g. "
+            "tcp://host:8786 (empty: $DASK_SCHEDULER_ADDRESS, else this computer); the workers "
+            "must reach the image and a shared temporary folder",
         )
+        self.advanced.add(
+            self.axes, self.output, self.tile, self.overlap, self.device, self.probabilities,
+            self.scheduler,
+        )  # fmt: skip
 
     def _connect(self) -> None:
         events = self._viewer.layers.events
@@ -231,6 +238,7 @@ class SegmentWidget(Dock):
     def _job(self, layer: Any) -> dict[str, Any]:
         from ..common.errors import UserInputError
         from ..inference.axes import parse_axes
+        from ..inference.cluster import scheduler_address
 
         if layer is None:
             raise UserInputError("choose an image layer to segment")
@@ -252,6 +260,7 @@ class SegmentWidget(Dock):
             "overlap": self.overlap.value or None,
             "device": self.device.value,
             "diameter": "auto" if self.auto_size.value else (self.diameter.value or None),
+            "client": scheduler_address(self.scheduler.value),
         }
 
     # -- results (GUI thread) --------------------------------------------------------------
