@@ -3,7 +3,8 @@
 Reconstructs the validation split that ``napari-unet train --val-fraction 0.1 --seed S`` held
 out of ``dsb2018_fluo`` (never the test set), predicts their probabilities once with MODEL, and
 prints the mean AP at IoU 0.5 and the mean AP over 0.5:0.95 for a grid of seed / foreground
-thresholds and seed split heights.
+thresholds and seed split heights: :func:`napari_unet.training.tune.search`, the search every
+training run ends with, on whole validation images instead of validation crops.
 
 Usage: python scripts/tune_postprocessing.py MODEL [--seed 2018] [--data DIR]
 """
@@ -11,16 +12,22 @@ Usage: python scripts/tune_postprocessing.py MODEL [--seed 2018] [--data DIR]
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from napari_unet import load_model, segment
-from napari_unet.inference.postprocess import instance_labels
-from napari_unet.metrics import average_precision
 from napari_unet.training.data import match_folder_pairs
+from napari_unet.training.tune import search
+
+#: the grid the built-in model's settings were chosen from (training runs search DEFAULT_GRID)
+GRID = {
+    "seed_threshold": (0.5, 0.6, 0.7, 0.8),
+    "foreground_threshold": (0.5, 0.6),
+    "split": (0.0, 0.75, 1.0, 1.5),
+    "min_size": (10, 20),
+}
 
 
 def validation_pairs(data: Path, seed: int, fraction: float = 0.1) -> list[tuple[Path, Path]]:
@@ -41,31 +48,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     model = load_model(args.model)
-    cache = []
+    probs, truths = [], []
     for image_path, labels_path in validation_pairs(args.data, args.seed):
-        probs = segment(tifffile.imread(image_path), model, output="probabilities", diameter=None)
-        cache.append((probs, tifffile.imread(labels_path)))
-    print(f"{len(cache)} validation images")
+        image = tifffile.imread(image_path)
+        probs.append(segment(image, model, output="probabilities", diameter=None))
+        truths.append(tifffile.imread(labels_path))
+    print(f"{len(truths)} validation images")
+    result = search(probs, truths, GRID)
     print("seed_thr  fg_thr  split  min_size  AP@0.5  AP@0.5:0.95")
-    for seed_t, fg_t, split, min_size in itertools.product(
-        (0.5, 0.6, 0.7, 0.8), (0.5, 0.6), (0.0, 0.75, 1.0, 1.5), (10, 20)
-    ):
-        ap50, ap = [], []
-        for probs, truth in cache:
-            pred = instance_labels(
-                probs,
-                min_size=min_size,
-                seed_threshold=seed_t,
-                foreground_threshold=fg_t,
-                split=split,
-            )
-            result = average_precision(truth, pred)
-            ap50.append(result.scores[0])
-            ap.append(float(result))
+    for row in result.table:
         print(
-            f"{seed_t:8.2f}  {fg_t:6.2f}  {split:5.2f}  {min_size:8d}  "
-            f"{np.mean(ap50):.4f}  {np.mean(ap):.4f}"
+            f"{row['seed_threshold']:8.2f}  {row['foreground_threshold']:6.2f}  "
+            f"{row['split']:5.2f}  {row['min_size']:8d}  {row['ap50']:.4f}  {row['mean_ap']:.4f}"
         )
+    print(f"best: {result.settings} ({result.seconds:.0f} s)")
 
 
 if __name__ == "__main__":

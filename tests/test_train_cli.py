@@ -63,6 +63,8 @@ def test_train_writes_a_model_with_metrics_and_provenance(folders, tmp_path, cap
     captured = capsys.readouterr()
     assert f"saved {out}" in captured.out
     assert "epoch 1/1: train loss" in captured.err and "val Dice" in captured.err
+    assert "post-processing chosen on 1 validation image(s)" in captured.err
+    assert "AP@0.5" in captured.out and "mean AP" in captured.out
     assert out.is_file() and out.with_suffix(".ckpt").is_file()
 
     card = read_card(out)
@@ -71,6 +73,10 @@ def test_train_writes_a_model_with_metrics_and_provenance(folders, tmp_path, cap
     metrics = card["metrics"]
     assert 0.0 <= metrics["val_dice"] <= 1.0 and metrics["best_epoch"] == 1
     assert np.isfinite(metrics["final_train_loss"]) and np.isfinite(metrics["final_val_loss"])
+    assert 0.0 <= metrics["val_mean_ap"] <= metrics["val_ap50"] <= 1.0
+    assert {"seed_threshold", "foreground_threshold", "split", "min_size"} <= set(
+        card["postprocessing"]
+    )
     provenance = card["provenance"]
     assert provenance["seed"] == 3
     assert len(provenance["data_fingerprint"]) == 16

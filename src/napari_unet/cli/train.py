@@ -114,6 +114,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fine-tune: start from this model file, or 'nuclei' for the built-in model "
         "(its architecture and normalisation are kept; --depth/--base-filters are ignored)",
     )
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="instance task: keep the default post-processing instead of choosing it on the "
+        "validation images after training (a few seconds)",
+    )
     p.add_argument("--name", default=None, help="model name for the card")
     p.add_argument("--description", default="", help="model description for the card")
     p.add_argument(
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.data import read_folder_pairs
     from ..training.events import BatchEnd, CheckpointSaved, EpochEnd
     from ..training.loop import train_iter
+    from ..training.tune import TunedPostprocessing, TuneProgress
 
     if (args.val_images is None) != (args.val_labels is None):
         raise UserInputError("--val-images and --val-labels go together: give both or neither")
@@ -161,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         contact_weight=not args.no_contact_weight,
         w0=args.w0,
+        tune_postprocessing=not args.no_tune,
     )
     model = None
     if args.init is not None:
@@ -219,18 +227,39 @@ def run(args: argparse.Namespace) -> int:
                 )
             elif isinstance(event, CheckpointSaved):
                 log.info("checkpoint saved: %s", event.path)
+            elif isinstance(event, TuneProgress):
+                if bar is None:
+                    bar = tqdm(
+                        total=event.total,
+                        desc="tuning post-processing",
+                        file=sys.stderr,
+                        disable=args.quiet,
+                    )
+                bar.update(event.done - bar.n)
+            elif isinstance(event, TunedPostprocessing):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                print(
+                    f"post-processing chosen on {event.n_images} validation image(s) "
+                    f"[{event.seconds:.0f} s]: {_settings(event.settings)}",
+                    file=sys.stderr,
+                )
     if bar is not None:
         bar.close()
     if result.stopped:
         print(f"stopped early; continue with --resume {checkpoint}", file=sys.stderr)
     card = {"name": args.name or args.output.stem, "description": args.description}
     save_model(result.model, args.output, half=args.half, **card)
-    dice = result.model.card["metrics"]["val_dice"]
+    metrics = result.model.card["metrics"]
+    dice = metrics["val_dice"]
     score = (
         f"best epoch {result.best_epoch + 1}, validation Dice {dice:.4f}"
         if dice is not None
         else "no epoch completed"
     )
+    if metrics.get("val_ap50") is not None:
+        score += f", AP@0.5 {metrics['val_ap50']:.4f}, mean AP {metrics['val_mean_ap']:.4f}"
     print(f"saved {args.output} ({score})")
     return 0
 
@@ -254,6 +283,10 @@ def _graceful_stop(stop: threading.Event, checkpoint: Path):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _settings(settings: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in settings.items())
 
 
 def _unzip(triples):

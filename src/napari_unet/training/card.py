@@ -34,6 +34,7 @@ def training_card(
     config: TrainConfig,
     pairs,
     initialized_from: dict[str, Any] | None = None,
+    tuned: Any = None,
 ) -> dict[str, Any]:
     """``model.card`` updated with what this run did.
 
@@ -49,6 +50,9 @@ def training_card(
         ``object_diameter`` for instance models).
     initialized_from : dict, optional
         :func:`describe_origin` of the model training started from.
+    tuned : TunedPostprocessing, optional
+        The post-processing chosen on the validation images (:mod:`.tune`): written as the
+        ``postprocessing`` entry, its scores as ``metrics.val_ap50`` and ``metrics.val_mean_ap``.
 
     Returns
     -------
@@ -78,6 +82,10 @@ def training_card(
             "final_val_loss": last.get("val_loss"),
         },
     }
+    if tuned is not None:
+        card["postprocessing"] = tuned.card_entry()
+        card["metrics"]["val_ap50"] = round(tuned.ap50, 4)
+        card["metrics"]["val_mean_ap"] = round(tuned.mean_ap, 4)
     diameters = np.concatenate([p.diameters for p in pairs]) if pairs else np.empty(0)
     if config.task == "instance" and diameters.size:
         card["object_diameter"] = round(float(np.median(diameters)), 1)

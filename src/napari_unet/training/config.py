@@ -49,6 +49,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     device: str = "auto"
+    tune_postprocessing: bool = True
+    """Instance task: choose the post-processing on the validation images after training."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -48,6 +48,9 @@ class TrainingPair:
     name: str = ""
     diameters: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     """Equivalent diameters (pixels) of the annotated objects (instance task)."""
+    labels: np.ndarray | None = None
+    """Instance task: the instance ids ``(*spatial)`` (0 background and unannotated), numbered
+    ``1..N``; what the post-processing is tuned against and what resampling starts from."""
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -115,7 +118,8 @@ def prepare_pair(
         labels = relabel_sequential(labels.astype(np.int64))[0]
         target = instance_to_classes(labels)
         weight = unet_weight_map(labels, w0=w0, sigma=sigma, valid=valid, contact=contact)
-        diameters = object_diameters(np.where(valid, labels, 0))
+        labels = np.where(valid, labels, 0).astype(np.int32)
+        diameters = object_diameters(labels)
     elif task == "semantic":
         labels = np.where(valid, labels, 0)  # unannotated class ids are unknown, not classes
         if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
@@ -126,9 +130,10 @@ def prepare_pair(
         target = labels.astype(np.uint8 if labels.max() < 256 else np.int64)
         weight = np.ones(labels.shape, np.float32)
         diameters = np.empty(0, np.float32)
+        labels = None
     else:
         raise UserInputError(f"task must be 'instance' or 'semantic', got {task!r}")
-    return TrainingPair(norm, target, weight, valid, name, diameters)
+    return TrainingPair(norm, target, weight, valid, name, diameters, labels)
 
 
 def object_diameters(labels: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..model.unet import UNet
 
@@ -52,3 +53,5 @@ class TrainResult:
     best_epoch: int = -1
     best_dice: float = float("nan")
     stopped: bool = False
+    postprocessing: Any = None
+    """The :class:`~.tune.TunedPostprocessing` chosen on the validation images, or None."""

@@ -31,11 +31,15 @@ from .config import TrainConfig
 from .data import PatchSampler, TrainingPair
 from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .losses import combined_loss
+from .tune import TunedPostprocessing, TuneProgress, tune_model_iter
 from .validation import evaluate_crops, split_validation, validation_crops
 
 log = logging.getLogger(__name__)
 
-__all__ = ["new_model", "train_iter"]
+__all__ = ["TrainEvent", "new_model", "train_iter"]
+
+#: what :func:`train_iter` yields
+TrainEvent = BatchEnd | EpochEnd | CheckpointSaved | TuneProgress | TunedPostprocessing
 
 
 # -- the loop -----------------------------------------------------------------------------
@@ -49,8 +53,12 @@ def train_iter(
     resume: str | os.PathLike | None = None,
     stop: threading.Event | None = None,
     workers: int | str = 0,
-) -> Generator[BatchEnd | EpochEnd | CheckpointSaved, None, TrainResult]:
+) -> Generator[TrainEvent, None, TrainResult]:
     """Train a U-Net, yielding events; returns a :class:`TrainResult`.
+
+    After the last epoch the best network's instance post-processing is chosen on the
+    validation images (:mod:`.tune`; ``config.tune_postprocessing``): the run yields
+    :class:`~.tune.TuneProgress` events and, at the end, the :class:`~.tune.TunedPostprocessing`.
 
     Parameters
     ----------
@@ -156,9 +164,14 @@ def train_iter(
             yield CheckpointSaved(str(checkpoint), state.epoch, state.step)
         if stop.is_set():
             break
-    return _finish(
-        model, state, config, train_pairs, stopped=stop.is_set(), initialized_from=initialized_from
-    )
+    stopped = stop.is_set()
+    _restore_best(model, state)
+    # -- after training: fit what Segment reads from the card to the best network ------------
+    tuned = None
+    if config.task == "instance" and config.tune_postprocessing and state.best_state is not None:
+        tuned = yield from tune_model_iter(model, val_crops, device)
+        yield tuned
+    return _finish(model, state, config, train_pairs, stopped, initialized_from, tuned)
 
 
 def new_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet:
@@ -227,6 +240,14 @@ def _train_step(model: UNet, optimizer: torch.optim.Optimizer, batch, config: Tr
 
 
 # -- the result ---------------------------------------------------------------------------
+def _restore_best(model: UNet, state: RunState) -> None:
+    """The best epoch's weights, in the default memory layout, in eval mode."""
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    model.to(memory_format=torch.contiguous_format)
+    model.eval()
+
+
 def _finish(
     model: UNet,
     state: RunState,
@@ -234,10 +255,9 @@ def _finish(
     pairs,
     stopped: bool,
     initialized_from: dict[str, Any] | None = None,
+    tuned: TunedPostprocessing | None = None,
 ) -> TrainResult:
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
-    model.to(memory_format=torch.contiguous_format)
-    model.eval()
-    model.card = training_card(model, state, config, pairs, initialized_from)
-    return TrainResult(model, list(state.history), state.best_epoch, state.best_dice, stopped)
+    model.card = training_card(model, state, config, pairs, initialized_from, tuned)
+    return TrainResult(
+        model, list(state.history), state.best_epoch, state.best_dice, stopped, tuned
+    )

@@ -44,7 +44,12 @@ def validation_crops(pairs: list[TrainingPair], model: UNet, max_size: int) -> l
         sl = tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(p.spatial_shape, sizes))
         crops.append(
             TrainingPair(
-                p.image[(slice(None), *sl)], p.target[sl], p.weight[sl], p.valid[sl], p.name
+                p.image[(slice(None), *sl)],
+                p.target[sl],
+                p.weight[sl],
+                p.valid[sl],
+                p.name,
+                labels=None if p.labels is None else p.labels[sl],
             )
         )
     if not crops:
@@ -78,3 +83,16 @@ def evaluate_crops(
             total += int(pred_fg.sum() + true_fg.sum())
     dice = 1.0 if total == 0 else 2 * inter / total
     return float(np.mean(losses)), float(dice)
+
+
+def crop_probabilities(
+    model: UNet, crops: Sequence[TrainingPair], device: torch.device
+) -> list[np.ndarray]:
+    """Class probabilities ``(K, *spatial)`` (float32) of ``model`` on each validation crop."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for c in crops:
+            x = torch.from_numpy(np.ascontiguousarray(c.image[None])).to(device)
+            out.append(torch.softmax(model(x), dim=1)[0].float().cpu().numpy())
+    return out
