@@ -47,3 +47,39 @@ def show_message(label: Any, text: str, *, error: bool = False) -> None:
     label.value = text
     if text:
         (show_error if error else show_info)(text)
+
+
+def plain_message(err: BaseException) -> str:
+    """What a failed job's exception means for the user, in plain words.
+
+    The package's own errors (:class:`~napari_unet.common.errors.UserInputError` and its
+    subclasses) already say what went wrong and how to fix it; other exceptions get a sentence
+    that names the likely cause, and the technical text is left to the log.
+    """
+    from ..common.errors import UserInputError
+
+    text = str(err)
+    if isinstance(err, UserInputError):
+        return text
+    if isinstance(err, MemoryError):
+        return (
+            "out of memory: use a smaller tile size (Advanced), a smaller image or crop, "
+            "or close other programs"
+        )
+    name = type(err).__name__
+    low = text.lower()
+    if "safetensor" in name.lower() or "deserializing header" in low or "header too" in low:
+        return "this is not a U-Net model file (.safetensors), or the file is damaged"
+    if "cuda" in low and ("not compiled" in low or "no cuda" in low or "not available" in low):
+        return "no NVIDIA GPU (CUDA) is available here: choose Device 'auto' or 'cpu' (Advanced)"
+    if "out of memory" in low:
+        return "the GPU ran out of memory: use a smaller tile size (Advanced) or Device 'cpu'"
+    if "mps" in low and "not available" in low:
+        return "no Apple GPU (MPS) is available here: choose Device 'auto' or 'cpu' (Advanced)"
+    first = text.splitlines()[0][:200] if text else ""
+    return f"unexpected error ({name}{': ' + first if first else ''}); the details are in the log"
+
+
+def report_failure(status: Any, err: BaseException, title: str) -> None:
+    """A job failed: plain message in ``status`` and a notification, traceback in the log."""
+    report_error(status, plain_message(err), title, error=err)

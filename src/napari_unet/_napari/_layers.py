@@ -82,21 +82,52 @@ def upsert_layer(
 ) -> napari.layers.Layer:
     """Update the layer called ``name`` of type ``kind`` with ``data``, or add it.
 
-    Re-running a computation therefore replaces its previous result instead of stacking copies.
+    Re-running a computation therefore updates its previous result in place - the same layer,
+    at the same position in the layer list, with the user's opacity, contour and colormap -
+    instead of stacking copies. A layer of that name but of another type or dimensionality is
+    replaced by a new one at its position. ``viewer`` may be the proxy napari hands plugins.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    kind : {"labels", "image"}
+    name : str
+    data : array-like
+    placement : Placement
+        Scale, translate, axis labels and units of ``data``'s axes.
+    **kwargs
+        Passed to ``viewer.add_<kind>`` when a layer is added; ``leading=n`` gives ``n``
+        leading axes (e.g. classes) a scale of 1.
     """
+    import napari
+
     leading = kwargs.pop("leading", 0)
     existing = viewer.layers[name] if name in viewer.layers else None
     place = placement.kwargs(leading)
-    if (
-        existing is not None
-        and type(existing).__name__.lower() == kind
-        and existing.ndim == data.ndim
-    ):
+    cls = getattr(napari.layers, kind.capitalize())
+    if existing is not None and isinstance(existing, cls) and existing.ndim == data.ndim:
         existing.data = data
         for key, value in place.items():
             setattr(existing, key, value)
         return existing
+    index = None
     if existing is not None:
+        index = layer_index(viewer, existing)
         viewer.layers.remove(existing)
-    add = getattr(viewer, f"add_{kind}")
-    return add(data, name=name, **place, **kwargs)
+    layer = getattr(viewer, f"add_{kind}")(data, name=name, **place, **kwargs)
+    if index is not None:
+        viewer.layers.move(layer_index(viewer, layer), index)
+    return layer
+
+
+def layer_index(viewer: napari.viewer.Viewer, layer: Any) -> int:
+    """Position of ``layer`` in the layer list (proxies of the same layer match)."""
+    ids = [ly.unique_id for ly in viewer.layers]
+    return ids.index(layer.unique_id)
+
+
+def same_layer(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same layer (``is`` fails for napari's plugin proxies)."""
+    if a is None or b is None:
+        return a is b
+    return a.unique_id == b.unique_id

@@ -66,6 +66,7 @@ def register_model(name: str, model: UNet) -> None:
     name = str(name).strip()
     if not name:
         raise UserInputError("a registered model needs a non-empty name")
+    _REGISTRY.models.pop(name, None)  # the newest model is listed last
     _REGISTRY.models[name] = model
     models_changed.emit(name)
 
@@ -83,7 +84,7 @@ def clear_models() -> None:
 
 
 def registered_models() -> dict[str, UNet]:
-    """The registered models by name, oldest first (a copy: changing it changes nothing)."""
+    """The registered models by name, oldest (least recently registered) first (a copy: changing it changes nothing)."""
     return dict(_REGISTRY.models)
 
 

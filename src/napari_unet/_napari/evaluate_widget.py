@@ -28,7 +28,8 @@ from magicgui.widgets import (
 
 from ._dock import Advanced, Dock, wrapping_label
 from ._evaluate_job import evaluate_job, layer_array
-from ._feedback import report_error
+from ._feedback import report_error, report_failure
+from ._layers import same_layer
 from ._metrics_table import ERROR_COLORS, legend_html, parse_thresholds, table_value
 
 NO_REGION = "none"
@@ -113,7 +114,7 @@ class EvaluateWidget(Dock):
         self.ground_truth.changed.connect(self._on_gt_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.export_button.clicked.connect(lambda: self.export_csv(self.csv_file.value))
+        self.export_button.clicked.connect(self._export_clicked)
 
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         import napari
@@ -141,7 +142,7 @@ class EvaluateWidget(Dock):
     def _refresh(self, _event: Any = None) -> None:
         self.reset_choices()
         labels = [ly for _, ly in self._labels_choices()]
-        if len(labels) >= 2 and self.prediction.value is self.ground_truth.value:
+        if len(labels) >= 2 and same_layer(self.prediction.value, self.ground_truth.value):
             self.ground_truth.value = labels[0]
             self.prediction.value = labels[-1]
         self._on_gt_changed()
@@ -265,26 +266,22 @@ class EvaluateWidget(Dock):
     def _show_errors(self, pred_layer: Any, gt_layer: Any, errors: np.ndarray | None) -> None:
         from napari.utils.colormaps import DirectLabelColormap
 
+        from ._layers import Placement, upsert_layer
+
         if errors is None:
             return
         colors: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
         colors.update({k: c for k, (_, c) in ERROR_COLORS.items()})
         colormap = DirectLabelColormap(color_dict=colors)
-        placement = {
-            "scale": gt_layer.scale, "translate": gt_layer.translate,
-            "axis_labels": gt_layer.axis_labels, "units": gt_layer.units,
-        }  # fmt: skip
+        placement = Placement(
+            scale=tuple(gt_layer.scale), translate=tuple(gt_layer.translate),
+            axis_labels=tuple(gt_layer.axis_labels), units=tuple(gt_layer.units),
+        )  # fmt: skip
         name = f"{pred_layer.name} errors"
-        layer = self._viewer.layers[name] if name in self._viewer.layers else None
-        if layer is not None and layer.ndim == errors.ndim and type(layer).__name__ == "Labels":
-            layer.data = errors
-            for key, value in placement.items():
-                setattr(layer, key, value)
-            layer.colormap = colormap
-        else:
-            if layer is not None:
-                self._viewer.layers.remove(layer)
-            self._viewer.add_labels(errors, name=name, colormap=colormap, opacity=0.8, **placement)
+        layer = upsert_layer(
+            self._viewer, "labels", name, errors, placement, colormap=colormap, opacity=0.8
+        )
+        layer.colormap = colormap
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Write every record of the last evaluation at full precision to ``path`` (atomically)."""
@@ -293,12 +290,25 @@ class EvaluateWidget(Dock):
 
         if not self.records:
             raise UserInputError("nothing to export yet: run the evaluation first")
-        target = Path(path)
+        target = Path(path).expanduser()
+        if str(path).strip() in ("", ".") or target.is_dir():
+            raise UserInputError(
+                "choose a CSV file to write to (…/scores.csv) in the CSV file field"
+            )
         if target.suffix.lower() != ".csv":
             target = target.with_suffix(".csv")
         written = write_csv(self.records, target)
         self.status.value = f"wrote {written}"
         return written
+
+    def _export_clicked(self, *_: Any) -> None:
+        """The Export button: write the CSV, or say why not (never an uncaught error)."""
+        from ..common.errors import UserInputError
+
+        try:
+            self.export_csv(self.csv_file.value)
+        except (UserInputError, OSError) as err:
+            report_error(self.status, f"could not export the CSV: {err}", "U-Net Evaluate")
 
     def _on_finished(self) -> None:
         if self._cancelled:
@@ -311,7 +321,7 @@ class EvaluateWidget(Dock):
         self.cancel_button.enabled = running
 
     def _on_error(self, err: BaseException) -> None:
-        self.status.value = f"error: {err}"
+        report_failure(self.status, err, "U-Net Evaluate")
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Evaluate")

@@ -9,6 +9,8 @@ Running again updates that layer. torch is imported when a run starts, not befor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +27,9 @@ from magicgui.widgets import (
 
 from . import _model_registry as registry
 from ._dock import Advanced, Dock, wrapping_label
-from ._feedback import report_error
-from ._layers import layer_array, output_placement, propose_axes, upsert_layer
+from ._feedback import report_error, report_failure
+from ._layers import layer_array, propose_axes
+from ._segment_output import ask_replace, model_record, put_result
 
 if TYPE_CHECKING:
     import napari
@@ -51,14 +54,21 @@ class SegmentWidget(Dock):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self._viewer = viewer
+        #: asked before labels the user edited are replaced (a dialog; replace it in tests)
+        self.confirm_replace: Callable[[str], bool] = ask_replace
         self._worker: GeneratorWorker | None = None
         self._gen = None
         self._pbar = None
+        #: the Labels layer of the last finished run
+        self.result_layer: Any = None
         self._scale = 1.0  # the resampling factor of the current run, from its progress
         self._cancelled = False
         self._build()
         self._connect()
         self._on_image_changed()
+        trained = list(registry.registered_models())
+        if trained:  # a dock opened after training offers the newest trained model
+            self.model_source.value = TRAINED + trained[-1]
 
     # -- construction ----------------------------------------------------------------------
     def _build(self) -> None:
@@ -149,6 +159,10 @@ class SegmentWidget(Dock):
         self.image.changed.connect(self._on_image_changed)
         self.model_source.changed.connect(self._on_source_changed)
         registry.models_changed.connect(self._on_models_changed)
+        # stop listening when napari deletes the dock (the registry outlives it)
+        self.native.destroyed.connect(
+            partial(registry.models_changed.disconnect, self._on_models_changed, missing_ok=True)
+        )
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -207,6 +221,7 @@ class SegmentWidget(Dock):
         except UserInputError as err:
             self._notify_error(err)
             return None
+        record = model_record(layer.name, self.model_source.value, job["model"])
         self._gen = segment_iter(
             job.pop("image"), job.pop("model"), return_probabilities=self.probabilities.value, **job
         )
@@ -216,7 +231,7 @@ class SegmentWidget(Dock):
             _start_thread=False,
             _connect={
                 "yielded": self._on_progress,
-                "returned": lambda result: self._on_result(layer, job["axes"], result),
+                "returned": lambda result: self._on_result(layer, job["axes"], result, record),
                 "errored": self._on_error,  # napari also shows it as a notification
                 "finished": self._on_finished,
             },
@@ -278,17 +293,13 @@ class SegmentWidget(Dock):
             pbar.set_description(f"U-Net Segment: {event.stage}")
         pbar.update(event.done - pbar.n)
 
-    def _on_result(self, layer: Any, axes: str, result: Any) -> None:
+    def _on_result(self, layer: Any, axes: str, result: Any, record: Any = None) -> None:
         if self._cancelled:
             return
         labels, probs = result if isinstance(result, tuple) else (result, None)
-        placement = output_placement(layer, axes)
-        upsert_layer(self._viewer, "labels", f"{layer.name} labels", labels, placement)
-        if probs is not None:
-            upsert_layer(
-                self._viewer, "image", f"{layer.name} probabilities", probs, placement,
-                leading=1, colormap="magma", contrast_limits=(0.0, 1.0),
-            )  # fmt: skip
+        record = record or model_record(layer.name, self.model_source.value, None)
+        out = put_result(self._viewer, layer, axes, labels, probs, record, self.confirm_replace)
+        self.result_layer = out
         self.status.value = f"done: {self._describe(labels)}{self._scale_note()}"
 
     def _scale_note(self) -> str:
@@ -318,7 +329,7 @@ class SegmentWidget(Dock):
         self.cancel_button.enabled = running
 
     def _on_error(self, err: BaseException) -> None:
-        self.status.value = f"error: {err}"
+        report_failure(self.status, err, "U-Net Segment")
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Segment")
