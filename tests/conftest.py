@@ -22,6 +22,20 @@ def _single_thread_torch():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory):
+    """Exported models (engine="auto" and friends) go to a temporary cache, not the user's."""
+    import os
+
+    old = os.environ.get("NAPARI_UNET_CACHE")
+    os.environ["NAPARI_UNET_CACHE"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if old is None:
+        os.environ.pop("NAPARI_UNET_CACHE", None)
+    else:
+        os.environ["NAPARI_UNET_CACHE"] = old
+
+
 @pytest.fixture
 def tiny_model():
     """A small untrained 2D instance model: ``UNet(1, 3, depth=2, base_filters=4)``, eval mode."""

@@ -82,13 +82,18 @@ def test_measuring_pass_is_reused_when_nothing_is_resampled(nuclei, monkeypatch)
 
     model, image, _ = nuclei
     calls = []
-    forward = tiling.forward_probabilities
+    runner = tiling.engine_runner
 
-    def counting(net, x, dev):
-        calls.append(x.shape[0])
-        return forward(net, x, dev)
+    def counting(net, engine, dev):  # counts the tiles each batch runs through the network
+        forward = runner(net, engine, dev)
 
-    monkeypatch.setattr(tiling, "forward_probabilities", counting)
+        def counted(x):
+            calls.append(x.shape[0])
+            return forward(x)
+
+        return counted
+
+    monkeypatch.setattr(tiling, "engine_runner", counting)
     plain = segment(image, model, diameter=None, device="cpu")
     tiles_once = sum(calls)
     calls.clear()

@@ -147,7 +147,7 @@ def predict_slice(
         z0, z1 = max(0, z - half), min(volume.shape[1], z + half + 1)
         block, keep = np.asarray(volume[:, z0:z1]), z - z0
     x = normalize(block, config.normalization, channel_axis=0)
-    probs = predict_tiled(model, x, device=config.device)
+    probs = predict_tiled(model, x, device=config.device, engine="torch")  # weights change
     if keep is not None:
         probs = probs[:, keep]
     if config.task == "instance":

@@ -40,6 +40,8 @@ FROM_FILE = "model file"
 TRAINED = "trained: "
 OUTPUT_KINDS = ("instance", "semantic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
+ENGINES = ("auto", "torch", "openvino", "onnxruntime")
 
 
 class SegmentWidget(Dock):
@@ -137,6 +139,12 @@ class SegmentWidget(Dock):
             label="Device", choices=DEVICES, value="auto",
             tooltip="auto: a GPU when there is one, else the CPU",
         )  # fmt: skip
+        self.engine = ComboBox(
+            label="Engine", choices=ENGINES, value="auto",
+            tooltip="what runs the network: auto = the fastest installed engine verified for "
+            "the model (OpenVINO / ONNX Runtime from napari-unet[fast] on the CPU, for images "
+            "of 1 MPix or more; else torch); a model's first run with an engine exports it once",
+        )  # fmt: skip
         self.probabilities = CheckBox(
             label="Probabilities layer", value=False,
             tooltip="also add the network's class probabilities as an image layer",
@@ -148,8 +156,8 @@ class SegmentWidget(Dock):
             "must reach the image and a shared temporary folder",
         )
         self.advanced.add(
-            self.axes, self.output, self.tile, self.overlap, self.device, self.probabilities,
-            self.scheduler,
+            self.axes, self.output, self.tile, self.overlap, self.device, self.engine,
+            self.probabilities, self.scheduler,
         )  # fmt: skip
 
     def _connect(self) -> None:
@@ -274,6 +282,7 @@ class SegmentWidget(Dock):
             "tile_shape": self.tile.value or None,
             "overlap": self.overlap.value or None,
             "device": self.device.value,
+            "engine": self.engine.value,
             "diameter": "auto" if self.auto_size.value else (self.diameter.value or None),
             "client": scheduler_address(self.scheduler.value),
         }

@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: tifffile's axis letters that mean the same as ours (S: the samples of an RGB image)
 _TIFF_AXES = {"S": "C"}
+#: napari_unet.inference.engines.ENGINES (not imported here: it would import torch)
+ENGINES = ("auto", "torch", "openvino", "onnxruntime")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +57,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="what to write (default: the model's task)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=ENGINES,
+        help="what runs the network: 'auto' (default) picks the fastest installed engine "
+        "verified for the model (OpenVINO or ONNX Runtime from napari-unet[fast], on the CPU, "
+        "for images of at least 1 MPix or models exported before; else torch); the first use "
+        "of a model exports it once to the cache folder",
+    )
     p.add_argument(
         "--min-size",
         type=int,
@@ -177,6 +188,7 @@ def segment_file(
             scale=args.scale,
             diameter=args.diameter,
             client=client,
+            engine=args.engine,
         )
         result = run_with_progress(gen, progress=True)
     except UserInputError as err:

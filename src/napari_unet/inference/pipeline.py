@@ -14,6 +14,7 @@ cross chunk borders keep one label).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Generator
 from dataclasses import replace
@@ -21,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from ..common.device import resolve_device
 from ..common.errors import ShapeError, UserInputError
 from ..common.progress import relay, run_to_end
 from ..model.files import resolve_model
 from . import axes as ax
 from . import rescale
+from .engines import engine_runner, resolve_engine
 from .frames import SegmentJob, SegmentProgress, is_dask, is_zarr
 from .normalize import check_finite
 from .size import measure_scale_iter
@@ -54,6 +57,7 @@ def segment(
     diameter: float | str | None = "auto",
     progress: bool | Callable[[SegmentProgress], None] | None = None,
     client: Any = None,
+    engine: str = "auto",
 ):
     """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
 
@@ -101,6 +105,11 @@ def segment(
         ``"tcp://host:8786"``) instead of in this process; see :mod:`.cluster_job`. ``out``
         must then be on storage every worker reaches (a temporary folder when omitted, which
         suits workers on this machine only). Same result as in-process.
+    engine : {"auto", "torch", "openvino", "onnxruntime"}
+        What runs the network (:mod:`.engines`). ``"auto"``: the fastest installed engine
+        verified for the model, on the CPU, for images of at least 1 MPix (or models already
+        exported); torch otherwise. The first use of a model with a faster engine exports it
+        to the cache folder (a ``"preparing <engine>"`` stage, a few seconds, once per model).
 
     Returns
     -------
@@ -130,6 +139,7 @@ def segment(
         scale=scale,
         diameter=diameter,
         client=client,
+        engine=engine,
     )
     return run_with_progress(gen, progress)
 
@@ -179,6 +189,7 @@ def segment_iter(
     scale: float = 1.0,
     diameter: float | str | None = "auto",
     client: Any = None,
+    engine: str = "auto",
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
@@ -202,6 +213,8 @@ def segment_iter(
         "batch_size": batch_size,
         "device": device,
     }
+    pixels = math.prod(s for a, s in zip(caxes, canon.shape) if a != "C")
+    tiling["engine"] = yield from _prepare_engine(model, device, engine, pixels)
     # 2. scale: measured (diameter="auto") or given
     factor, known = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter)
     # 3. resample, 4. normalise + tile + predict + post-process frame by frame, 5. restore size
@@ -232,6 +245,20 @@ def segment_iter(
     if not return_probabilities or output == "probabilities":
         return labels
     return labels, ax.from_canonical(probs, caxes, axes, leading=1)
+
+
+def _prepare_engine(
+    model, device: str, engine: str | None, pixels: int
+) -> Generator[SegmentProgress, None, str]:
+    """The engine that runs the network, loaded (and exported once) with a progress stage."""
+    dev = resolve_device(device)
+    name = resolve_engine(engine, model, dev, pixels)
+    if name != "torch":
+        stage = f"preparing {name}"
+        yield SegmentProgress(stage, 0, 1, 0, 1)
+        engine_runner(model, name, dev)
+        yield SegmentProgress(stage, 1, 1, 0, 1)
+    return name
 
 
 def _choose_scale(

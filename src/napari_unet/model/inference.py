@@ -45,7 +45,7 @@ def inference_model(
     UNet
         The copy, with ``requires_grad`` off. Do not train it.
     """
-    key = (str(device), fold, channels_last, _version(model))
+    key = (str(device), fold, channels_last, parameter_version(model))
     with _LOCK:
         hit = _CACHE.get(model)
         if hit is not None and hit[0] == key:
@@ -70,7 +70,7 @@ def to_model_layout(x: torch.Tensor, net: nn.Module) -> torch.Tensor:
     return x if layout is None else x.contiguous(memory_format=layout)
 
 
-def _version(model: nn.Module) -> tuple:
+def parameter_version(model: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or changed in place."""
     return tuple(
         (t.data_ptr(), t._version, t.device.type) for t in (*model.parameters(), *model.buffers())

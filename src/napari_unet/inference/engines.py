@@ -1,0 +1,273 @@
+"""Inference engines: torch, or a faster runtime for the same network on the CPU.
+
+An engine turns a batch of tiles ``(B, C, *tile)`` into class probabilities ``(B, K, *out)``.
+``"torch"`` runs the inference copy of the model (:mod:`napari_unet.model.inference`);
+``"openvino"`` and ``"onnxruntime"`` run its ONNX export (:mod:`napari_unet.model.export`),
+which is written once per model into a cache folder, keyed by the model's digest (its
+weights), and reused by later runs. Install them with ``pip install "napari-unet[fast]"``.
+
+Every engine other than torch is *verified* for a model before first use: a test input goes
+through both, and the engine is used only if its probabilities equal torch's within
+:data:`TOLERANCE`. ``"auto"`` picks the fastest installed engine that passes (OpenVINO, then
+ONNX Runtime, then torch), on the CPU, for images of at least :data:`AUTO_MIN_PIXELS` pixels
+or models already exported; smaller jobs run in torch rather than wait for an export.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..common.errors import UserInputError
+from ..model.export import export_onnx, model_digest
+from ..model.inference import inference_model, parameter_version, to_model_layout
+from ..model.unet import UNet
+
+__all__ = [
+    "AUTO_MIN_PIXELS",
+    "ENGINES",
+    "TOLERANCE",
+    "available_engines",
+    "cache_dir",
+    "engine_runner",
+    "is_prepared",
+    "resolve_engine",
+]
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "torch", "openvino", "onnxruntime")
+#: the faster engines, fastest first (measured on a 2-core AVX-512 CPU: benchmarks/README.md)
+FAST = ("openvino", "onnxruntime")
+_MODULE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+#: largest difference in probabilities from torch's for an engine to be used
+TOLERANCE = 1e-4
+#: "auto" exports a model for a faster engine only for jobs of at least this many pixels
+AUTO_MIN_PIXELS = 1024 * 1024
+#: tile shapes compiled per OpenVINO model (one per tile plan in use)
+_OV_SHAPES = 4
+
+Runner = Callable[[np.ndarray], np.ndarray]
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def available_engines() -> list[str]:
+    """The engines installed here: ``"torch"`` and those of :data:`FAST` that import."""
+    return ["torch", *(name for name in FAST if importlib.util.find_spec(_MODULE[name]))]
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: ``$NAPARI_UNET_CACHE`` or the user cache folder."""
+    root = os.environ.get("NAPARI_UNET_CACHE")
+    if root:
+        return Path(root) / "engines"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "napari-unet" / "engines"
+
+
+def resolve_engine(
+    engine: str | None, model: UNet, device: torch.device, pixels: int | None = None
+) -> str:
+    """The engine that runs ``model`` on ``device``: ``engine``, or the choice of ``"auto"``.
+
+    Parameters
+    ----------
+    engine : {"auto", "torch", "openvino", "onnxruntime"} or None (= "auto")
+    model : UNet
+    device : torch.device
+        The resolved compute device; engines other than torch run on the CPU only.
+    pixels : int, optional
+        Pixels (voxels) of the job; ``"auto"`` uses torch for jobs smaller than
+        :data:`AUTO_MIN_PIXELS` unless the model is already exported.
+
+    Raises
+    ------
+    UserInputError
+        An unknown or uninstalled engine, or a CPU engine asked for on another device.
+    """
+    name = (engine or "auto").lower()
+    if name not in ENGINES:
+        raise UserInputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    installed = available_engines()
+    if name == "auto":
+        if device.type != "cpu":
+            return "torch"
+        for candidate in FAST:
+            if candidate not in installed:
+                continue
+            big = pixels is None or pixels >= AUTO_MIN_PIXELS
+            if big or is_prepared(model, candidate):
+                return candidate
+        return "torch"
+    if name not in installed:
+        raise UserInputError(
+            f"engine {name!r} is not installed; install it with pip install "
+            f'"napari-unet[fast]" or use engine="auto" (installed: {", ".join(installed)})'
+        )
+    if name != "torch" and device.type != "cpu":
+        raise UserInputError(
+            f"engine {name!r} runs on the CPU; use device='cpu' (or engine='torch' on {device})"
+        )
+    return name
+
+
+def is_prepared(model: UNet, engine: str) -> bool:
+    """Whether ``model`` is exported (on disk) or loaded (in memory) for ``engine``."""
+    if engine == "torch":
+        return True
+    with _LOCK:
+        hit = _RUNNERS.get(model, {}).get(engine)
+    if hit is not None and hit[0] == parameter_version(model):
+        return True
+    return _onnx_path(model).exists()
+
+
+def engine_runner(model: UNet, engine: str, device: torch.device) -> Runner:
+    """A function from a batch ``(B, C, *tile)`` float32 to probabilities ``(B, K, *out)``.
+
+    ``engine`` is a resolved name (see :func:`resolve_engine`). The first call for a model
+    exports it (when not cached on disk), loads it and verifies it against torch; later calls
+    return the same runner. An engine that fails verification or cannot load the export is
+    replaced by torch, with a warning.
+    """
+    if engine == "torch":
+        return _torch_runner(model, device)
+    version = parameter_version(model)
+    with _LOCK:
+        hit = _RUNNERS.get(model, {}).get(engine)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    runner = _checked(model, engine, device)
+    with _LOCK:
+        _RUNNERS.setdefault(model, {})[engine] = (version, runner)
+    return runner
+
+
+def _torch_runner(model: UNet, device: torch.device) -> Runner:
+    net = inference_model(model, device)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = net(to_model_layout(torch.from_numpy(x).to(device), net))
+            return _probabilities(logits).float().cpu().numpy()
+
+    return run
+
+
+def _checked(model: UNet, engine: str, device: torch.device) -> Runner:
+    """The engine's runner if it matches torch on a test input, else torch's (a warning)."""
+    try:
+        runner = _LOADERS[engine](_exported(model))
+        x = _test_input(model)
+        error = float(np.abs(runner(x) - _torch_runner(model, torch.device("cpu"))(x)).max())
+    except Exception as exc:  # an engine that cannot run this model: say so and use torch
+        log.warning("engine %s failed for this model (%s); using torch", engine, exc)
+        return _torch_runner(model, device)
+    if error > TOLERANCE:
+        log.warning(
+            "engine %s differs from torch by %.2g (> %g) for this model; using torch",
+            engine,
+            error,
+            TOLERANCE,
+        )
+        return _torch_runner(model, device)
+    log.info("engine %s verified for this model (max difference %.2g)", engine, error)
+    return runner
+
+
+def _test_input(model: UNet) -> np.ndarray:
+    size = model.valid_sizes_near(4 * 2**model.config.depth)[1]
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(1, model.in_channels, *(size,) * model.ndim)).astype(np.float32)
+
+
+def _onnx_path(model: UNet) -> Path:
+    return cache_dir() / f"{model_digest(model)}.onnx"
+
+
+def _exported(model: UNet) -> Path:
+    path = _onnx_path(model)
+    if not path.exists():
+        log.info("exporting the model for a faster engine (once per model): %s", path)
+        export_onnx(model, path)
+    return path
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+def _numpy_probabilities(logits: np.ndarray) -> np.ndarray:
+    return _probabilities(torch.from_numpy(np.ascontiguousarray(logits))).numpy()
+
+
+def _onnxruntime_runner(path: Path) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return _numpy_probabilities(session.run(None, {name: np.ascontiguousarray(x)})[0])
+
+    return run
+
+
+def _openvino_runner(path: Path) -> Runner:
+    """OpenVINO, compiled for each tile shape (static shapes run faster), in float32.
+
+    ``INFERENCE_PRECISION_HINT=f32``: on CPUs with bfloat16 units OpenVINO would otherwise
+    compute in bf16 (about 1e-2 off torch).
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    config = {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    compiled: OrderedDict[tuple[int, ...], object] = OrderedDict()
+    lock = threading.Lock()
+
+    def request(shape: tuple[int, ...]):
+        with lock:
+            if shape in compiled:
+                compiled.move_to_end(shape)
+                return compiled[shape]
+        graph = core.read_model(str(path))
+        graph.reshape({graph.inputs[0].any_name: ov.PartialShape(list(shape))})
+        req = core.compile_model(graph, "CPU", config).create_infer_request()
+        with lock:
+            compiled[shape] = req
+            while len(compiled) > _OV_SHAPES:
+                compiled.popitem(last=False)
+        return req
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        req = request(x.shape)
+        with lock:  # one infer request per shape: calls from several threads take turns
+            logits = req.infer({0: x})[0].copy()
+        return _numpy_probabilities(logits)
+
+    return run
+
+
+_LOADERS: dict[str, Callable[[Path], Runner]] = {
+    "onnxruntime": _onnxruntime_runner,
+    "openvino": _openvino_runner,
+}
