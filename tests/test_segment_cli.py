@@ -128,3 +128,65 @@ def test_missing_input_and_corrupt_model(tiny_model_file, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((9, 9), np.uint8))
     assert main(["segment", str(tmp_path / "a.tif"), "-o", str(tmp_path), "--model", str(bad)]) == 2
     assert "not a readable model file" in capsys.readouterr().err
+
+
+def test_voxel_size_gives_the_anisotropy(tmp_path):
+    from napari_unet.cli.voxel_size import anisotropy_of
+
+    stack = np.zeros((4, 16, 16), np.uint8)
+    tifffile.imwrite(
+        tmp_path / "ij.tif", stack, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+        metadata={"spacing": 0.6, "unit": "um", "axes": "ZYX"},
+    )  # fmt: skip
+    assert anisotropy_of(tmp_path / "ij.tif") == pytest.approx(3.0)
+    tifffile.imwrite(
+        tmp_path / "o.ome.tif", stack, photometric="minisblack",
+        metadata={"axes": "ZYX", "PhysicalSizeZ": 1.0, "PhysicalSizeX": 0.25},
+    )  # fmt: skip
+    assert anisotropy_of(tmp_path / "o.ome.tif") == pytest.approx(4.0)
+    tifffile.imwrite(tmp_path / "plain.tif", stack, photometric="minisblack")
+    assert anisotropy_of(tmp_path / "plain.tif") is None
+    group = zarr.open_group(tmp_path / "z.zarr", mode="w")
+    group.create_array("0", shape=stack.shape, dtype="u1")
+    group.attrs["multiscales"] = [
+        {
+            "axes": [{"name": "z"}, {"name": "y"}, {"name": "x"}],
+            "datasets": [
+                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2, 1, 1]}]}
+            ],
+        }
+    ]
+    assert anisotropy_of(tmp_path / "z.zarr") == pytest.approx(2.0)
+
+
+def test_z_stack_in_3d_with_the_files_anisotropy(tmp_path):
+    from napari_unet.metrics import average_precision
+    from synthetic3d import ellipsoid_stack
+
+    image, truth = ellipsoid_stack((8, 64, 64), 3.0, seed=1)
+    tifffile.imwrite(
+        tmp_path / "s.tif", (image.clip(0, None) * 1000).astype(np.uint16), imagej=True,
+        resolution=(1 / 0.2, 1 / 0.2), metadata={"spacing": 0.6, "axes": "ZYX"},
+    )  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "s.tif"), "-o", str(out), "--z-mode", "3d"]) == 0
+    labels = tifffile.imread(out / "s_labels.tif")
+    assert labels.shape == truth.shape
+    assert average_precision(truth, labels, [0.5]).mean >= 0.9
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "s.tif"),
+                "-o",
+                str(out),
+                "--z-mode",
+                "slices",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    slices = tifffile.imread(out / "s_labels.tif")
+    ids = [set(np.unique(s)) - {0} for s in slices]
+    assert sum(map(len, ids)) == len(set().union(*ids))  # no id in two slices

@@ -27,7 +27,7 @@ from ..common.errors import ShapeError, UserInputError
 from ..common.progress import relay, run_to_end
 from ..model.files import resolve_model
 from . import axes as ax
-from . import rescale
+from . import rescale, zstack
 from .engines import engine_runner, resolve_engine
 from .frames import SegmentJob, SegmentProgress, is_dask, is_zarr
 from .normalize import check_finite
@@ -55,6 +55,9 @@ def segment(
     return_probabilities: bool = False,
     scale: float = 1.0,
     diameter: float | str | None = "auto",
+    z_mode: str | None = None,
+    anisotropy: float = 1.0,
+    stitch_threshold: float = zstack.DEFAULT_STITCH_THRESHOLD,
     progress: bool | Callable[[SegmentProgress], None] | None = None,
     client: Any = None,
     engine: str = "auto",
@@ -98,6 +101,17 @@ def segment(
         model); see :mod:`.autosize`. An explicit ``scale`` other than 1 wins over "auto".
         Models whose card has no ``object_diameter`` are not resampled. ``None``: no
         resampling beyond ``scale``.
+    z_mode : {"3d", "stitch", "slices"} or None
+        How a 2D model segments a Z stack (see :mod:`.zstack`): ``"3d"`` averages the
+        predictions of the YX, ZX and ZY planes and builds 3D objects; ``"stitch"`` links
+        per-slice objects across z by IoU; ``"slices"`` keeps per-slice objects, with ids
+        unique over the stack. Default (``None``): ``"3d"`` for instance output, plane by
+        plane otherwise. Time points always keep their own ids (no tracking).
+    anisotropy : float
+        Z step / XY pixel size of a Z stack (e.g. 3 for 0.6 um slices of 0.2 um pixels);
+        ``z_mode="3d"`` resamples z by it.
+    stitch_threshold : float
+        ``z_mode="stitch"``: the smallest IoU that links objects of neighbouring slices.
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr; a callable receives every :class:`SegmentProgress`.
     client : distributed.Client or str, optional
@@ -140,6 +154,9 @@ def segment(
         diameter=diameter,
         client=client,
         engine=engine,
+        z_mode=z_mode,
+        anisotropy=anisotropy,
+        stitch_threshold=stitch_threshold,
     )
     return run_with_progress(gen, progress)
 
@@ -190,6 +207,9 @@ def segment_iter(
     diameter: float | str | None = "auto",
     client: Any = None,
     engine: str = "auto",
+    z_mode: str | None = None,
+    anisotropy: float = 1.0,
+    stitch_threshold: float = zstack.DEFAULT_STITCH_THRESHOLD,
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
@@ -204,6 +224,7 @@ def segment_iter(
     # 1. axes: the image in canonical TCZYX order
     canon, caxes = ax.to_canonical(array, axes)
     ax.check_model_fit(canon.shape, caxes, model.in_channels, model.ndim)
+    zmode = zstack.resolve_z_mode(z_mode, caxes, model, output, anisotropy, stitch_threshold)
     lazy = is_dask(canon)
     if not lazy:
         check_finite(canon)
@@ -232,12 +253,19 @@ def segment_iter(
     job = SegmentJob(
         model, seen, caxes, output, postprocessing_settings(model, min_size), return_probabilities
     )
-    if client is not None:
+    if zmode == "3d":  # a 2D model on a Z stack: three plane orientations, 3D objects
+        run = zstack.run_3d(job, tiling, anisotropy * factor, out)
+    elif client is not None:
         run = run_on_cluster(job, client, tiling, out, in_memory=not lazy)
     else:
         run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known)
     # the events report the resampling factor in effect
     labels, probs = yield from relay(run, lambda event: replace(event, scale=factor))
+    if zmode in ("stitch", "slices") and output == "instance":  # per-slice ids made 3D
+        relabel = zstack.relabel_slices_iter(
+            labels, ax.labels_axes(caxes), zmode, stitch_threshold, out
+        )
+        labels = yield from relay(relabel, lambda event: replace(event, scale=factor))
     if resampled:
         labels, probs = rescale.restore(labels, probs, canon.shape, caxes, output)
     # 6. back to the caller's axes

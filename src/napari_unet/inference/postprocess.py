@@ -72,6 +72,7 @@ def instance_labels(
     seed_threshold: float = 0.5,
     foreground_threshold: float = 0.5,
     split: float = 0.0,
+    sampling: tuple[float, ...] | None = None,
 ) -> np.ndarray:
     """Instance labels from (background, interior, boundary) probabilities.
 
@@ -88,6 +89,9 @@ def instance_labels(
     split : float
         Split interior blobs at distance-transform peaks at least this many pixels high
         (``0``: one seed per blob). See :func:`seed_mask`.
+    sampling : tuple of float, optional
+        Pixel size per spatial axis relative to X, e.g. ``(3, 1, 1)`` for a stack whose z step
+        is 3 times its pixel size; ``split`` is then measured in X pixels. Default: isotropic.
 
     Returns
     -------
@@ -103,13 +107,19 @@ def instance_labels(
         seed_threshold=seed_threshold,
         foreground_threshold=foreground_threshold,
         split=split,
+        sampling=sampling,
     )
     for _ in gen:
         pass
     return out
 
 
-def seed_mask(p_interior: np.ndarray, seed_threshold: float, split: float = 0.0) -> np.ndarray:
+def seed_mask(
+    p_interior: np.ndarray,
+    seed_threshold: float,
+    split: float = 0.0,
+    sampling: tuple[float, ...] | None = None,
+) -> np.ndarray:
     """Where watershed seeds lie: the confident interior, split at distance-transform peaks.
 
     Parameters
@@ -124,6 +134,8 @@ def seed_mask(p_interior: np.ndarray, seed_threshold: float, split: float = 0.0)
         with a Gaussian of sigma 1 px; two nuclei that merge through a neck narrower than
         their radii minus ``split`` get a seed each. Blobs without such a peak (objects only
         a few pixels across) keep the whole blob as their seed, so none is lost.
+    sampling : tuple of float, optional
+        Pixel size per axis (relative to X) for the distance transform and its smoothing.
 
     Returns
     -------
@@ -134,7 +146,9 @@ def seed_mask(p_interior: np.ndarray, seed_threshold: float, split: float = 0.0)
         return interior
     from skimage.morphology import h_maxima
 
-    dist = ndi.gaussian_filter(ndi.distance_transform_edt(interior).astype(np.float32), 1.0)
+    sigma = 1.0 if sampling is None else tuple(1.0 / float(s) for s in sampling)
+    dist = ndi.distance_transform_edt(interior, sampling=sampling).astype(np.float32)
+    dist = ndi.gaussian_filter(dist, sigma)
     peaks = h_maxima(dist, float(split)).astype(bool) & interior
     blobs, n = ndi.label(interior)
     has_peak = np.zeros(n + 1, bool)
@@ -159,6 +173,7 @@ def instance_labels_chunked(
     foreground_threshold: float = 0.5,
     split: float = 0.0,
     halo: int = DEFAULT_HALO,
+    sampling: tuple[float, ...] | None = None,
 ) -> Generator[ChunkProgress, None, int]:
     """Instance labels of ``probabilities`` written into ``out``, chunk by chunk.
 
@@ -168,7 +183,7 @@ def instance_labels_chunked(
         numpy, zarr or dask; read one chunk (plus halo) at a time.
     out : ndarray or zarr.Array of shape spatial
         Receives the labels; its chunks set the work units (a numpy array is one chunk).
-    min_size, seed_threshold, foreground_threshold, split
+    min_size, seed_threshold, foreground_threshold, split, sampling
         As in :func:`instance_labels`.
     halo : int
         Context in pixels around each chunk for the seeds (with ``split``) and the watershed.
@@ -191,7 +206,7 @@ def instance_labels_chunked(
         offset = 0
         for i, region in enumerate(regions, start=1):
             lab, n = ndi.label(
-                _seed_region(probabilities, region, shape, halo, seed_threshold, split)
+                _seed_region(probabilities, region, shape, halo, seed_threshold, split, sampling)
             )
             lab[lab > 0] += offset
             seeds[region] = lab
@@ -233,13 +248,13 @@ def _with_halo(region, shape, halo):
     return outer, inner
 
 
-def _seed_region(probabilities, region, shape, halo, seed_threshold, split):
+def _seed_region(probabilities, region, shape, halo, seed_threshold, split, sampling=None):
     """:func:`seed_mask` of one chunk; with ``split`` computed with ``halo`` pixels of context."""
     if not split:
         return np.asarray(probabilities[(INTERIOR, *region)]) > seed_threshold
     outer, inner = _with_halo(region, shape, halo)
     p_int = np.asarray(probabilities[(INTERIOR, *outer)], dtype=np.float32)
-    return seed_mask(p_int, seed_threshold, split)[inner]
+    return seed_mask(p_int, seed_threshold, split, sampling)[inner]
 
 
 def _watershed_region(probabilities, seeds, mapping, region, shape, halo, foreground_threshold):
