@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -126,10 +128,71 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--half", action="store_true", help="store the weights as float16 (half the file size)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-batch-norm", action="store_true", help="a network without batch normalisation"
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (one per GPU, or sharing the "
+        "CPU cores): launches `torchrun --nproc-per-node N -m napari_unet train ...`; --batch "
+        "is the global batch (a multiple of N). Across machines, call torchrun yourself",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; with ``--nproc N`` launch N data-parallel processes (torchrun) that do."""
+    from ..training.ddp import launched_by_torchrun
+
+    if not launched_by_torchrun():
+        if args.nproc > 1:
+            return _launch(args)
+        return _train(args)
+    try:
+        if int(os.environ.get("RANK", "0")) == 0:
+            return _train(args)
+        # other ranks train silently (errors and warnings still show) and write nothing
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            with contextlib.redirect_stderr(null):
+                return _train(args, main_rank=False)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Run this command again under torchrun in ``--nproc`` processes; their exit code."""
+    import subprocess
+
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    for i, word in enumerate(argv):  # drop --nproc N / --nproc=N
+        if word == "--nproc":
+            del argv[i : i + 2]
+            break
+        if word.startswith("--nproc="):
+            del argv[i]
+            break
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={args.nproc}", "-m", "napari_unet", *argv,
+    ]  # fmt: skip
+    print(f"launching {args.nproc} training processes: {' '.join(command[1:])}", file=sys.stderr)
+    process = subprocess.Popen(command)
+    # Ctrl-C reaches the training processes directly (same terminal): they stop after the
+    # current batch and save; this process waits for them instead of dying first
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     import torch
     from tqdm import tqdm
 
@@ -169,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         contact_weight=not args.no_contact_weight,
         w0=args.w0,
         tune_postprocessing=not args.no_tune,
+        batch_norm=not args.no_batch_norm,
     )
     model = None
     if args.init is not None:
@@ -249,6 +313,8 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     if result.stopped:
         print(f"stopped early; continue with --resume {checkpoint}", file=sys.stderr)
+    if not main_rank:  # rank 0 writes the model
+        return 0
     card = {"name": args.name or args.output.stem, "description": args.description}
     save_model(result.model, args.output, half=args.half, **card)
     metrics = result.model.card["metrics"]
@@ -268,9 +334,15 @@ def run(args: argparse.Namespace) -> int:
 def _graceful_stop(stop: threading.Event, checkpoint: Path):
     """First Ctrl-C (or SIGTERM) stops after the current batch and keeps the best model."""
 
+    first = []
+
     def handler(signum, frame):
-        if stop.is_set():
+        # torchrun passes a Ctrl-C on to its processes: a second signal within 2 s is the same
+        if stop.is_set() and time.monotonic() - first[0] > 2.0:
             raise KeyboardInterrupt
+        if stop.is_set():
+            return
+        first.append(time.monotonic())
         stop.set()
         print(
             f"\nstopping after this batch (checkpoint: {checkpoint}); press Ctrl-C again to abort",

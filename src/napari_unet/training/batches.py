@@ -57,15 +57,16 @@ def draw_batch(sampler: PatchSampler, config: TrainConfig, epoch: int, step: int
 class _EpochBatches(torch.utils.data.Dataset):
     """Batches ``first .. steps - 1`` of one epoch, indexable from 0."""
 
-    def __init__(self, sampler: PatchSampler, config: TrainConfig, epoch: int, first: int, steps):
+    def __init__(self, sampler, config: TrainConfig, epoch: int, first: int, steps, share=None):
         self.sampler, self.config, self.epoch = sampler, config, epoch
-        self.first, self.steps = first, steps
+        self.first, self.steps, self.share = first, steps, share
 
     def __len__(self) -> int:
         return self.steps - self.first
 
     def __getitem__(self, index: int) -> Batch:
-        return draw_batch(self.sampler, self.config, self.epoch, self.first + index)
+        batch = draw_batch(self.sampler, self.config, self.epoch, self.first + index)
+        return batch if self.share is None else tuple(t[self.share] for t in batch)
 
 
 def batches(
@@ -77,17 +78,19 @@ def batches(
     device: torch.device,
     workers: int = 0,
     memory_format: torch.memory_format = torch.contiguous_format,
+    share: slice | None = None,
 ) -> Iterator[Batch]:
     """The batches ``first .. steps - 1`` of ``epoch``, in order, moved to ``device``.
 
     With ``workers > 0`` that many background processes prepare the next batches while the
     current one trains; the batches are the same as with ``workers=0``. Closing the iterator
     (or dropping it) stops the workers. The images arrive in ``memory_format`` (the model's
-    layout), converted in the same copy that moves them to ``device``.
+    layout), converted in the same copy that moves them to ``device``. ``share``: the samples
+    of each batch to keep (a data-parallel rank's part of the global batch, :mod:`.ddp`).
     """
     pin = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
-        _EpochBatches(sampler, config, epoch, first, steps),
+        _EpochBatches(sampler, config, epoch, first, steps, share),
         batch_size=None,
         shuffle=False,
         num_workers=workers,

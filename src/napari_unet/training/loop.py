@@ -29,6 +29,7 @@ from .card import describe_origin, training_card
 from .checkpoint import RunState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import PatchSampler, TrainingPair
+from .ddp import Ranks
 from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .losses import combined_loss
 from .tune import TunedPostprocessing, TuneProgress, tune_model_iter
@@ -94,13 +95,16 @@ def train_iter(
     _check_model(model, train_pairs, num_classes)
     patch = config.patch_shape()
     model.check_input_shape(patch)
-    device = resolve_device(config.device)
+    ranks = Ranks.from_environment(resolve_device(config.device))  # torchrun: data-parallel
+    device = ranks.device(resolve_device(config.device))  # see training/ddp.py
+    checkpoint = checkpoint if ranks.is_main else None
     workers = default_workers(device, workers)
     model.to(device)
     # channels-last convolutions train faster: 1.5-1.7x on an H100, 1.2x on the CPU
     # (benchmarks/bench_training.py)
     layout = _layout(device, config.ndim)
     model.to(memory_format=layout)
+    net = ranks.wrap(model)
     sampler = PatchSampler(train_pairs, patch, config.foreground_fraction)
     val_crops = validation_crops(list(val_pairs), model, config.val_crop_size)
     steps = config.steps_per_epoch or _default_steps(train_pairs, patch, config.batch_size)
@@ -116,15 +120,17 @@ def train_iter(
     for epoch in range(state.epoch, config.epochs):
         t0 = time.perf_counter()
         model.train()
-        stream = batches(sampler, config, epoch, state.step, steps, device, workers, layout)
+        share = ranks.share(config.batch_size)
+        stream = batches(sampler, config, epoch, state.step, steps, device, workers, layout, share)
         for step, batch in enumerate(stream, start=state.step):
-            loss = _train_step(model, optimizer, batch, config)
+            loss = _train_step(net, optimizer, batch, config, ranks)
             scheduler.step()
             state.loss_sum += loss
             state.loss_count += 1
             state.step = step + 1
             yield BatchEnd(epoch, step, steps, loss, scheduler.get_last_lr()[0])
-            if stop.is_set():
+            if ranks.any(stop.is_set()):
+                stop.set()
                 break
         stream.close()  # stops the workers now, not when garbage-collected
         if stop.is_set() and state.step < steps:
@@ -133,7 +139,9 @@ def train_iter(
                 save_checkpoint(checkpoint, model, optimizer, scheduler, state, config, train_pairs)
                 yield CheckpointSaved(str(checkpoint), state.epoch, state.step)
             break
-        val_loss, val_dice = evaluate_crops(model, val_crops, config, device)
+        val_loss, val_dice = ranks.on_main(
+            lambda: evaluate_crops(model, val_crops, config, device), size=2
+        )
         train_loss = state.loss_sum / max(state.loss_count, 1)
         is_best = val_dice > state.best_dice or state.best_state is None
         if is_best:
@@ -162,16 +170,20 @@ def train_iter(
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer, scheduler, state, config, train_pairs)
             yield CheckpointSaved(str(checkpoint), state.epoch, state.step)
-        if stop.is_set():
+        if ranks.any(stop.is_set()):  # all ranks stop at the same epoch
+            stop.set()
             break
     stopped = stop.is_set()
+    ranks.unwrap(model)
     _restore_best(model, state)
     # -- after training: fit what Segment reads from the card to the best network ------------
     tuned = None
-    if config.task == "instance" and config.tune_postprocessing and state.best_state is not None:
+    tune = config.task == "instance" and config.tune_postprocessing and ranks.is_main
+    if tune and state.best_state is not None:
         tuned = yield from tune_model_iter(model, val_crops, device)
         yield tuned
-    return _finish(model, state, config, train_pairs, stopped, initialized_from, tuned)
+    result = _finish(model, state, config, train_pairs, stopped, initialized_from, tuned)
+    return ranks.record(result)
 
 
 def new_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet:
@@ -227,12 +239,16 @@ def _warmup_cosine(total_steps: int):
     return factor
 
 
-def _train_step(model: UNet, optimizer: torch.optim.Optimizer, batch, config: TrainConfig) -> float:
+def _train_step(
+    model: torch.nn.Module, optimizer, batch, config: TrainConfig, ranks: Ranks | None = None
+) -> float:
+    """One optimizer step; ``model`` may be a DDP wrapper (``ranks``: its process group)."""
+    ranks = ranks or Ranks()
     image, target, weight, valid = batch
     optimizer.zero_grad(set_to_none=True)
     logits = model(image)
-    loss = combined_loss(logits, target, weight, valid, config.dice_weight)
-    loss.backward()
+    loss = combined_loss(logits, target, weight, valid, config.dice_weight, ranks.total)
+    ranks.backward(loss)
     if config.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
