@@ -25,7 +25,7 @@ from napari_unet.model.files import read_card
 
 TINY = [
     "--patch", "32", "--batch", "4", "--depth", "2", "--base-filters", "4", "--device", "cpu",
-    "--seed", "5", "--quiet", "--no-batch-norm", "--threads", "1",
+    "--seed", "5", "--quiet", "--no-batch-norm", "--threads", "1", "--no-tune",
 ]  # fmt: skip
 
 
