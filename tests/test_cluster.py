@@ -51,7 +51,7 @@ def test_cli_on_a_cluster_equals_in_process_and_uses_both_workers(client, nuclei
     assert main([*args, "--scheduler", address]) == 0
     tasks = client.get_task_stream()[before:]
     labels = zarr.open_array(out / "nuclei_labels.zarr")[:]
-    expected = segment(zarr.open_array(nuclei_zarr), diameter=None)
+    expected = segment(zarr.open_array(nuclei_zarr), diameter=None, engine="torch")
     assert labels.max() > 20  # objects, some crossing the 256 px chunk borders of the output
     np.testing.assert_array_equal(labels, np.asarray(expected))
     per_worker = Counter(task["worker"] for task in tasks)
@@ -68,14 +68,16 @@ def test_environment_variable_and_semantic_output(
     args = ["segment", str(tmp_path / "t.zarr"), "-o", str(tmp_path / "o"), "--axes", "TYX"]
     assert main([*args, "--model", str(tiny_model_file), "--output", "semantic"]) == 0
     got = zarr.open_array(tmp_path / "o" / "t_labels.zarr")[:]
-    expected = segment(image, tiny_model, axes="TYX", output="semantic", diameter=None)
+    expected = segment(
+        image, tiny_model, axes="TYX", output="semantic", diameter=None, engine="torch"
+    )
     np.testing.assert_array_equal(got, expected)
 
 
 def test_numpy_input_with_probabilities_gives_numpy(client, tiny_model):
     image = np.random.default_rng(1).random((96, 80)).astype(np.float32)
     labels, probs = segment(image, tiny_model, client=client, return_probabilities=True)
-    ref_labels, ref_probs = segment(image, tiny_model, return_probabilities=True)
+    ref_labels, ref_probs = segment(image, tiny_model, return_probabilities=True, engine="torch")
     assert isinstance(labels, np.ndarray) and isinstance(probs, np.ndarray)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(probs, ref_probs, atol=1e-5)
@@ -89,6 +91,11 @@ def test_closing_the_run_cancels_and_leaves_no_output(client, tiny_model, tmp_pa
     assert event.stage == "predict" and event.n_frames == 4
     gen.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_other_engines_are_refused_on_a_cluster(tiny_model):
+    with pytest.raises(UserInputError, match="workers run the network with torch"):
+        segment(np.zeros((64, 64), np.float32), tiny_model, client="tcp://x:1", engine="openvino")
 
 
 def test_unreachable_scheduler_is_a_clear_error(tiny_model, monkeypatch):
@@ -143,5 +150,5 @@ def test_segment_widget_runs_on_the_scheduler_it_is_given(
     assert widget.run() is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert len(client.get_task_stream()) > before  # it ran on the cluster
-    expected = segment(image, tiny_model, output="semantic")
+    expected = segment(image, tiny_model, output="semantic", engine="torch")
     np.testing.assert_array_equal(viewer.layers["img labels"].data, expected)

@@ -20,7 +20,14 @@ from typing import Any
 from .._version import __version__
 from ..common.errors import UserInputError
 
-__all__ = ["ENV_VAR", "check_shared", "check_workers", "cluster_client", "scheduler_address"]
+__all__ = [
+    "ENV_VAR",
+    "check_shared",
+    "check_workers",
+    "cluster_client",
+    "scheduler_address",
+    "torch_engine",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +125,13 @@ def check_shared(client: Any, folder: str | os.PathLike) -> None:
             f"workers (e.g. {blind[0]}): write the output (and keep the input) on storage every "
             "worker reaches, under the same path (a shared or network file system)"
         )
+
+
+def torch_engine(engine: str | None) -> str:
+    """The engine on a cluster: torch (``"auto"`` means torch there); others are an error."""
+    if (engine or "auto").lower() in ("auto", "torch"):
+        return "torch"
+    raise UserInputError(
+        f"engine {engine!r} does not run on a dask cluster: the workers run the network with "
+        "torch; use engine 'auto' or 'torch' (--engine torch) with a scheduler"
+    )

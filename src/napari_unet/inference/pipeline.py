@@ -27,7 +27,7 @@ from ..common.errors import ShapeError, UserInputError
 from ..common.progress import relay, run_to_end
 from ..model.files import resolve_model
 from . import axes as ax
-from . import rescale, zstack
+from . import cluster, rescale, zstack
 from .engines import engine_runner, resolve_engine
 from .frames import SegmentJob, SegmentProgress, is_dask, is_zarr
 from .normalize import check_finite
@@ -164,7 +164,6 @@ def segment(
 def run_with_progress(
     gen: Generator[SegmentProgress, None, Any],
     progress: bool | Callable[[SegmentProgress], None] | None = None,
-    client: Any = None,
 ):
     """Drive ``gen`` to the end, reporting its events; returns its return value."""
     if progress is True:
@@ -235,6 +234,8 @@ def segment_iter(
         "device": device,
     }
     pixels = math.prod(s for a, s in zip(caxes, canon.shape) if a != "C")
+    if client is not None:  # the workers run the network with torch
+        engine = cluster.torch_engine(engine)
     tiling["engine"] = yield from _prepare_engine(model, device, engine, pixels)
     # 2. scale: measured (diameter="auto") or given
     factor, known = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter)
