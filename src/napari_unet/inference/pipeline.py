@@ -255,6 +255,8 @@ def segment_iter(
         model, seen, caxes, output, postprocessing_settings(model, min_size), return_probabilities
     )
     if zmode == "3d":  # a 2D model on a Z stack: three plane orientations, 3D objects
+        if client is not None:
+            log.warning("z_mode='3d' runs in this process; 'slices' and 'stitch' use the cluster")
         run = zstack.run_3d(job, tiling, anisotropy * factor, out)
     elif client is not None:
         run = run_on_cluster(job, client, tiling, out, in_memory=not lazy)
