@@ -78,8 +78,8 @@ def test_missing_builtin_model_exits_2_and_says_pass_model(image, tmp_path, monk
 @pytest.mark.parametrize(
     ("setup", "extra", "match"),
     [
-        (lambda p: p.joinpath("x.png").write_bytes(b"png"), [], "not a TIFF"),
-        (lambda p: p.joinpath("x.tif").write_bytes(b"not a tiff"), [], "cannot read"),
+        (lambda p: p.joinpath("x.png").write_bytes(b"png"), [], "not a readable PNG"),
+        (lambda p: p.joinpath("x.tif").write_bytes(b"not a tiff"), [], "not a readable TIFF"),
         (lambda p: tifffile.imwrite(p / "x.tif", np.full((9, 9), np.nan, np.float32)), [], "NaN"),
         (lambda p: tifffile.imwrite(p / "x.tif", np.zeros((9, 9))), ["--axes", "ZYX"], "dimension"),
         (

@@ -381,13 +381,13 @@ def test_patch_size_the_network_cannot_take():
 
 def test_other_bad_input():
     images, labels = dataset(1)
-    with pytest.raises(UserInputError, match="must be integers"):
+    with pytest.raises(UserInputError, match="whole-number label ids"):
         train(images, [labels[0].astype(np.float32)], **TINY)
     with pytest.raises(UserInputError, match="no annotated pixel"):
         train(images, labels, regions=[np.zeros((64, 64), bool)], **TINY)
     with pytest.raises(UserInputError, match="task must be one of"):
         TrainConfig(task="panoptic")
-    with pytest.raises(UserInputError, match="epochs must be at least 1"):
+    with pytest.raises(UserInputError, match="epochs must be a whole number >= 1"):
         TrainConfig(epochs=0)
     with pytest.raises(UserInputError, match="1 images but 0 label images"):
         train(images, labels, val_images=images, **TINY)

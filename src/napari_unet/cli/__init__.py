@@ -1,8 +1,9 @@
 """The ``napari-unet`` command: a thin argparse layer over the engine's packages.
 
 Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
-User errors (:class:`~napari_unet.common.errors.UserInputError`, missing files) print one line
-on stderr and exit with code 2; they never print a traceback.
+All of them run through :func:`._errors.run_command`: user and OS errors print one line on
+stderr and exit with code 2 (never a traceback); usage errors are one line too; internal errors
+exit 1 with "please report" and the traceback in a log file (``--debug`` prints it).
 """
 
 from __future__ import annotations
@@ -10,26 +11,33 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from ._errors import EXIT_USAGE, OneLineParser, run_command
 
 #: sub-command modules, in the order ``--help`` lists them
 COMMANDS: tuple[str, ...] = ("segment", "train", "evaluate", "info", "demo")
 
-EXIT_USAGE = 2
+__all__ = ["COMMANDS", "EXIT_USAGE", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="napari-unet",
         description="U-Net segmentation, training and evaluation of microscopy images.",
     )
     parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an error (otherwise internal errors go to a log file)",
+    )
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser
+    )
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
         module.add_parser(sub)
@@ -39,26 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # usage errors (one line, exit 2), --help and --version (0)
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` runs it again
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
-    from ..common.errors import UserInputError
-
-    try:
-        return int(args.func(args) or 0)
-    except (UserInputError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
-        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `napari-unet info MODEL | head`: not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,20 +31,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the -o/--output file if it exists"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from ..common.errors import UserInputError
+    from ..common.outputs import check_output_file
     from ..common.sample import SAMPLE_ID, load_sample
     from ..evaluation.folders import format_table
     from ..evaluation.pairs import evaluate_pair
     from ..inference.pipeline import segment
 
-    if args.output is not None and args.output.exists():
-        raise UserInputError(f"-o/--output {args.output} exists; choose another name or remove it")
+    if args.output is not None:
+        check_output_file(
+            args.output, "-o/--output", overwrite=args.overwrite, suffixes=(".tif", ".tiff")
+        )
     image, truth = load_sample()
     print(
         f"sample: DSB 2018 stage-1 test image {SAMPLE_ID[:8]}, {image.shape[0]}x{image.shape[1]}, "
@@ -55,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     labels = segment(image, args.model, device=args.device, progress=not args.quiet)
     seconds = time.perf_counter() - start
     if args.output is not None:
-        import tifffile
+        from .segment import write_tiff_atomic
 
-        tifffile.imwrite(args.output, labels, compression="zlib")
+        write_tiff_atomic(args.output, labels)
     result = evaluate_pair(truth, labels, image="sample")
     print(f"segmented in {seconds:.1f} s; scores against the annotation (IoU threshold 0.5):")
     print(format_table(result.records, [c for c in COLUMNS if c in result.records[0]]))

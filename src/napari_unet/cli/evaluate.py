@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._args import number
+
+_IOU = number(minimum=0, maximum=1)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..evaluation.metrics import DEFAULT_THRESHOLDS
@@ -30,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--iou-thresholds",
-        type=float,
+        type=_IOU,
         nargs="+",
         default=list(DEFAULT_THRESHOLDS),
         metavar="T",
@@ -38,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--iou-threshold",
-        type=float,
+        type=_IOU,
         default=0.5,
         metavar="T",
         help="IoU threshold of the TP/FP/FN, precision, recall, F1 and PQ columns (default 0.5)",
@@ -53,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--axis", type=int, metavar="N", help="also score each slice/frame along this axis"
     )
     p.add_argument("--ignore-label", type=int, metavar="ID", help="ground-truth label to leave out")
+    p.add_argument("--overwrite", action="store_true", help="replace the --csv file if it exists")
     p.set_defaults(func=run)
 
 
@@ -79,8 +84,11 @@ def _columns(records: list[dict], args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..common.outputs import check_output_file
     from ..evaluation.folders import format_table, iter_evaluate_folders, write_csv
 
+    if args.csv:  # checked before the work
+        check_output_file(args.csv, "--csv", overwrite=args.overwrite)
     gen = iter_evaluate_folders(
         args.gt, args.pred, thresholds=args.iou_thresholds, iou_threshold=args.iou_threshold,
         task=args.task, axis=args.axis, ignore_label=args.ignore_label,

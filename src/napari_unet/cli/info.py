@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._args import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shape",
-        type=int,
+        type=positive_int,
         nargs="+",
         metavar="N",
         help="input spatial shape for the summary (default: 256 per axis, or the nearest valid size)",

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from ._args import non_negative, non_negative_int, positive, positive_int
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-#: tifffile's axis letters that mean the same as ours (S: the samples of an RGB image)
-_TIFF_AXES = {"S": "C"}
 #: napari_unet.inference.engines.ENGINES (not imported here: it would import torch)
 ENGINES = ("auto", "torch", "openvino", "onnxruntime")
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "with --output probabilities.",
     )
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="TIFF files or zarr / OME-Zarr folders"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="TIFF or .npy files, zarr / OME-Zarr folders, or folders of such images",
     )
     p.add_argument(
         "-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created)"
@@ -41,16 +43,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="axes of the inputs, e.g. YX, ZYX, YXC, TCYX (default: from the file, else guessed)",
     )
     p.add_argument(
-        "--tile", type=int, metavar="N", help="tile size in pixels (default: from the model)"
+        "--tile",
+        type=positive_int,
+        metavar="N",
+        help="tile size in pixels (default: from the model)",
     )
     p.add_argument(
         "--overlap",
-        type=float,
+        type=non_negative,
         metavar="F",
         help="tile overlap: pixels (>= 1), or a fraction of --tile (< 1); "
         "default: from the model's receptive field",
     )
-    p.add_argument("--batch-size", type=int, metavar="B", help="tiles per batch")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help="tiles per batch")
     p.add_argument(
         "--output",
         choices=("instance", "semantic", "probabilities"),
@@ -68,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--min-size",
-        type=int,
+        type=non_negative_int,
         default=None,
         metavar="PX",
         help="smallest object kept, in pixels (instance output; default: the model card's, else 10)",
@@ -76,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument(
         "--scale",
-        type=float,
+        type=positive,
         default=1.0,
         metavar="F",
         help="resample the image by F before segmenting (e.g. 0.5 for nuclei twice the size "
@@ -136,35 +141,55 @@ def _diameter(text: str) -> float | str | None:
     if word in ("auto", "none"):
         return None if word == "none" else "auto"
     try:
-        value = float(word)
+        float(word)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a number of pixels, 'auto' or 'none', got {text!r}"
         ) from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the diameter must be positive, got {text!r}")
-    return value
+    return positive(word)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..common.outputs import check_output_dir
+    from ..common.readers import expand_inputs
+
+    inputs = expand_inputs(args.inputs, "INPUT")  # before loading the model: seconds, not minutes
+    created = not Path(args.outdir).exists()
+    outdir = check_output_dir(args.outdir, "-o/--outdir")
+    try:
+        return _run(args, inputs, outdir)
+    except BaseException:
+        if created:  # leave no empty output folder behind a failed run
+            with contextlib.suppress(OSError):
+                outdir.rmdir()
+        raise
+
+
+def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     from ..common.errors import UserInputError
+    from ..common.outputs import check_output_target
     from ..model.files import load_model
 
+    targets = [output_path(path, outdir, args) for path in inputs]
+    seen: dict[Path, Path] = {}
+    for path, target in zip(inputs, targets):
+        if target in seen:
+            raise UserInputError(
+                f"{seen[target]} and {path} would both be written to {target}; "
+                "segment them into different -o folders"
+            )
+        seen[target] = path
+        check_output_target(target, "-o/--outdir", overwrite=args.overwrite)
+    overlap_pixels(args.overlap, args.tile)
     try:
         model = load_model(args.model)  # None: the built-in model
     except UserInputError as err:
         if args.model is None:
             raise UserInputError(f"{err} (no built-in model: pass one with --model PATH)") from err
         raise
-    inputs = [Path(p) for p in args.inputs]
-    for path in inputs:
-        if not path.exists():
-            raise UserInputError(f"input not found: {path}")
-    outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     with _cluster(args.scheduler) as client:
-        for path in inputs:
-            written = segment_file(path, outdir, model, args, client)
+        for path, target in zip(inputs, targets):
+            written = segment_file(path, target, model, args, client)
             log.info("%s -> %s", path, written)
             print(written)
     return 0
@@ -172,7 +197,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _cluster(scheduler: str | None):
     """A checked dask.distributed client for ``--scheduler`` (or the environment), or None."""
-    import contextlib
     import sys
 
     from ..inference.cluster import cluster_client, scheduler_address
@@ -184,20 +208,26 @@ def _cluster(scheduler: str | None):
     return cluster_client(address)
 
 
+def output_path(path: Path, outdir: Path, args: argparse.Namespace) -> Path:
+    """Where the result of one input goes: ``<name>_labels.tif`` (``.zarr`` for zarr input)."""
+    from ..common.readers import image_name
+
+    kind = "probabilities" if args.output == "probabilities" else "labels"
+    suffix = "zarr" if path.is_dir() else "tif"  # zarr in, zarr out (written chunk by chunk)
+    return outdir / f"{image_name(path)}_{kind}.{suffix}"
+
+
 def segment_file(
-    path: Path, outdir: Path, model, args: argparse.Namespace, client: Any = None
+    path: Path, target: Path, model, args: argparse.Namespace, client: Any = None
 ) -> Path:
-    """Segment one TIFF or zarr input and write the result into ``outdir``."""
+    """Segment one image file or zarr store and write the result to ``target``."""
     from ..common.errors import UserInputError
+    from ..common.readers import read_image
     from ..inference.pipeline import run_with_progress, segment_iter
 
     image, file_axes = read_image(path)
-    zarr_input = not _is_tiff(path)
-    kind = "probabilities" if args.output == "probabilities" else "labels"
-    target = outdir / f"{image_name(path)}_{kind}.{'zarr' if zarr_input else 'tif'}"
+    zarr_output = target.suffix == ".zarr"
     axes = args.axes or file_axes
-    if target.exists() and not args.overwrite:
-        raise UserInputError(f"{target} exists; pass --overwrite to replace it")
     try:
         gen = segment_iter(
             image,
@@ -209,7 +239,7 @@ def segment_file(
             batch_size=args.batch_size,
             device=args.device,
             min_size=args.min_size,
-            out=target if zarr_input else None,
+            out=target if zarr_output else None,
             scale=args.scale,
             diameter=args.diameter,
             client=client,
@@ -219,7 +249,7 @@ def segment_file(
         result = run_with_progress(gen, progress=True)
     except UserInputError as err:
         raise UserInputError(f"{path}: {err}") from err
-    if not zarr_input:
+    if not zarr_output:
         write_tiff_atomic(target, result)
     return target
 
@@ -262,75 +292,3 @@ def overlap_pixels(overlap: float | None, tile: int | None) -> int | None:
     if tile is None:
         raise UserInputError("a fractional --overlap needs --tile (or give it in pixels)")
     return round(overlap * tile)
-
-
-def image_name(path: Path) -> str:
-    """The file name without its image suffixes: ``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``."""
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def read_image(path: Path) -> tuple[Any, str | None]:
-    """An image and its axes if the file records them (``None`` otherwise).
-
-    TIFF files are read into memory; zarr arrays and OME-Zarr groups (level 0 of the first
-    multiscale image) are opened lazily as dask arrays.
-    """
-    from ..common.errors import UserInputError
-
-    if _is_tiff(path):
-        return _read_tiff(path)
-    if path.is_dir():
-        return _read_zarr(path)
-    raise UserInputError(f"{path}: not a TIFF file (.tif, .tiff) or a zarr / OME-Zarr folder")
-
-
-def _is_tiff(path: Path) -> bool:
-    return path.suffix.lower() in TIFF_SUFFIXES
-
-
-def _read_tiff(path: Path) -> tuple[Any, str | None]:
-    import tifffile
-
-    from ..common.errors import UserInputError
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            image = series.asarray()
-            axes = "".join(_TIFF_AXES.get(a, a) for a in series.axes.upper())
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
-        raise UserInputError(f"{path}: cannot read this TIFF file: {err}") from err
-    if image.ndim == 2:
-        return image, "YX"
-    known = set(axes) <= set("TCZYX") and len(set(axes)) == len(axes) == image.ndim
-    return image, axes if known else None
-
-
-def _read_zarr(path: Path) -> tuple[Any, str | None]:
-    import dask.array as da
-    import zarr
-
-    from ..common.errors import UserInputError
-
-    try:
-        node = zarr.open(str(path), mode="r")
-    except Exception as err:  # zarr raises several unrelated types for a bad store
-        raise UserInputError(f"{path}: cannot open as zarr: {err}") from err
-    if isinstance(node, zarr.Array):
-        return da.from_zarr(node), None
-    attrs = dict(node.attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not multiscales:
-        raise UserInputError(f"{path}: a zarr group without OME-Zarr 'multiscales' metadata")
-    first = multiscales[0]
-    level0 = first["datasets"][0]["path"]
-    names = [a["name"] if isinstance(a, dict) else a for a in first.get("axes", [])]
-    axes = "".join(str(n).upper() for n in names) or None
-    array = da.from_zarr(node[level0])
-    if axes is not None and (len(axes) != array.ndim or not set(axes) <= set("TCZYX")):
-        axes = None
-    return array, axes

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from ._args import non_negative, non_negative_int, number, positive, positive_int
+
 log = logging.getLogger(__name__)
 
 
@@ -41,30 +43,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-labels", type=Path, metavar="DIR", help="folder of validation labels")
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=number(minimum=0, maximum=1, high_open=True),
         default=0.1,
         help="fraction held out for validation without --val-images (default 0.1)",
     )
     p.add_argument("--task", choices=("instance", "semantic"), default="instance")
     p.add_argument("--ndim", type=int, choices=(2, 3), default=2)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument(
         "--steps-per-epoch",
-        type=int,
+        type=positive_int,
         default=None,
         help="batches per epoch (default: from the data size)",
     )
     p.add_argument(
         "--patch",
-        type=int,
+        type=positive_int,
         default=128,
         metavar="N",
         help="patch size per spatial axis (default 128)",
     )
-    p.add_argument("--batch", type=int, default=8, metavar="N", help="batch size (default 8)")
-    p.add_argument("--depth", type=int, default=4, metavar="D")
-    p.add_argument("--base-filters", type=int, default=16, metavar="F")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument(
+        "--batch", type=positive_int, default=8, metavar="N", help="batch size (default 8)"
+    )
+    p.add_argument(
+        "--depth", type=number(integer=True, minimum=0, maximum=8), default=4, metavar="D"
+    )
+    p.add_argument("--base-filters", type=positive_int, default=16, metavar="F")
+    p.add_argument("--lr", type=positive, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument(
         "--ignore-label", type=int, default=None, help="label value of unannotated pixels"
     )
@@ -77,22 +83,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--w0",
-        type=float,
+        type=non_negative,
         default=10.0,
         help="instance task: strength of the border weight between objects (U-Net paper: 10)",
     )
     p.add_argument(
         "--zoom",
-        type=float,
+        type=positive,
         nargs=2,
         default=(0.75, 1.33),
         metavar=("LOW", "HIGH"),
         help="range of random scale augmentation (default 0.75 1.33); widen it (e.g. 0.5 2) "
         "for a model that must handle several magnifications",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument(
         "--workers",
         default="auto",
@@ -133,12 +139,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--nproc",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="train data-parallel in N processes on this machine (one per GPU, or sharing the "
         "CPU cores): launches `torchrun --nproc-per-node N -m napari_unet train ...`; --batch "
         "is the global batch (a multiple of N). Across machines, call torchrun yourself",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing model file, and start over from an existing checkpoint",
     )
     p.set_defaults(func=run)
 
@@ -149,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not launched_by_torchrun():
         if args.nproc > 1:
+            check_outputs(args)  # here, before torchrun starts anything
             return _launch(args)
         return _train(args)
     try:
@@ -197,7 +209,6 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     from tqdm import tqdm
 
     from ..common.device import resolve_device
-    from ..common.errors import UserInputError
     from ..model.files import load_model, save_model
     from ..training.arrays import prepare_data
     from ..training.augment import AugmentConfig
@@ -208,10 +219,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     from ..training.loop import train_iter
     from ..training.tune import TunedPostprocessing, TuneProgress
 
-    if (args.val_images is None) != (args.val_labels is None):
-        raise UserInputError("--val-images and --val-labels go together: give both or neither")
-    if args.output.suffix != ".safetensors":
-        raise UserInputError(f"-o/--output must end in .safetensors, got {args.output}")
+    checkpoint = check_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     workers = default_workers(resolve_device(args.device), args.workers)  # checked before the data
@@ -240,7 +248,8 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         config = config_for_model(config, model)
         print(f"starting from {args.init} ({model.card.get('name')})", file=sys.stderr)
     triples = read_folder_pairs(args.images, args.labels)
-    print(f"preparing {len(triples)} training pairs ...", file=sys.stderr)
+    if not args.quiet:
+        print(f"preparing {len(triples)} training pairs ...", file=sys.stderr)
     images, labels, names = _unzip(triples)
     pairs = prepare_data(images, labels, config, names=names, ignore_label=args.ignore_label)
     val = None
@@ -248,7 +257,6 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         vt = read_folder_pairs(args.val_images, args.val_labels)
         vi, vl, vn = _unzip(vt)
         val = prepare_data(vi, vl, config, names=vn, ignore_label=args.ignore_label)
-    checkpoint = args.checkpoint or args.output.with_suffix(".ckpt")
     stop = threading.Event()
     gen = train_iter(
         pairs,
@@ -328,6 +336,55 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         score += f", AP@0.5 {metrics['val_ap50']:.4f}, mean AP {metrics['val_mean_ap']:.4f}"
     print(f"saved {args.output} ({score})")
     return 0
+
+
+def check_outputs(args: argparse.Namespace) -> Path:
+    """Check the inputs and outputs that cost nothing to check, before any work; the checkpoint."""
+    from ..common.errors import UserInputError
+    from ..common.outputs import check_output_file
+    from ..training.checkpoint import read_checkpoint
+
+    if (args.val_images is None) != (args.val_labels is None):
+        raise UserInputError("--val-images and --val-labels go together: give both or neither")
+    check_output_file(
+        args.output,
+        "-o/--output",
+        overwrite=args.overwrite or args.resume is not None,
+        suffixes=(".safetensors",),
+    )
+    checkpoint = args.checkpoint or args.output.with_suffix(".ckpt")
+    _check_checkpoint(checkpoint, args)
+    if args.resume is not None:
+        read_checkpoint(args.resume)  # a bad or unsafe file is refused before the data is read
+    return checkpoint
+
+
+def _check_checkpoint(checkpoint: Path, args: argparse.Namespace) -> None:
+    """A fresh run never overwrites the checkpoint of another (interrupted) run silently."""
+    from ..common.errors import UserInputError
+    from ..common.outputs import check_output_file
+
+    if _same_file(checkpoint, args.output):
+        raise UserInputError("--checkpoint must be another file than -o/--output")
+    same = args.resume is not None and _same_file(checkpoint, args.resume)
+    if checkpoint.is_file() and not (same or args.overwrite):
+        if args.resume is None:
+            raise UserInputError(
+                f"the checkpoint {checkpoint} of an earlier run exists: continue that run with "
+                f"--resume {checkpoint}, or pass --overwrite to start over"
+            )
+        raise UserInputError(
+            f"--checkpoint {checkpoint} exists and is not the one resumed ({args.resume}); "
+            "pass --overwrite to replace it or choose another --checkpoint"
+        )
+    check_output_file(checkpoint, "--checkpoint", overwrite=True, suffixes=())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

@@ -18,3 +18,44 @@ class ModelFileError(UserInputError):
 
 class ShapeError(UserInputError):
     """An array whose shape the network or the function cannot take."""
+
+
+#: what to do about the operating-system errors a user can cause or fix
+_OS_HINTS = {
+    "EACCES": "check the permissions or choose another path",
+    "EPERM": "check the permissions or choose another path",
+    "EROFS": "the file system is read-only: choose another path",
+    "ENOSPC": "the disk is full: free some space or choose another output folder",
+    "EDQUOT": "the disk quota is exceeded: free some space or choose another output folder",
+    "ENOENT": "check the path",
+    "EEXIST": "choose another name, or pass --overwrite where the command has it",
+    "EISDIR": "a folder was given where a file is expected",
+    "ENOTDIR": "a file was given where a folder is expected",
+    "ENAMETOOLONG": "choose a shorter path",
+    "EMFILE": "too many open files: raise the limit (ulimit -n) or process fewer files",
+    "EIO": "the disk or network file system reported an input/output error",
+}
+
+
+def describe_os_error(err: OSError, *, with_path: bool = True) -> str:
+    """One line for an :class:`OSError`: what failed, on which path, and what to do.
+
+    Parameters
+    ----------
+    err : OSError
+    with_path : bool
+        Name the file(s) of the error (leave out when the caller names them already).
+
+    Examples
+    --------
+    >>> describe_os_error(PermissionError(13, "Permission denied", "/x"))
+    "Permission denied: '/x' (check the permissions or choose another path)"
+    """
+    import errno
+
+    code = errno.errorcode.get(err.errno or -1, "")
+    what = err.strerror or str(err) or type(err).__name__
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    text = what + (": " + " -> ".join(repr(str(p)) for p in paths) if with_path and paths else "")
+    hint = _OS_HINTS.get(code)
+    return f"{text} ({hint})" if hint else text

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from ..common.atomic import atomic_write
 from ..common.errors import UserInputError
 from ..common.progress import run_to_end
+from ..common.readers import read_labels as _read_labels
 from .metrics import DEFAULT_THRESHOLDS
 from .pairs import EvaluationProgress, PairEvaluation, Record, evaluate_pair, summary_rows
 
@@ -99,21 +100,12 @@ def match_files(
 
 
 def read_labels(path: Path) -> NDArray:
-    """Read a label image (TIFF, ``.npy`` or PNG) as an integer array."""
-    name = path.name.lower()
-    if name.endswith(".npy"):
-        data = np.load(path, allow_pickle=False)
-    elif name.endswith(".png"):
-        from skimage.io import imread
+    """Read a label image (TIFF, ``.npy``, PNG or zarr) as a checked integer array.
 
-        data = imread(path)
-    else:
-        import tifffile
-
-        data = tifffile.imread(path)
-    if data.dtype.kind == "f" and np.all(np.mod(data, 1) == 0):
-        data = data.astype(np.int64)
-    return data
+    Goes through :func:`napari_unet.common.readers.read_labels`: a corrupt, empty, negative or
+    non-integer file is a :class:`UserInputError` naming it.
+    """
+    return _read_labels(path)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..common.errors import ShapeError, UserInputError
+from ..common.validate import check_labels
 
 #: ids up to this value are counted with ``np.bincount`` (a table of ``max id`` entries);
 #: larger ids go through ``np.unique`` on run-length compressed labels
@@ -43,11 +44,10 @@ def check_pair(
     pred = np.asarray(prediction)
     both = f"ground_truth: shape {gt.shape}, dtype {gt.dtype}; prediction: shape {pred.shape}, dtype {pred.dtype}"
     for name, arr in (("ground_truth", gt), ("prediction", pred)):
-        if arr.dtype.kind not in "biu":
-            raise UserInputError(
-                f"{name} must hold boolean or integer labels, got dtype {arr.dtype} ({both}); "
-                "threshold probabilities first (e.g. `mask > 0.5`) or cast label images to int"
-            )
+        try:
+            check_labels(arr, name, empty_ok=True)
+        except UserInputError as err:
+            raise UserInputError(f"{err} ({both})") from None
         if arr.ndim == 0:
             raise ShapeError(f"{name} is a scalar ({both}); pass an image of at least 1 dimension")
     if gt.ndim != pred.ndim:
@@ -57,11 +57,6 @@ def check_pair(
         )
     if gt.shape != pred.shape:
         raise ShapeError(f"ground_truth and prediction must have the same shape: {both}")
-    for name, arr in (("ground_truth", gt), ("prediction", pred)):
-        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-            raise UserInputError(
-                f"{name} holds negative labels (min {arr.min()}, {both}); labels must be >= 0"
-            )
     return gt, pred, check_region(region, gt.shape)
 
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..common.atomic import remove_stale_temporaries, replace_dir, temporary_name
 from ..common.progress import relay
 from .cluster import check_shared, cluster_client
 from .cluster_postprocess import gather, instance_labels_on_cluster, semantic_labels_on_cluster
-from .frames import SegmentJob, SegmentProgress, _FrameView, is_dask
+from .frames import SegmentJob, SegmentProgress, _FrameView, _reopen, is_dask
 from .postprocess import LABEL_DTYPE, chunk_regions
 
 __all__ = ["as_lazy", "run_on_cluster"]
@@ -69,10 +70,17 @@ def _run(
     import dask.array as da
 
     keep = job.keep_probs or job.output == "probabilities"
-    root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="napari-unet-"))
-    root.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(out) if out is not None else None
+    if final is not None:  # written under a temporary name beside it, renamed when complete
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(final)
+        root = temporary_name(final)
+        work = temporary_name(final, "work")
+    else:
+        root = Path(tempfile.mkdtemp(prefix="napari-unet-"))
+        work = Path(tempfile.mkdtemp(prefix=".napari-unet-work-", dir=root.parent))
     check_shared(client, root.parent)
-    work = Path(tempfile.mkdtemp(prefix=".napari-unet-work-", dir=root.parent))
+    work.mkdir(exist_ok=True)
     probs_dir = root if job.output == "probabilities" else work / "probabilities.zarr"
     futures: list = []
     try:
@@ -92,6 +100,16 @@ def _run(
         shutil.rmtree(root, ignore_errors=True)
         raise
     shutil.rmtree(work / "seeds.zarr", ignore_errors=True)
+    if final is not None:
+        try:
+            replace_dir(root, final)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        probs_z, labels_z = _reopen(final, probs_z, labels_z, job.output)
+        probs_dir = final if probs_dir == root else probs_dir
+        root = final
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     elif probs_dir != root:

@@ -8,6 +8,8 @@ and reports :class:`SegmentProgress` over all frames.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 import weakref
@@ -28,6 +30,10 @@ from .postprocess import (
     semantic_labels,
     semantic_labels_chunked,
 )
+
+#: names of the temporary zarr stores in the system's temporary folder (then the process id)
+_TEMP_PREFIX = "napari-unet-"
+_PROBS_PREFIX = "napari-unet-probs-"
 
 #: pixels per channel used to estimate the normalisation of a large (dask) image
 STATS_SAMPLE = 4_000_000
@@ -140,34 +146,48 @@ class SegmentJob:
 
     # -- dask / zarr -------------------------------------------------------------------------
     def run_lazy(self, tiling: dict, out) -> Generator[SegmentProgress, None, tuple]:
-        """Tile by tile into zarr stores: probabilities (temporary), then labels (``out``)."""
+        """Tile by tile into zarr stores: probabilities (temporary), then labels (``out``).
+
+        ``out`` is written under a hidden temporary name beside it and renamed into place only
+        when complete (an existing ``out`` is replaced then); a failure or an interruption
+        removes every temporary store, and those of a killed earlier run are removed here.
+        """
         import dask.array as da
 
-        from .predict import predict_tiled_iter
+        from ..common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
 
         keep = self.keep_probs or self.output == "probabilities"
-        root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="napari-unet-"))
-        probs_dir = (
-            root
-            if self.output == "probabilities"
-            else Path(tempfile.mkdtemp(prefix="napari-unet-probs-"))
-        )
+        for prefix in (_TEMP_PREFIX, _PROBS_PREFIX):
+            remove_stale_temp_dirs(prefix)
+        final = Path(out) if out is not None else None
+        if final is not None:
+            remove_stale_temporaries(final)
+        pid = os.getpid()
+        writing = atomic_dir(final) if final is not None else contextlib.nullcontext(None)
+        probs_dir = None
+        root = None
         try:
-            probs_z, labels_z = self._open_stores(root, probs_dir)
-            n = len(self.frames)
-            for i, index in enumerate(self.frames):
-                view = _FrameView(probs_z, index, leading=1)
-                gen = predict_tiled_iter(
-                    self.model, self.normalized_frame(index), out=view, **tiling
+            with writing as tmp:
+                root = (
+                    tmp
+                    if tmp is not None
+                    else Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{pid}-"))
                 )
-                yield from relay(gen, _frame_progress(i, n))
-                if labels_z is not None:
-                    yield from self._postprocess_lazy(probs_z, labels_z, index, i, n)
-        except BaseException:  # cancelled (GeneratorExit) or failed: leave no partial output
-            shutil.rmtree(probs_dir, ignore_errors=True)
-            if out is None:
+                probs_dir = (
+                    root
+                    if self.output == "probabilities"
+                    else Path(tempfile.mkdtemp(prefix=f"{_PROBS_PREFIX}{pid}-"))
+                )
+                probs_z, labels_z = yield from self._run_lazy_into(tiling, root, probs_dir)
+        except BaseException:  # cancelled (GeneratorExit), interrupted or failed: no partial output
+            if probs_dir is not None:
+                shutil.rmtree(probs_dir, ignore_errors=True)
+            if final is None and root is not None:
                 shutil.rmtree(root, ignore_errors=True)
             raise
+        if final is not None:  # renamed into place: read the results from their final home
+            probs_z, labels_z = _reopen(final, probs_z, labels_z, self.output)
+            root = probs_dir = final if self.output == "probabilities" else probs_dir
         if not keep:
             shutil.rmtree(probs_dir, ignore_errors=True)
         # temporary stores live as long as the zarr arrays the results read from (a napari
@@ -180,6 +200,19 @@ class SegmentJob:
         probs = da.from_zarr(probs_z) if keep else None
         labels = da.from_zarr(labels_z) if labels_z is not None else probs
         return labels, probs
+
+    def _run_lazy_into(self, tiling: dict, root: Path, probs_dir: Path):
+        from .predict import predict_tiled_iter
+
+        probs_z, labels_z = self._open_stores(root, probs_dir)
+        n = len(self.frames)
+        for i, index in enumerate(self.frames):
+            view = _FrameView(probs_z, index, leading=1)
+            gen = predict_tiled_iter(self.model, self.normalized_frame(index), out=view, **tiling)
+            yield from relay(gen, _frame_progress(i, n))
+            if labels_z is not None:
+                yield from self._postprocess_lazy(probs_z, labels_z, index, i, n)
+        return probs_z, labels_z
 
     def _open_stores(self, root: Path, probs_dir: Path):
         import zarr
@@ -210,6 +243,15 @@ class SegmentJob:
         yield from relay(
             steps, lambda event: SegmentProgress("postprocess", event.done, event.total, i, n)
         )
+
+
+def _reopen(final: Path, probs_z, labels_z, output: str):
+    """The stores written under a temporary name, opened again at ``final`` (read-only)."""
+    import zarr
+
+    if output == "probabilities":
+        return zarr.open_array(str(final), mode="r"), None
+    return probs_z, zarr.open_array(str(final), mode="r")
 
 
 def _frame_progress(frame: int, n_frames: int):

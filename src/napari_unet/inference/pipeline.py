@@ -25,6 +25,7 @@ import numpy as np
 from ..common.device import resolve_device
 from ..common.errors import ShapeError, UserInputError
 from ..common.progress import relay, run_to_end
+from ..common.validate import check_integer, check_not_empty, check_number
 from ..model.files import resolve_model
 from . import axes as ax
 from . import cluster, rescale, zstack
@@ -176,17 +177,21 @@ def _run_with_tqdm(gen, **tqdm_kwargs):
     from tqdm.auto import tqdm
 
     shown = None
+    try:
+        event = next(gen)  # the inputs are checked before the first event: no bar for an error
+    except StopIteration as stop:
+        return stop.value
     with tqdm(total=0, unit="step", **tqdm_kwargs) as bar:
         while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
             if (event.stage, event.total) != shown:
                 shown = (event.stage, event.total)
                 bar.set_description(event.stage, refresh=False)
                 bar.reset(total=event.total)
             bar.update(event.done - bar.n)
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
 
 
 def segment_iter(
@@ -216,6 +221,7 @@ def segment_iter(
     next batch of tiles; nothing is returned then, and temporary files are removed.
     Parameters and result as in :func:`segment`.
     """
+    _check_numbers(tile_shape, overlap, batch_size, min_size, scale, diameter)
     model = resolve_model(model)
     output = _check_output(output, model)
     array = as_array(image)
@@ -344,7 +350,21 @@ def as_array(image: Any):
         )
     if array.ndim < 2:
         raise ShapeError(f"image must have at least two axes (Y, X), got shape {array.shape}")
+    check_not_empty(array.shape, "image")
     return array
+
+
+def _check_numbers(tile_shape, overlap, batch_size, min_size, scale, diameter) -> None:
+    """The numeric settings, checked before any work (the same rules as the CLI's options)."""
+    for value in tile_shape if isinstance(tile_shape, tuple | list) else [tile_shape]:
+        check_integer(value, "tile_shape", minimum=1, none_ok=True)
+    for value in overlap if isinstance(overlap, tuple | list) else [overlap]:
+        check_number(value, "overlap", minimum=0, none_ok=True)
+    check_integer(batch_size, "batch_size", minimum=1, none_ok=True)
+    check_integer(min_size, "min_size", minimum=0, none_ok=True)
+    check_number(scale, "scale", minimum=0, low_open=True)
+    if diameter not in ("auto", None):
+        check_number(diameter, "diameter", minimum=0, low_open=True, hint="or 'auto' or None")
 
 
 def _check_output(output: str | None, model) -> str:

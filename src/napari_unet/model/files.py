@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..common.atomic import atomic_write
-from ..common.errors import ModelFileError, UserInputError
+from ..common.errors import ModelFileError, UserInputError, describe_os_error
 from .unet import UNet, UNetConfig, build_model
 
 FORMAT_VERSION = 1
@@ -132,8 +132,14 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(
+            f"{path} is a folder, not a model file: give a .safetensors model file "
+            f"(or a built-in name: {', '.join(BUILTIN_MODELS)})"
+        )
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
+    _refuse_pickles(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -158,6 +164,25 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
             f"reads up to {FORMAT_VERSION}): upgrade napari-unet to load it"
         )
     return document
+
+
+#: first bytes of the files that carry code: a zip (torch.save) or a raw pickle
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _refuse_pickles(path: Path) -> None:
+    """A PyTorch ``.pt``/``.pth``/``.ckpt`` file is refused unread: unpickling can run code."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise ModelFileError(f"{path}: {describe_os_error(err, with_path=False)}") from err
+    if head.startswith(_PICKLE_MAGIC):
+        raise ModelFileError(
+            f"{path} is a PyTorch pickle (torch.save) file, not a napari-unet .safetensors model; "
+            "it is not loaded because such files can run code: use a model file written by "
+            "napari-unet (save_model, napari-unet train)"
+        )
 
 
 def load_model(

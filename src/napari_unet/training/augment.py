@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..common.errors import UserInputError
+from ..common.validate import check_number
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,13 @@ class AugmentConfig:
     noise: float = 0.03
 
     def __post_init__(self) -> None:
+        if len(self.zoom) != 2:
+            raise UserInputError(f"zoom must be a range (low, high), got {self.zoom!r}")
         low, high = self.zoom
+        for value in (low, high):
+            check_number(value, "zoom", minimum=0, low_open=True)
+        check_number(self.elastic_sigma, "elastic_sigma", minimum=0)
+        check_number(self.noise, "noise", minimum=0)
         if not 0 < low <= high:
             raise UserInputError(
                 f"zoom must be a range (low, high) with 0 < low <= high, got {self.zoom!r}"

@@ -11,6 +11,8 @@ It is separate from the exported model file.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -63,22 +65,70 @@ def save_checkpoint(path, model, optimizer, scheduler, state: RunState, config, 
         torch.save(document, tmp)
 
 
-def load_checkpoint(path, model, optimizer, scheduler, state: RunState, config, pairs) -> None:
-    """Restore a :func:`save_checkpoint` file into the given objects (no unpickling)."""
+def read_checkpoint(path) -> dict:
+    """The document of a checkpoint file, read without running code (``weights_only``).
+
+    Raises
+    ------
+    UserInputError
+        Missing, a folder, not a checkpoint, or a file that carries code (a pickle with
+        objects other than tensors): one line, which never suggests loading it unsafely.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"checkpoint {path} is a folder; give the .ckpt file of the run")
     if not path.is_file():
         raise UserInputError(f"checkpoint to resume from not found: {path}")
     try:
         document = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file
-        raise UserInputError(f"{path} is not a readable training checkpoint: {err}") from err
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None:
+            raise UserInputError(
+                f"{path} is not a readable training checkpoint (not a file napari-unet train wrote)"
+            ) from None
+        raise UserInputError(
+            f"{path} holds Python objects other than tensors ({found.group(1)}), which could run "
+            "code: it was not loaded; resume only from a .ckpt file written by napari-unet train"
+        ) from None
+    except Exception as err:  # torch raises several types for a truncated or foreign file
+        raise UserInputError(
+            f"{path} is not a readable training checkpoint (truncated, or another kind of file)"
+        ) from err
     if not isinstance(document, dict) or document.get("format") not in READABLE_FORMATS:
         raise UserInputError(f"{path} is not a napari-unet training checkpoint")
-    saved = TrainConfig.from_dict(json.loads(document["config"]))
+    return document
+
+
+def settings_diff(saved: TrainConfig, now: TrainConfig, limit: int = 4) -> str:
+    """The settings that differ, short: ``learning_rate 0.001, now 0.01; seed 0, now 1``."""
+    a, b = saved.to_dict(), now.to_dict()
+    skip = {"epochs", "device"}
+    diffs = [
+        f"{k} {_short(a[k])}, now {_short(b.get(k))}"
+        for k in a
+        if k not in skip and a[k] != b.get(k)
+    ]
+    more = f", and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load_checkpoint(path, model, optimizer, scheduler, state: RunState, config, pairs) -> None:
+    """Restore a :func:`save_checkpoint` file into the given objects (no unpickling)."""
+    document = read_checkpoint(path)
+    try:
+        saved = TrainConfig.from_dict(json.loads(document["config"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserInputError(f"{path} has corrupt training settings: {err}") from err
     if replace(saved, epochs=config.epochs, device=config.device) != config:
         raise UserInputError(
-            f"{path} was written with different training settings; resume with the same settings "
-            f"(only --epochs may change). Saved: {saved.to_dict()}"
+            f"{path} was written with different training settings ({settings_diff(saved, config)}); "
+            "resume with the same settings (only --epochs may change)"
         )
     if document["data_fingerprint"] != fingerprint(pairs):
         raise UserInputError(

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import UserInputError
+from ..common.validate import check_integer, check_number
 from ..model.files import DEFAULT_NORMALIZATION
 from .augment import AugmentConfig
 
@@ -58,27 +59,25 @@ class TrainConfig:
         if self.ndim not in (2, 3):
             raise UserInputError(f"ndim must be 2 or 3, got {self.ndim!r}")
         for name in ("epochs", "batch_size", "base_filters"):
-            if int(getattr(self, name)) < 1:
-                raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if not 0 <= self.depth <= 8:
-            raise UserInputError(f"depth must be in [0, 8], got {self.depth!r}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise UserInputError(
-                f"steps_per_epoch must be at least 1, got {self.steps_per_epoch!r}"
-            )
-        if self.learning_rate <= 0:
-            raise UserInputError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if self.w0 < 0 or self.sigma <= 0:
-            raise UserInputError(
-                f"the border weight needs w0 >= 0 and sigma > 0, got w0={self.w0!r}, "
-                f"sigma={self.sigma!r}"
-            )
-        if not 0 <= self.val_fraction < 1:
-            raise UserInputError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if not 0 <= self.foreground_fraction <= 1:
-            raise UserInputError(
-                f"foreground_fraction must be in [0, 1], got {self.foreground_fraction!r}"
-            )
+            check_integer(getattr(self, name), name, minimum=1)
+        check_integer(self.depth, "depth", minimum=0, maximum=8)
+        check_integer(self.steps_per_epoch, "steps_per_epoch", minimum=1, none_ok=True)
+        check_integer(self.val_crop_size, "val_crop_size", minimum=1)
+        check_integer(self.seed, "seed", minimum=0)
+        positive = {"minimum": 0, "low_open": True}
+        check_number(self.learning_rate, "learning_rate", **positive)
+        check_number(self.weight_decay, "weight_decay", minimum=0)
+        check_number(self.grad_clip, "grad_clip", **positive)
+        check_number(self.dice_weight, "dice_weight", minimum=0)
+        check_number(self.w0, "w0 (border weight)", minimum=0)
+        check_number(self.sigma, "sigma (border width)", **positive)
+        check_number(self.val_fraction, "val_fraction", minimum=0, maximum=1, high_open=True)
+        check_number(self.foreground_fraction, "foreground_fraction", minimum=0, maximum=1)
+        if self.num_classes is not None:
+            check_integer(self.num_classes, "num_classes", minimum=2)
+        sizes = self.patch_size if isinstance(self.patch_size, tuple | list) else [self.patch_size]
+        for size in sizes:
+            check_integer(size, "patch_size", minimum=1)
         shape = self.patch_shape()
         if len(shape) != self.ndim or min(shape) < 1:
             raise UserInputError(

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from ..common.errors import ShapeError, UserInputError
-from ..inference.normalize import normalize
+from ..common.readers import as_label_array, image_name, read_image
+from ..common.readers import list_images as _list_images
+from ..common.validate import check_labels, check_not_empty
+from ..inference.normalize import check_finite, normalize
 from .targets import instance_to_classes, unet_weight_map
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass
@@ -91,11 +92,13 @@ def prepare_pair(
     """
     image, labels = np.asarray(image), np.asarray(labels)
     where = f" ({name})" if name else ""
+    check_not_empty(image.shape, f"image{where}")
     if labels.ndim != ndim:
         raise ShapeError(f"labels{where} must have {ndim} spatial axes, got shape {labels.shape}")
-    if labels.dtype.kind not in "iub":
-        raise UserInputError(f"labels{where} must be integers, got dtype {labels.dtype}")
     image = _channel_first(image, labels.shape, where)
+    if image.dtype.kind not in "biuf":
+        raise UserInputError(f"image{where} must hold numbers, got dtype {image.dtype}")
+    check_finite(image, f"image{where}")
     valid = np.ones(labels.shape, bool)
     if region is not None:
         region = np.asarray(region)
@@ -107,6 +110,7 @@ def prepare_pair(
     if ignore_label is not None:
         valid &= labels != ignore_label
         labels = np.where(labels == ignore_label, 0, labels)
+    labels = check_labels(labels, f"labels{where}")  # after the ignore label (it may be -1)
     if not valid.any():
         raise UserInputError(
             f"pair{where} has no annotated pixel (region mask / ignore label cover everything)"
@@ -170,41 +174,49 @@ def _channel_first(image: np.ndarray, spatial: tuple[int, ...], where: str) -> n
 
 
 def match_folder_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path, Path]]:
-    """Pair the TIFF files of two folders by file name (a ``_labels`` suffix is accepted)."""
+    """Pair the image files of two folders by file name (a ``_labels`` suffix is accepted)."""
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     for arg, d in (("images", images_dir), ("labels", labels_dir)):
         if not d.is_dir():
-            raise UserInputError(f"--{arg} folder not found: {d}")
+            what = "is a file, not a folder" if d.exists() else "not found"
+            raise UserInputError(f"--{arg} folder {what}: {d}")
     labels = {}
-    for p in sorted(labels_dir.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            stem = p.stem[: -len("_labels")] if p.stem.endswith("_labels") else p.stem
-            labels[stem] = p
-    pairs = [
-        (p, labels[p.stem])
-        for p in sorted(images_dir.iterdir())
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in labels
-    ]
+    for p in _images_in(labels_dir, "--labels"):
+        stem = image_name(p)
+        labels[stem[: -len("_labels")] if stem.endswith("_labels") else stem] = p
+    images = _images_in(images_dir, "--images")
+    pairs = [(p, labels[image_name(p)]) for p in images if image_name(p) in labels]
     if not pairs:
         raise UserInputError(
             f"no image in {images_dir} has a labels file of the same name in {labels_dir}"
         )
-    unmatched = sum(p.suffix.lower() in IMAGE_SUFFIXES for p in images_dir.iterdir()) - len(pairs)
+    unmatched = len(images) - len(pairs)
     if unmatched:
         log.warning("%d image(s) in %s have no labels file and are skipped", unmatched, images_dir)
     return pairs
 
 
+def _images_in(folder: Path, arg: str) -> list[Path]:
+    try:
+        return _list_images(folder, f"{arg} folder")
+    except UserInputError:
+        return []  # an empty folder: reported as "no image ... has a labels file"
+
+
 def read_folder_pairs(
     images_dir: str | Path, labels_dir: str | Path
 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """Read matched (image, labels, name) triples from two folders of TIFFs."""
-    import tifffile
+    """Read matched (image, labels, name) triples from two folders of images.
 
-    return [
-        (tifffile.imread(i), tifffile.imread(lab), i.stem)
-        for i, lab in match_folder_pairs(images_dir, labels_dir)
-    ]
+    Every file goes through the checked reader (:func:`~napari_unet.common.readers.read_image`):
+    a corrupt or empty file is a :class:`UserInputError` naming it.
+    """
+    triples = []
+    for i, lab in match_folder_pairs(images_dir, labels_dir):
+        image = np.asarray(read_image(i, lazy=False)[0])
+        labels = as_label_array(np.asarray(read_image(lab, lazy=False)[0]))
+        triples.append((image, labels, image_name(i)))
+    return triples
 
 
 def fingerprint(pairs: Sequence[TrainingPair]) -> str:

@@ -1,0 +1,517 @@
+"""Every bad input and fault gets a clear answer: exit 2 and one line, never a traceback.
+
+A table of bad inputs over every CLI command (run in-process through ``main``), the same classes
+through the public Python functions, the central handler (internal errors, OS errors), and
+overwrite refusals compared byte for byte. Interruptions and kills are in
+``test_interrupts.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet import load_model, save_model, segment, train
+from napari_unet.cli import main
+from napari_unet.common.errors import UserInputError
+from napari_unet.common.validate import check_labels, check_number
+from napari_unet.model.unet import UNet
+
+TINY_TRAIN = [
+    "--epochs", "1", "--steps-per-epoch", "1", "--patch", "32", "--batch", "1",
+    "--depth", "1", "--base-filters", "2", "--device", "cpu", "--quiet", "--val-fraction", "0",
+]  # fmt: skip
+
+
+def _blobs(seed: int = 0, size: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A small image with a few square objects, and its instance labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((size, size), np.uint16)
+    for i, (y, x) in enumerate(rng.integers(2, size - 10, (4, 2)), start=1):
+        labels[y : y + 7, x : x + 7] = i
+    image = (labels > 0) * 200.0 + rng.normal(20, 5, labels.shape)
+    return image.astype(np.float32), labels
+
+
+class _Pickled:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> dict[str, Path]:
+    """A workspace with good and bad files for every command."""
+    root = tmp_path_factory.mktemp("errors")
+    p: dict[str, Path] = {"root": root}
+    torch.manual_seed(0)
+    p["model"] = save_model(UNet(1, 3, depth=1, base_filters=2), root / "tiny.safetensors")
+    image, labels = _blobs()
+    p["image"] = root / "img.tif"
+    tifffile.imwrite(p["image"], image)
+    p["rgb"] = root / "rgb.tif"
+    tifffile.imwrite(p["rgb"], np.stack([image] * 3, -1), photometric="rgb")
+    p["corrupt"] = root / "corrupt.tif"
+    p["corrupt"].write_bytes(b"II*\x00garbage" * 3)
+    p["text"] = root / "notes.txt"
+    p["text"].write_text("hello")
+    p["object_npy"] = root / "objects.npy"
+    np.save(p["object_npy"], np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    p["empty_npy"] = root / "empty.npy"
+    np.save(p["empty_npy"], np.zeros((0, 5), np.float32))
+    p["string_npy"] = root / "strings.npy"
+    np.save(p["string_npy"], np.array([["a", "b"], ["c", "d"]]))
+    p["nan_tif"] = root / "nan.tif"
+    tifffile.imwrite(p["nan_tif"], np.full((16, 16), np.nan, np.float32))
+    p["empty_dir"] = root / "empty_dir"
+    p["empty_dir"].mkdir()
+    p["pickle_model"] = root / "model.pt"
+    torch.save({"weights": _Pickled()}, p["pickle_model"])
+    p["raw_pickle"] = root / "raw.safetensors"
+    p["raw_pickle"].write_bytes(pickle.dumps(_Pickled(), protocol=4))
+    p["code_ckpt"] = root / "code.ckpt"
+    torch.save({"format": _Pickled()}, p["code_ckpt"])
+    p["existing"] = root / "existing.file"
+    p["existing"].write_bytes(b"keep me")
+    p["existing_tif"] = root / "existing.tif"
+    p["existing_tif"].write_bytes(b"keep me")
+    # training folders: good, with negative labels, with float labels, with a corrupt image,
+    # with a shape mismatch
+    for name in ("good", "negative", "floats", "corrupt", "mismatch"):
+        (root / name / "images").mkdir(parents=True)
+        (root / name / "labels").mkdir(parents=True)
+        tifffile.imwrite(root / name / "images" / "a.tif", image)
+        lab = labels.astype(np.int32)
+        if name == "negative":
+            lab[0, 0] = -3
+        if name == "floats":
+            lab = lab.astype(np.float32) + 0.5
+        if name == "mismatch":
+            lab = lab[:30]
+        tifffile.imwrite(root / name / "labels" / "a.tif", lab)
+    (root / "corrupt" / "images" / "b.tif").write_bytes(b"II*\x00broken")
+    tifffile.imwrite(root / "corrupt" / "labels" / "b.tif", labels)
+    # evaluation folders
+    for name in ("gt", "pred", "gt_neg", "gt_corrupt", "gt_obj", "gt_float", "pred_small"):
+        (root / name).mkdir()
+    tifffile.imwrite(root / "gt" / "a.tif", labels)
+    tifffile.imwrite(root / "pred" / "a_labels.tif", labels)
+    tifffile.imwrite(root / "gt_neg" / "a.tif", labels.astype(np.int32) - 1)
+    (root / "gt_corrupt" / "a.tif").write_bytes(b"MM\x00*broken")
+    np.save(root / "gt_obj" / "a.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    tifffile.imwrite(root / "gt_float" / "a.tif", labels.astype(np.float32) / 3)
+    tifffile.imwrite(root / "pred_small" / "a.tif", labels[:20])
+    return p
+
+
+def _message_lines(err: str) -> list[str]:
+    """stderr without progress-bar lines (a bar may have been drawn before a late failure)."""
+    return [ln for ln in err.strip().splitlines() if "step/s" not in ln and "it/s" not in ln]
+
+
+def _cmd(ws, spec: list[str]) -> list[str]:
+    """``{key}`` in a spec stands for a workspace path; ``{root}/x`` for a path under it."""
+    return [a.format(**{k: str(v) for k, v in ws.items()}) for a in spec]
+
+
+_SEG = ["segment", "{image}", "--model", "{model}", "-o"]
+_TRAIN = ["train", "--images", "{root}/good/images", "--labels", "{root}/good/labels", *TINY_TRAIN]
+_EVAL = ["evaluate", "--gt", "{root}/gt", "--pred", "{root}/pred"]
+
+#: (id, argv, exit code, words the one-line message must hold)
+CASES = [
+    # -- segment: inputs
+    ("seg-missing-input", ["segment", "{root}/nope.tif", "-o", "{root}/o1"], 2, "not found"),
+    ("seg-corrupt-tif", ["segment", "{corrupt}", "-o", "{root}/o1", "--model", "{model}"], 2,
+     "not a readable TIFF"),
+    ("seg-object-npy", ["segment", "{object_npy}", "-o", "{root}/o1", "--model", "{model}"], 2,
+     "Python objects"),
+    ("seg-empty-npy", ["segment", "{empty_npy}", "-o", "{root}/o1", "--model", "{model}"], 2,
+     "empty"),
+    ("seg-string-npy", ["segment", "{string_npy}", "-o", "{root}/o1", "--model", "{model}"], 2,
+     "not numbers"),
+    ("seg-text-file", ["segment", "{text}", "-o", "{root}/o1", "--model", "{model}"], 2,
+     "not an image file"),
+    ("seg-empty-folder", ["segment", "{empty_dir}", "-o", "{root}/o1", "--model", "{model}"], 2,
+     "holds no image"),
+    ("seg-nan-image", ["segment", "{nan_tif}", "-o", "{root}/o1", "--model", "{model}"], 2, "NaN"),
+    ("seg-wrong-axes", [*_SEG, "{root}/o1", "--axes", "ZYX"], 2, "axes"),
+    ("seg-bad-axes-letters", [*_SEG, "{root}/o1", "--axes", "QX"], 2, "axes"),
+    ("seg-rgb-to-1-channel", ["segment", "{rgb}", "--model", "{model}", "-o", "{root}/o1",
+                              "--axes", "YXC"], 2, "channel"),
+    # -- segment: models
+    ("seg-model-is-folder", ["segment", "{image}", "-o", "{root}/o1", "--model", "{empty_dir}"], 2,
+     "is a folder"),
+    ("seg-model-pickle", ["segment", "{image}", "-o", "{root}/o1", "--model", "{pickle_model}"], 2,
+     "can run code"),
+    ("seg-model-raw-pickle", ["segment", "{image}", "-o", "{root}/o1", "--model", "{raw_pickle}"],
+     2, "can run code"),
+    ("seg-model-text", ["segment", "{image}", "-o", "{root}/o1", "--model", "{text}"], 2,
+     "not a readable model file"),
+    ("seg-model-missing", ["segment", "{image}", "-o", "{root}/o1", "--model", "{root}/no.st"], 2,
+     "not found"),
+    # -- segment: numbers
+    ("seg-tile-0", [*_SEG, "{root}/o1", "--tile", "0"], 2, "--tile"),
+    ("seg-tile-float", [*_SEG, "{root}/o1", "--tile", "3.5"], 2, "whole number"),
+    ("seg-scale-nan", [*_SEG, "{root}/o1", "--scale", "nan"], 2, "--scale"),
+    ("seg-scale-inf", [*_SEG, "{root}/o1", "--scale", "inf"], 2, "finite"),
+    ("seg-scale-neg", [*_SEG, "{root}/o1", "--scale", "-1"], 2, "> 0"),
+    ("seg-batch-0", [*_SEG, "{root}/o1", "--batch-size", "0"], 2, "--batch-size"),
+    ("seg-min-size-neg", [*_SEG, "{root}/o1", "--min-size", "-1"], 2, "--min-size"),
+    ("seg-overlap-nan", [*_SEG, "{root}/o1", "--overlap", "nan"], 2, "--overlap"),
+    ("seg-diameter-nan", [*_SEG, "{root}/o1", "--diameter", "nan"], 2, "--diameter"),
+    ("seg-diameter-word", [*_SEG, "{root}/o1", "--diameter", "big"], 2, "--diameter"),
+    # -- segment: outputs
+    ("seg-out-is-file", [*_SEG, "{existing}"], 2, "is a file"),
+    ("seg-out-under-file", [*_SEG, "{existing}/sub"], 2, "is a file"),
+    ("seg-out-not-writable", [*_SEG, "/sys/napari-unet-out"], 2, "-o/--outdir"),
+    ("seg-out-unwritable-folder", [*_SEG, "/sys"], 2, "cannot write"),
+    # -- train: numbers
+    ("train-lr-nan", [*_TRAIN, "-o", "{root}/t.safetensors", "--lr", "nan"], 2, "--lr"),
+    ("train-lr-0", [*_TRAIN, "-o", "{root}/t.safetensors", "--lr", "0"], 2, "> 0"),
+    ("train-lr-word", [*_TRAIN, "-o", "{root}/t.safetensors", "--lr", "fast"], 2, "number"),
+    ("train-w0-nan", [*_TRAIN, "-o", "{root}/t.safetensors", "--w0", "nan"], 2, "--w0"),
+    ("train-w0-inf", [*_TRAIN, "-o", "{root}/t.safetensors", "--w0", "inf"], 2, "--w0"),
+    ("train-threads-neg", [*_TRAIN, "-o", "{root}/t.safetensors", "--threads", "-1"], 2,
+     "--threads"),
+    ("train-threads-0", [*_TRAIN, "-o", "{root}/t.safetensors", "--threads", "0"], 2,
+     "--threads"),
+    ("train-epochs-0", [*_TRAIN, "-o", "{root}/t.safetensors", "--epochs", "0"], 2, "--epochs"),
+    ("train-patch-0", [*_TRAIN, "-o", "{root}/t.safetensors", "--patch", "0"], 2, "--patch"),
+    ("train-seed-neg", [*_TRAIN, "-o", "{root}/t.safetensors", "--seed", "-1"], 2, "--seed"),
+    ("train-val-fraction", [*_TRAIN, "-o", "{root}/t.safetensors", "--val-fraction", "1.5"], 2,
+     "--val-fraction"),
+    ("train-zoom-nan", [*_TRAIN, "-o", "{root}/t.safetensors", "--zoom", "nan", "1"], 2, "--zoom"),
+    ("train-zoom-reversed", [*_TRAIN, "-o", "{root}/t.safetensors", "--zoom", "2", "1"], 2,
+     "zoom"),
+    ("train-depth-9", [*_TRAIN, "-o", "{root}/t.safetensors", "--depth", "9"], 2, "--depth"),
+    # -- train: data
+    ("train-negative-labels", ["train", "--images", "{root}/negative/images", "--labels",
+                               "{root}/negative/labels", *TINY_TRAIN, "-o", "{root}/t.safetensors"],
+     2, "negative label ids"),
+    ("train-float-labels", ["train", "--images", "{root}/floats/images", "--labels",
+                            "{root}/floats/labels", *TINY_TRAIN, "-o", "{root}/t.safetensors"],
+     2, "whole-number label ids"),
+    ("train-corrupt-image", ["train", "--images", "{root}/corrupt/images", "--labels",
+                             "{root}/corrupt/labels", *TINY_TRAIN, "-o", "{root}/t.safetensors"],
+     2, "not a readable TIFF"),
+    ("train-shape-mismatch", ["train", "--images", "{root}/mismatch/images", "--labels",
+                              "{root}/mismatch/labels", *TINY_TRAIN, "-o", "{root}/t.safetensors"],
+     2, "does not match"),
+    ("train-images-is-file", ["train", "--images", "{image}", "--labels", "{root}/good/labels",
+                              *TINY_TRAIN, "-o", "{root}/t.safetensors"], 2, "not a folder"),
+    # -- train: outputs, checkpoints, models
+    ("train-out-exists", [*_TRAIN, "-o", "{model}"], 2, "--overwrite"),
+    ("train-out-is-folder", [*_TRAIN, "-o", "{empty_dir}"], 2, "is a folder"),
+    ("train-out-suffix", [*_TRAIN, "-o", "{root}/m.pt"], 2, ".safetensors"),
+    ("train-out-under-file", [*_TRAIN, "-o", "{existing}/m.safetensors"], 2, "is a file"),
+    ("train-out-not-writable", [*_TRAIN, "-o", "/sys/m.safetensors"], 2, "cannot write"),
+    ("train-resume-missing", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{root}/no.ckpt"],
+     2, "not found"),
+    ("train-resume-folder", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{empty_dir}"], 2,
+     "folder"),
+    ("train-resume-code", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{code_ckpt}"], 2,
+     "could run code"),
+    ("train-resume-text", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{text}"], 2,
+     "not a readable training checkpoint"),
+    ("train-init-pickle", [*_TRAIN, "-o", "{root}/t.safetensors", "--init", "{pickle_model}"], 2,
+     "can run code"),
+    ("train-init-folder", [*_TRAIN, "-o", "{root}/t.safetensors", "--init", "{empty_dir}"], 2,
+     "is a folder"),
+    ("train-ckpt-is-output", [*_TRAIN, "-o", "{root}/t.safetensors", "--checkpoint",
+                              "{root}/t.safetensors"], 2, "--checkpoint"),
+    # -- evaluate
+    ("eval-corrupt-gt", ["evaluate", "--gt", "{root}/gt_corrupt", "--pred", "{root}/pred"], 2,
+     "not a readable TIFF"),
+    ("eval-object-npy", ["evaluate", "--gt", "{root}/gt_obj", "--pred", "{root}/pred"], 2,
+     "Python objects"),
+    ("eval-negative-gt", ["evaluate", "--gt", "{root}/gt_neg", "--pred", "{root}/pred"], 2,
+     "negative label ids"),
+    ("eval-float-gt", ["evaluate", "--gt", "{root}/gt_float", "--pred", "{root}/pred"], 2,
+     "whole-number label ids"),
+    ("eval-shape-mismatch", ["evaluate", "--gt", "{root}/gt", "--pred", "{root}/pred_small"], 2,
+     "same shape"),
+    ("eval-missing-gt", ["evaluate", "--gt", "{root}/nope", "--pred", "{root}/pred"], 2,
+     "does not exist"),
+    ("eval-csv-exists", [*_EVAL, "--csv", "{existing}"], 2, "--overwrite"),
+    ("eval-csv-is-folder", [*_EVAL, "--csv", "{empty_dir}"], 2, "is a folder"),
+    ("eval-csv-under-file", [*_EVAL, "--csv", "{existing}/t.csv"], 2, "is a file"),
+    ("eval-csv-not-writable", [*_EVAL, "--csv", "/sys/t.csv"], 2, "cannot write"),
+    ("eval-iou-nan", [*_EVAL, "--iou-threshold", "nan"], 2, "--iou-threshold"),
+    ("eval-iou-above-1", [*_EVAL, "--iou-thresholds", "0.5", "1.5"], 2, "--iou-thresholds"),
+    # -- info
+    ("info-folder", ["info", "{empty_dir}"], 2, "is a folder, not a model file"),
+    ("info-missing", ["info", "{root}/nope.safetensors"], 2, "not found"),
+    ("info-text", ["info", "{text}"], 2, "not a readable model file"),
+    ("info-pickle", ["info", "{pickle_model}"], 2, "can run code"),
+    ("info-shape-0", ["info", "{model}", "--shape", "0", "0"], 2, "--shape"),
+    # -- demo (refused before any work)
+    ("demo-out-exists", ["demo", "-o", "{existing_tif}"], 2, "--overwrite"),
+    ("demo-out-folder", ["demo", "-o", "{empty_dir}"], 2, "is a folder"),
+    ("demo-out-suffix", ["demo", "-o", "{root}/labels.png"], 2, ".tif"),
+    # -- usage
+    ("usage-no-command", [], 2, "required"),
+    ("usage-unknown-option", ["segment", "{image}", "-o", "{root}/o1", "--frobnicate"], 2,
+     "unrecognized"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_exits_with_one_line(ws, capsys, argv, code, needle):
+    assert main(_cmd(ws, argv)) == code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert ": error: " in lines[0] and lines[0].startswith("napari-unet")
+    assert needle in lines[0], lines[0]
+    assert "weights_only" not in err  # torch's unsafe advice never reaches the user
+
+
+def test_no_output_is_left_by_the_refused_commands(ws):
+    for name in ("o1", "t.safetensors", "t.ckpt", "m.safetensors"):
+        assert not (ws["root"] / name).exists()
+    assert ws["existing"].read_bytes() == b"keep me"
+    assert ws["existing_tif"].read_bytes() == b"keep me"
+    assert not list(ws["root"].glob(".*.tmp"))
+
+
+# -- the public Python functions: the same classes, the same messages -------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "needle"),
+    [
+        (lambda m: segment(np.zeros((0, 0)), m), UserInputError, "empty"),
+        (lambda m: segment(np.zeros((8, 0)), m), UserInputError, "empty"),
+        (lambda m: segment(np.zeros((16, 16)), m, scale=float("nan")), UserInputError, "scale"),
+        (lambda m: segment(np.zeros((16, 16)), m, tile_shape=-4), UserInputError, "tile_shape"),
+        (lambda m: segment(np.zeros((16, 16)), m, batch_size=0), UserInputError, "batch_size"),
+        (lambda m: segment(np.zeros((16, 16)), m, min_size=-1), UserInputError, "min_size"),
+        (lambda m: segment(np.zeros((16, 16)), m, overlap=float("inf")), UserInputError, "overlap"),
+        (lambda m: segment(np.zeros((16, 16)), m, diameter=-3), UserInputError, "diameter"),
+        (lambda m: segment(np.array([["a"]]), m), UserInputError, "numbers"),
+        (lambda m: segment(np.zeros((16, 16, 3)), m, axes="YXC"), UserInputError, "channel"),
+        (lambda m: train([_blobs()[0]], [_blobs()[1]], learning_rate=float("nan")),
+         UserInputError, "learning_rate"),
+        (lambda m: train([_blobs()[0]], [_blobs()[1]], w0=float("nan")), UserInputError, "w0"),
+        (lambda m: train([_blobs()[0]], [_blobs()[1].astype(np.int32) - 1], epochs=1),
+         UserInputError, "negative label ids"),
+        (lambda m: train([_blobs()[0]], [_blobs()[1] + 0.5], epochs=1), UserInputError,
+         "whole-number label ids"),
+        (lambda m: train([np.zeros((0, 40))], [np.zeros((0, 40), int)]), UserInputError, "empty"),
+        (lambda m: train([_blobs()[0]], [_blobs()[1]], patch_size=float("nan")), UserInputError,
+         "patch_size"),
+    ],
+)  # fmt: skip
+def test_python_api_refuses_bad_values(tiny_model, call, error, needle):
+    with pytest.raises(error, match=needle):
+        call(tiny_model)
+
+
+def test_load_model_refuses_folders_and_pickles(ws):
+    with pytest.raises(UserInputError, match="is a folder, not a model file"):
+        load_model(ws["empty_dir"])
+    for path in (ws["pickle_model"], ws["raw_pickle"]):
+        with pytest.raises(UserInputError, match="can run code") as info:
+            load_model(path)
+        assert "\n" not in str(info.value)
+
+
+def test_labels_get_the_same_message_in_training_and_evaluation():
+    from napari_unet.evaluation.pairs import evaluate_pair
+    from napari_unet.training.data import prepare_pair
+
+    image = np.zeros((8, 8), np.float32)
+    negative = np.full((8, 8), -2, np.int32)
+    with pytest.raises(UserInputError) as a:
+        prepare_pair(image, negative)
+    with pytest.raises(UserInputError) as b:
+        evaluate_pair(negative, np.zeros((8, 8), int))
+    with pytest.raises(UserInputError) as c:
+        check_labels(negative)
+    core = "holds negative label ids (min -2); label ids must be >= 0 (0 = background)"
+    assert all(core in str(e.value) for e in (a, b, c))
+
+
+def test_number_validator():
+    assert check_number(3, "n", minimum=1, integer=True) == 3
+    assert check_number(3.0, "n", integer=True) == 3
+    for bad in (float("nan"), float("inf"), -1, "3", True, None):
+        with pytest.raises(UserInputError, match=r"^x must be"):
+            check_number(bad, "x", minimum=0)
+    assert check_number(None, "x", none_ok=True) is None
+    with pytest.raises(UserInputError, match="> 0"):
+        check_number(0, "x", minimum=0, low_open=True)
+
+
+def test_huge_label_ids_are_evaluated_or_refused_clearly():
+    from napari_unet.evaluation.pairs import evaluate_pair
+
+    big = np.zeros((8, 8), np.int64)
+    big[2:5, 2:5] = 2**62
+    result = evaluate_pair(big, big)
+    assert result.records[0]["n_true"] == 1
+    too_big = big.astype(np.uint64)
+    too_big[2:5, 2:5] = 2**63 + 5
+    with pytest.raises(UserInputError, match="above 2\\*\\*63 - 1"):
+        evaluate_pair(too_big, too_big)
+
+
+# -- the central handler -----------------------------------------------------------------------
+
+
+def test_internal_error_is_one_line_with_a_log(ws, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("bug deep inside")
+
+    monkeypatch.setattr("napari_unet.model.summary.layer_summary", boom)
+    assert main(["info", str(ws["model"])]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "internal error (ZeroDivisionError: bug deep inside), please report" in err
+    logs = list((tmp_path / "state" / "napari-unet" / "logs").glob("*.log"))
+    assert len(logs) == 1 and str(logs[0]) in err
+    assert "Traceback" in logs[0].read_text() and "boom" in logs[0].read_text()
+    assert main(["--debug", "info", str(ws["model"])]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("code", "needle"),
+    [(errno.ENOSPC, "disk is full"), (errno.EACCES, "permissions"), (errno.EROFS, "read-only")],
+)
+def test_os_errors_while_writing_are_one_line_and_leave_nothing(
+    ws, tmp_path, monkeypatch, capsys, code, needle
+):
+    def fail(path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")  # half-written, then the disk fails
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(tifffile, "imwrite", fail)
+    out = tmp_path / "out"
+    assert main(["segment", str(ws["image"]), "--model", str(ws["model"]), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(_message_lines(err)) == 1 and "Traceback" not in err
+    assert needle in err
+    assert not out.exists()  # neither the result nor its temporary, nor the folder made for them
+
+
+def test_out_of_memory_is_a_one_line_hint(ws, tmp_path, monkeypatch, capsys):
+    def oom(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("napari_unet.inference.pipeline.run_with_progress", oom)
+    args = ["segment", str(ws["image"]), "--model", str(ws["model"]), "-o", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not enough memory" in err and len(_message_lines(err)) == 1
+
+
+def test_unwritable_folder_for_a_non_root_user(ws, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        writable = os.access(locked, os.W_OK)  # root writes anyway: then the probe says so too
+        code = main(["segment", str(ws["image"]), "--model", str(ws["model"]), "-o", str(locked)])
+    finally:
+        locked.chmod(0o700)
+    assert code == (0 if writable else 2)
+    if not writable:
+        assert "cannot write" in capsys.readouterr().err
+
+
+# -- folders, unicode, overwrite ---------------------------------------------------------------
+
+
+def test_segment_a_folder_of_tiffs_and_unicode_paths(ws, tmp_path):
+    folder = tmp_path / "bilder é 日本"
+    folder.mkdir()
+    for name in ("a.tif", "b.tiff"):
+        tifffile.imwrite(folder / name, tifffile.imread(ws["image"]))
+    (folder / "readme.txt").write_text("not an image")
+    out = tmp_path / "résultats"
+    assert main(["segment", str(folder), "--model", str(ws["model"]), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.tif"]
+
+
+def test_two_inputs_with_one_output_name_are_refused(ws, tmp_path, capsys):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        tifffile.imwrite(tmp_path / sub / "a.tif", tifffile.imread(ws["image"]))
+    argv = ["segment", str(tmp_path / "x" / "a.tif"), str(tmp_path / "y" / "a.tif")]
+    assert main([*argv, "--model", str(ws["model"]), "-o", str(tmp_path / "o")]) == 2
+    assert "would both be written" in capsys.readouterr().err
+
+
+def _digest(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_overwrite_is_refused_byte_for_byte_then_allowed(ws, tmp_path, capsys):
+    out = tmp_path / "out"
+    seg = ["segment", str(ws["image"]), "--model", str(ws["model"]), "-o", str(out)]
+    assert main(seg) == 0
+    target = out / "img_labels.tif"
+    target.write_bytes(b"old labels")  # the user's own file under that name
+    assert main(seg) == 2
+    assert _digest(target) == b"old labels"
+    assert main([*seg, "--overwrite"]) == 0
+    assert tifffile.imread(target).shape == (40, 40)
+
+    csv = tmp_path / "scores.csv"
+    csv.write_bytes(b"old scores")
+    ev = ["evaluate", "--gt", str(ws["root"] / "gt"), "--pred", str(ws["root"] / "pred")]
+    assert main([*ev, "--csv", str(csv)]) == 2
+    assert _digest(csv) == b"old scores"
+    assert main([*ev, "--csv", str(csv), "--overwrite"]) == 0
+    assert _digest(csv).startswith(b"image,")
+
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"old model")
+    tr = ["train", "--images", str(ws["root"] / "good" / "images")]
+    tr += ["--labels", str(ws["root"] / "good" / "labels"), *TINY_TRAIN, "-o", str(model)]
+    assert main(tr) == 2
+    assert _digest(model) == b"old model"
+    capsys.readouterr()
+    assert main([*tr, "--overwrite"]) == 0
+    assert load_model(model).card["name"] == "m"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_fresh_train_refuses_the_checkpoint_of_an_earlier_run(ws, tmp_path, capsys):
+    model, ckpt = tmp_path / "m.safetensors", tmp_path / "m.ckpt"
+    ckpt.write_bytes(b"an interrupted run")
+    tr = ["train", "--images", str(ws["root"] / "good" / "images")]
+    tr += ["--labels", str(ws["root"] / "good" / "labels"), *TINY_TRAIN, "-o", str(model)]
+    assert main(tr) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {ckpt}" in err and "--overwrite" in err
+    assert _digest(ckpt) == b"an interrupted run" and not model.exists()
+    assert main([*tr, "--overwrite"]) == 0
+    assert ckpt.stat().st_size > 100
+    # a finished run continues with --resume, which may replace its own model file
+    assert main([*tr, "--resume", str(ckpt), "--epochs", "2"]) == 0
+
+
+def test_resume_with_other_settings_is_one_short_line(ws, tmp_path, capsys):
+    model = tmp_path / "m.safetensors"
+    tr = ["train", "--images", str(ws["root"] / "good" / "images")]
+    tr += ["--labels", str(ws["root"] / "good" / "labels"), *TINY_TRAIN, "-o", str(model)]
+    assert main(tr) == 0
+    capsys.readouterr()
+    assert main([*tr, "--resume", str(model.with_suffix(".ckpt")), "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 400
+    assert "learning_rate 0.001, now 0.5" in err
