@@ -153,3 +153,43 @@ def test_a_dock_opened_after_training_offers_the_trained_model(make_napari_viewe
         assert registry.unique_name("my nuclei") == "my nuclei 2"
     finally:
         registry.clear_models()
+
+
+def test_correct_and_retrain_offers_the_fine_tuned_model_in_every_segment_dock(
+    segment, qtbot, make_napari_viewer
+):
+    from napari_unet._napari._retrain import correction_region
+
+    viewer, widget = segment
+    other = _dock(viewer, "U-Net Segment")  # a second Segment dock
+    widget.output.value = "instance"
+    assert widget.retrain.run() is None  # nothing segmented yet
+    assert "segment an image first" in widget.retrain.status.value
+    _segment(widget, qtbot)
+    labels = viewer.layers["nuclei labels"]
+    assert widget.retrain.result.value.name == "nuclei labels"
+    assert widget.retrain.run() is None  # not corrected yet
+    assert "paint corrections" in widget.retrain.status.value
+
+    labels.paint((20, 20), 7)  # the user draws an object (brush of 10 px)
+    changed = labels.data != 0
+    region = correction_region(np.asarray(labels.data), changed)
+    assert region is not None and region[20, 20] and not region[60, 75]  # sparse: local
+    widget.retrain.epochs.value = 1
+    try:
+        worker = widget.retrain.run()
+        assert worker is not None and not widget.retrain.retrain_button.enabled
+        assert "validated on the same image" in widget.retrain.status.value
+        qtbot.waitUntil(lambda: not widget.retrain.running, timeout=120_000)
+        assert widget.retrain.model is not None, widget.retrain.status.value
+        name = widget.retrain.model_name
+        assert name == "tiny corrected"
+        assert registry.get_model(name) is widget.retrain.model
+        assert widget.model_source.value == TRAINED + name
+        assert other.model_source.value == TRAINED + name
+        assert widget.retrain.model.card["name"] == name
+        widget.confirm_replace = lambda name: True
+        _segment(widget, qtbot)  # segment again with the new model
+        assert widget.status.value.startswith("done")
+    finally:
+        registry.clear_models()

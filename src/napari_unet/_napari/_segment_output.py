@@ -19,6 +19,11 @@ import numpy as np
 from . import _results
 from ._layers import output_placement, upsert_layer
 
+#: the Segment dock's model choices: the built-in model, a file, a model trained this session
+BUILTIN = "built-in nuclei"
+FROM_FILE = "model file"
+TRAINED = "trained: "
+
 
 def put_result(
     viewer: Any,
@@ -91,13 +96,40 @@ def _free_name(viewer: Any, name: str) -> str:
 def model_record(image_name: str, source: str, model: Any) -> _results.ResultRecord:
     """The record of a run of ``model`` (None: built-in, a Path, or a trained UNet)."""
     if model is None:
-        ref, name = "nuclei", "built-in nuclei"
+        ref, name = "nuclei", BUILTIN
     elif isinstance(model, Path):
         ref, name = str(model), model.stem
     else:
         ref = model
         name = str((getattr(model, "card", None) or {}).get("name") or source)
     return _results.ResultRecord(image_name, source, ref, name, None)
+
+
+def chosen_model(source: str, model_file: Any) -> Any:
+    """The Segment dock's model choice as ``segment_iter`` takes it: None, a Path or a UNet."""
+    from ..common.errors import UserInputError
+    from . import _model_registry as registry
+
+    if source == FROM_FILE:
+        path = Path(model_file)
+        if not path.is_file():
+            raise UserInputError(f"choose a model file (.safetensors); {path} is not a file")
+        return path
+    if source.startswith(TRAINED):
+        return registry.get_model(source[len(TRAINED) :])
+    return None
+
+
+def describe(labels: Any) -> str:
+    """The status line's description of a result."""
+    if type(labels).__module__.startswith("dask"):
+        return f"labels {tuple(labels.shape)} (zarr-backed)"
+    return f"{int(labels.max())} label(s) in {tuple(labels.shape)}"
+
+
+def drive(gen):
+    """Run ``gen`` in the worker thread, passing its events on (and its result back)."""
+    return (yield from gen)
 
 
 def ask_replace(name: str) -> bool:
@@ -116,4 +148,4 @@ def ask_replace(name: str) -> bool:
     return answer == QMessageBox.StandardButton.Yes
 
 
-__all__ = ["ask_replace", "model_record", "put_result"]
+__all__ = ["ask_replace", "chosen_model", "describe", "drive", "model_record", "put_result"]

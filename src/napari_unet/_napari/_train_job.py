@@ -13,11 +13,15 @@ import copy
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._train_inputs import PairSource, channel_axis, expand_sources, lead_channel_first
+
+if TYPE_CHECKING:
+    from ..model.unet import UNet
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def training_job(
     config: Any,
     stop: threading.Event,
     *,
-    init: str | None = None,
+    init: str | Path | UNet | None = None,
     ignore_label: int | None = None,
     preview: PreviewSpec | None = None,
 ) -> Generator[Any, None, Any]:
@@ -75,8 +79,9 @@ def training_job(
     config : TrainConfig
     stop : threading.Event
         Set it to stop after the current batch; the best model so far is returned.
-    init : str, optional
-        A model to fine-tune (a built-in name or a model file) instead of a new network; its
+    init : str, Path or UNet, optional
+        A model to fine-tune (a built-in name, a model file, or a model of this session, which
+        is copied) instead of a new network; its
         architecture and normalisation replace ``config``'s
         (:func:`~napari_unet.training.config.config_for_model`).
     ignore_label : int, optional
@@ -93,7 +98,10 @@ def training_job(
         from ..model.files import load_model
         from ..training.config import config_for_model
 
-        model = load_model(init, device="cpu")
+        if isinstance(init, str | Path):
+            model = load_model(init, device="cpu")
+        else:  # a model of this session: train a copy, the original stays usable
+            model = copy.deepcopy(init).cpu()
         config = config_for_model(config, model)
     images, labels, regions, names = expand_sources(sources, config.ndim, ignore_label)
     pairs = prepare_data(

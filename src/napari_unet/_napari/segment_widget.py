@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
@@ -26,18 +25,26 @@ from magicgui.widgets import (
 )
 
 from . import _model_registry as registry
-from ._dock import Advanced, Dock, wrapping_label
+from ._dock import Advanced, Dock, header, wrapping_label
 from ._feedback import report_error, report_failure
 from ._layers import layer_array, propose_axes
-from ._segment_output import ask_replace, model_record, put_result
+from ._retrain import RetrainBox
+from ._segment_output import (
+    BUILTIN,
+    FROM_FILE,
+    TRAINED,
+    ask_replace,
+    chosen_model,
+    describe,
+    drive,
+    model_record,
+    put_result,
+)
 
 if TYPE_CHECKING:
     import napari
     from superqt.utils import GeneratorWorker
 
-BUILTIN = "built-in nuclei"
-FROM_FILE = "model file"
-TRAINED = "trained: "
 OUTPUT_KINDS = ("instance", "semantic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
@@ -94,6 +101,7 @@ class SegmentWidget(Dock):
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = wrapping_label()
+        self.retrain = RetrainBox(self._viewer)
         self.advanced = Advanced()
         self._build_advanced()
         self.extend(
@@ -111,6 +119,8 @@ class SegmentWidget(Dock):
                     layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button]
                 ),
                 self.status,
+                header("Correct and retrain"),
+                self.retrain,
                 self.advanced,
             ]
         )
@@ -157,7 +167,7 @@ class SegmentWidget(Dock):
         )
         self.advanced.add(
             self.axes, self.output, self.tile, self.overlap, self.device, self.engine,
-            self.probabilities, self.scheduler,
+            self.probabilities, self.scheduler, self.retrain.learning_rate,
         )  # fmt: skip
 
     def _connect(self) -> None:
@@ -234,7 +244,7 @@ class SegmentWidget(Dock):
             job.pop("image"), job.pop("model"), return_probabilities=self.probabilities.value, **job
         )
         worker = create_worker(
-            _drive,
+            drive,
             self._gen,
             _start_thread=False,
             _connect={
@@ -265,14 +275,7 @@ class SegmentWidget(Dock):
 
         if layer is None:
             raise UserInputError("choose an image layer to segment")
-        model: Any = None
-        if self.model_source.value == FROM_FILE:
-            path = Path(self.model_file.value)
-            if not path.is_file():
-                raise UserInputError(f"choose a model file (.safetensors); {path} is not a file")
-            model = path
-        elif self.model_source.value.startswith(TRAINED):
-            model = registry.get_model(self.model_source.value[len(TRAINED) :])
+        model = chosen_model(self.model_source.value, self.model_file.value)
         data = layer_array(layer)
         return {
             "image": data,
@@ -309,19 +312,14 @@ class SegmentWidget(Dock):
         record = record or model_record(layer.name, self.model_source.value, None)
         out = put_result(self._viewer, layer, axes, labels, probs, record, self.confirm_replace)
         self.result_layer = out
-        self.status.value = f"done: {self._describe(labels)}{self._scale_note()}"
+        self.retrain.select(out)
+        self.status.value = f"done: {describe(labels)}{self._scale_note()}"
 
     def _scale_note(self) -> str:
         """How the image was resampled for the model, for the status line ("" when not)."""
         if self._scale == 1.0:
             return ""
         return f" (image resampled x{self._scale:.2f} for the model)"
-
-    @staticmethod
-    def _describe(labels: Any) -> str:
-        if type(labels).__module__.startswith("dask"):
-            return f"labels {tuple(labels.shape)} (zarr-backed)"
-        return f"{int(labels.max())} label(s) in {tuple(labels.shape)}"
 
     def _on_finished(self) -> None:
         if self._cancelled and self._gen is not None:
@@ -342,8 +340,3 @@ class SegmentWidget(Dock):
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Segment")
-
-
-def _drive(gen):
-    """Run ``gen`` in the worker thread, passing its events on (and its result back)."""
-    return (yield from gen)

@@ -1,0 +1,290 @@
+"""Correct and retrain: fine-tune the model behind a Segment result on the user's corrections.
+
+The human-in-the-loop cycle of Cellpose 2: segment, paint corrections into the result layer
+(fix merged or split objects, erase false ones, draw missed ones), press **Retrain on
+corrections**, segment again with the new model. The model that produced the result (built-in,
+file or trained in this session) is fine-tuned by the training engine
+(:func:`._train_job.training_job`, which calls :func:`napari_unet.training.loop.train_iter`)
+with a fine-tuning learning rate on every corrected result of that model in the viewer. Where
+the corrections are sparse (they and the objects they touch cover less than half of the image)
+only the corrected area, widened by a margin, counts as annotated; elsewhere the unchecked
+prediction would be learnt as truth. The new model is registered under a new name, which every
+Segment dock offers and selects at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox
+
+from . import _model_registry as registry
+from . import _results
+from ._dock import wrapping_label
+from ._feedback import report_error, report_failure
+from ._layers import layer_array
+from ._train_inputs import PairSource
+from ._train_monitor import InOrder
+
+#: learning rate of a fine-tuning run (AdamW): a tenth of training from scratch
+FINE_TUNE_LR = 1e-4
+#: corrections covering more than this fraction of an image make the whole image annotated
+SPARSE_FRACTION = 0.5
+#: pixels of context kept around corrected objects in a sparse correction
+MARGIN = 12
+
+
+def correction_region(labels: np.ndarray, changed: np.ndarray) -> np.ndarray | None:
+    """Where a corrected result counts as annotated: None (all of it) unless sparse.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (..., Y, X)
+        The corrected labels.
+    changed : ndarray of bool, same shape
+        Pixels the user changed.
+
+    Returns
+    -------
+    ndarray of bool or None
+        The changed pixels and the objects they touch, widened by :data:`MARGIN` pixels;
+        None when that covers more than :data:`SPARSE_FRACTION` of the image.
+    """
+    from scipy import ndimage
+
+    touched = np.unique(labels[changed])
+    area = changed | np.isin(labels, touched[touched != 0])
+    if not area.any():
+        return None
+    distance = ndimage.distance_transform_edt(~area)
+    region = distance <= MARGIN
+    return None if region.mean() > SPARSE_FRACTION else region
+
+
+class RetrainBox(Container):
+    """The Segment dock's *Correct and retrain* rows: result, epochs, Retrain / Stop, status.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        Where the corrected results are (possibly napari's plugin proxy).
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        self._viewer = viewer
+        self.result = ComboBox(
+            label="Corrected result", choices=self._result_choices, nullable=True,
+            tooltip="a U-Net Segment result you have corrected by painting (paint, fill, "
+            "erase); its model is fine-tuned on every corrected result it produced",
+        )  # fmt: skip
+        self.epochs = SpinBox(
+            label="Retrain epochs", value=10, min=1, max=10_000,
+            tooltip="passes over the corrected images; more learn more and take longer",
+        )  # fmt: skip
+        self.learning_rate = FloatSpinBox(
+            label="Retrain learning rate", value=FINE_TUNE_LR, min=1e-6, max=1e-2, step=1e-5,
+            tooltip="fine-tuning learning rate (AdamW); a tenth of training from scratch",
+        )  # fmt: skip
+        self.learning_rate.native.setDecimals(6)
+        self.retrain_button = PushButton(text="Retrain on corrections")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.status = wrapping_label()
+        self.worker: Any = None
+        #: the model of the last finished retraining, and its registered name
+        self.model: Any = None
+        self.model_name = ""
+        self._stop = threading.Event()
+        self._in_order = InOrder()
+        self._epochs = 0
+        super().__init__(
+            labels=False,
+            widgets=[
+                Container(widgets=[self.result, self.epochs]),
+                Container(
+                    layout="horizontal",
+                    labels=False,
+                    widgets=[self.retrain_button, self.stop_button],
+                ),
+                self.status,
+            ],
+        )
+        self.margins = (0, 0, 0, 0)
+        events = viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self._refresh)
+        self.retrain_button.changed.connect(self.run)
+        self.stop_button.changed.connect(self.stop)
+
+    def _result_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [
+            (ly.name, ly) for ly in self._viewer.layers if _results.result_record(ly) is not None
+        ]
+
+    def _refresh(self, _event: Any = None) -> None:
+        self.result.reset_choices()
+
+    def select(self, layer: Any) -> None:
+        """Offer ``layer`` (a new Segment result) as the result to correct."""
+        self._refresh()
+        for _name, choice in self._result_choices():
+            if choice.unique_id == layer.unique_id:
+                self.result.value = choice
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run(self, *_: Any) -> Any:
+        """Fine-tune the model of the chosen result on the corrections; returns the worker."""
+        from napari.qt.threading import GeneratorWorker, create_worker
+
+        from ..common.errors import UserInputError
+        from ..training.config import TrainConfig
+        from ._train_job import training_job
+
+        if self.worker is not None:
+            return self.worker
+        try:
+            record, sources = self._sources()
+            patch = min(128, *(min(s.labels.shape[-2:]) for s in sources))
+            config = TrainConfig(
+                task=_model_task(record.model_ref),
+                epochs=self.epochs.value,
+                learning_rate=float(self.learning_rate.value),
+                patch_size=patch,
+            )
+        except UserInputError as err:
+            report_error(self.status, str(err), "Retrain")
+            return None
+
+        outer = self
+
+        class _GracefulWorker(GeneratorWorker):
+            def quit(self) -> None:  # the activity dock's cancel keeps the best model
+                outer.stop()
+
+        self._stop, self._epochs = threading.Event(), config.epochs
+        base = record.model_name
+        worker = create_worker(
+            training_job, sources, config, self._stop, init=record.model_ref,
+            _progress={"desc": f"Retraining {base}"}, _worker_class=_GracefulWorker,
+            _start_thread=False,
+            _connect={
+                name: partial(self._in_order, handler)
+                for name, handler in (
+                    ("yielded", self._on_event),
+                    ("returned", lambda result: self._on_returned(result, base, sources)),
+                    ("errored", lambda err: report_failure(self.status, err, "Retrain")),
+                    ("finished", self._on_finished),
+                )
+            },
+        )  # fmt: skip
+        self.worker, self.model = worker, None
+        self.retrain_button.enabled, self.stop_button.enabled = False, True
+        note = (
+            " (validated on the same image: only one corrected image)" if len(sources) == 1 else ""
+        )
+        self.status.value = f"fine-tuning {base} on {len(sources)} corrected image(s){note} ..."
+        worker.start()
+        return worker
+
+    def stop(self, *_: Any) -> None:
+        """Stop after the current batch, keeping the best model so far."""
+        if self.worker is not None:
+            self._stop.set()
+            self.stop_button.enabled = False
+            self.status.value = "stopping after this batch ..."
+
+    def _sources(self) -> tuple[_results.ResultRecord, list[PairSource]]:
+        """The record of the chosen result and a training pair per corrected result."""
+        from ..common.errors import UserInputError
+
+        layer = self.result.value
+        record = _results.result_record(layer) if layer is not None else None
+        if record is None:
+            raise UserInputError("segment an image first, then paint corrections into the result")
+        if not _results.was_edited(layer):
+            raise UserInputError(
+                f"paint corrections into {layer.name!r} first (paint, fill or erase objects)"
+            )
+        sources = []
+        for result in _results.corrected_results(self._viewer):
+            other = _results.result_record(result)
+            if other is None or not _same_model(other.model_ref, record.model_ref):
+                continue
+            if other.image_name not in self._viewer.layers:
+                raise UserInputError(
+                    f"the image {other.image_name!r} of {result.name!r} is no longer open"
+                )
+            image = self._viewer.layers[other.image_name]
+            data = np.asarray(layer_array(image))
+            labels = np.array(result.data, copy=True)
+            changed = _results.corrected_mask(result)
+            region = None if changed is None else correction_region(labels, changed)
+            sources.append(
+                PairSource(
+                    other.image_name,
+                    result.name,
+                    data,
+                    labels,
+                    region,
+                    bool(getattr(image, "rgb", False)),
+                )
+            )
+        return record, sources
+
+    def _on_event(self, event: Any) -> None:
+        from ..training.events import BatchEnd, EpochEnd
+
+        if isinstance(event, BatchEnd) and event.step == event.steps - 1:
+            self.status.value = f"fine-tuning: epoch {event.epoch + 1}/{self._epochs} ..."
+            pbar = getattr(self.worker, "pbar", None)
+            if pbar is not None:
+                pbar.total = self._epochs
+                pbar.n = event.epoch
+                pbar.update(1)
+        elif isinstance(event, EpochEnd):
+            self.status.value = (
+                f"fine-tuning: epoch {event.epoch + 1}/{event.epochs}, validation Dice "
+                f"{event.val_dice:.3f}"
+            )
+
+    def _on_returned(self, result: Any, base: str, sources: list[PairSource]) -> None:
+        if result.best_epoch < 0:
+            self.status.value = "stopped before the first epoch ended: no model kept"
+            return
+        name = registry.unique_name(f"{base} corrected")
+        result.model.card = {
+            **result.model.card,
+            "name": name,
+            "description": f"{base} fine-tuned in napari on corrected "
+            + ", ".join(s.labels_name for s in sources),
+        }
+        self.model, self.model_name = result.model, name
+        registry.register_model(name, result.model)  # every Segment dock selects it
+        self.status.value = (
+            f"done: model {name!r} (validation Dice {result.best_dice:.3f}) is selected; "
+            "press Segment to see its result"
+        )
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.retrain_button.enabled, self.stop_button.enabled = True, False
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    return a is b if not isinstance(a, str) or not isinstance(b, str) else a == b
+
+
+def _model_task(ref: Any) -> str:
+    """The task of a model, a built-in model or a model file (from its card, no weights)."""
+    from ..model.files import BUILTIN_MODELS, builtin_model_path, read_card
+
+    if not isinstance(ref, str):
+        card = getattr(ref, "card", None) or {}
+    else:
+        card = read_card(builtin_model_path(ref) if ref in BUILTIN_MODELS else ref)
+    return str(card.get("task", "instance"))
