@@ -27,7 +27,7 @@ from napari_unet.model.export import model_digest
 from napari_unet.model.unet import UNet
 
 CPU = torch.device("cpu")
-FAST = [name for name in ENGINES if name not in ("auto", "torch")]
+FAST = list(engines.FAST)  # the engines equal to torch within TOLERANCE
 
 
 def _net(ndim: int = 2, padding: str = "same", seed: int = 0) -> UNet:
@@ -141,6 +141,28 @@ def test_unverified_engine_falls_back_to_torch(fast_engine, monkeypatch, caplog)
         got = predict_tiled(net, image, engine=fast_engine, device="cpu")
     assert "using torch" in caplog.text
     np.testing.assert_array_equal(got, predict_tiled(net, image, engine="torch", device="cpu"))
+
+
+def test_int8_engine_keeps_the_builtin_models_objects():
+    """openvino-int8: calibrated on the sample; close to torch, not equal; the same objects."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    from napari_unet.evaluation.instances import average_precision
+
+    model = load_model(None)
+    image, _ = load_sample()
+    ref_labels, ref = segment(image, model, engine="torch", return_probabilities=True)
+    labels, probs = segment(image, model, engine="openvino-int8", return_probabilities=True)
+    assert np.abs(probs - ref).mean() <= engines.INT8_TOLERANCE
+    assert average_precision(ref_labels, labels, 0.5).mean >= 0.9
+    assert (cache_dir() / f"{model_digest(model)}-int8.onnx").is_file()
+
+
+def test_int8_engine_needs_a_single_channel_2d_model():
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(UserInputError, match="calibrated on the bundled"):
+        engine_runner(_net(ndim=3), "openvino-int8", CPU)
 
 
 def test_faces_offer_the_same_engines():

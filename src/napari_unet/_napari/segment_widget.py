@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 OUTPUT_KINDS = ("instance", "semantic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
-ENGINES = ("auto", "torch", "openvino", "onnxruntime")
+ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 
 
 class SegmentWidget(Dock):

@@ -11,7 +11,7 @@ from typing import Any
 from ._args import non_negative, non_negative_int, positive, positive_int
 
 #: napari_unet.inference.engines.ENGINES (not imported here: it would import torch)
-ENGINES = ("auto", "torch", "openvino", "onnxruntime")
+ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 log = logging.getLogger(__name__)
 
 

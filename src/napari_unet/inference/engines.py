@@ -45,12 +45,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "openvino", "onnxruntime")
-#: the faster engines, fastest first (measured on a 2-core AVX-512 CPU: benchmarks/README.md)
+ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
+#: the faster engines that "auto" may pick, fastest first (measured on a 2-core AVX-512 CPU:
+#: benchmarks/README.md); "openvino-int8" only runs on request (its results differ more)
 FAST = ("openvino", "onnxruntime")
-_MODULE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+_MODULES = {
+    "openvino": ("openvino",),
+    "onnxruntime": ("onnxruntime",),
+    "openvino-int8": ("openvino", "onnxruntime"),  # quantized by ONNX Runtime's tools
+}
 #: largest difference in probabilities from torch's for an engine to be used
 TOLERANCE = 1e-4
+#: largest mean difference in probabilities from torch's for the int8 engine (a sanity check:
+#: its quality is judged by the segmentation scores)
+INT8_TOLERANCE = 1e-2
 #: "auto" exports a model for a faster engine only for jobs of at least this many pixels
 AUTO_MIN_PIXELS = 1024 * 1024
 #: tile shapes compiled per OpenVINO model (one per tile plan in use)
@@ -62,8 +70,9 @@ _LOCK = threading.Lock()
 
 
 def available_engines() -> list[str]:
-    """The engines installed here: ``"torch"`` and those of :data:`FAST` that import."""
-    return ["torch", *(name for name in FAST if importlib.util.find_spec(_MODULE[name]))]
+    """The engines installed here: ``"torch"`` and those whose packages are installed."""
+    found = {m for mods in _MODULES.values() for m in mods if importlib.util.find_spec(m)}
+    return ["torch", *(name for name, mods in _MODULES.items() if set(mods) <= found)]
 
 
 def cache_dir() -> Path:
@@ -129,7 +138,7 @@ def is_prepared(model: UNet, engine: str) -> bool:
         hit = _RUNNERS.get(model, {}).get(engine)
     if hit is not None and hit[0] == parameter_version(model):
         return True
-    return _onnx_path(model).exists()
+    return _onnx_path(model, int8=engine.endswith("int8")).exists()
 
 
 def engine_runner(model: UNet, engine: str, device: torch.device) -> Runner:
@@ -166,33 +175,42 @@ def _torch_runner(model: UNet, device: torch.device) -> Runner:
 
 def _checked(model: UNet, engine: str, device: torch.device) -> Runner:
     """The engine's runner if it matches torch on a test input, else torch's (a warning)."""
+    int8 = engine.endswith("int8")
     try:
-        runner = _LOADERS[engine](_exported(model))
-        x = _test_input(model)
-        error = float(np.abs(runner(x) - _torch_runner(model, torch.device("cpu"))(x)).max())
+        runner = _LOADERS[engine](_int8_exported(model) if int8 else _exported(model))
+        x = _test_input(model, realistic=int8)
+        diff = np.abs(runner(x) - _torch_runner(model, torch.device("cpu"))(x))
+    except UserInputError:
+        raise
     except Exception as exc:  # an engine that cannot run this model: say so and use torch
         log.warning("engine %s failed for this model (%s); using torch", engine, exc)
         return _torch_runner(model, device)
-    if error > TOLERANCE:
+    error, limit = (float(diff.mean()), INT8_TOLERANCE) if int8 else (float(diff.max()), TOLERANCE)
+    if error > limit:
         log.warning(
             "engine %s differs from torch by %.2g (> %g) for this model; using torch",
             engine,
             error,
-            TOLERANCE,
+            limit,
         )
         return _torch_runner(model, device)
-    log.info("engine %s verified for this model (max difference %.2g)", engine, error)
+    log.info("engine %s verified for this model (difference %.2g)", engine, error)
     return runner
 
 
-def _test_input(model: UNet) -> np.ndarray:
+def _test_input(model: UNet, realistic: bool = False) -> np.ndarray:
+    """Random normal values; ``realistic``: a tile of the sample (int8 ranges fit images)."""
+    if realistic:
+        from .quantize import calibration_tiles
+
+        return calibration_tiles(model)[0]
     size = model.valid_sizes_near(4 * 2**model.config.depth)[1]
     rng = np.random.default_rng(0)
     return rng.normal(size=(1, model.in_channels, *(size,) * model.ndim)).astype(np.float32)
 
 
-def _onnx_path(model: UNet) -> Path:
-    return cache_dir() / f"{model_digest(model)}.onnx"
+def _onnx_path(model: UNet, int8: bool = False) -> Path:
+    return cache_dir() / f"{model_digest(model)}{'-int8' if int8 else ''}.onnx"
 
 
 def _exported(model: UNet) -> Path:
@@ -200,6 +218,16 @@ def _exported(model: UNet) -> Path:
     if not path.exists():
         log.info("exporting the model for a faster engine (once per model): %s", path)
         export_onnx(model, path)
+    return path
+
+
+def _int8_exported(model: UNet) -> Path:
+    from .quantize import quantize_int8
+
+    path = _onnx_path(model, int8=True)
+    if not path.exists():
+        log.info("quantizing the model to int8 (once per model): %s", path)
+        quantize_int8(model, _exported(model), path)
     return path
 
 
@@ -270,4 +298,5 @@ def _openvino_runner(path: Path) -> Runner:
 _LOADERS: dict[str, Callable[[Path], Runner]] = {
     "onnxruntime": _onnxruntime_runner,
     "openvino": _openvino_runner,
+    "openvino-int8": _openvino_runner,
 }
