@@ -18,7 +18,7 @@ from .._version import __version__
 from ._errors import EXIT_USAGE, OneLineParser, run_command
 
 #: sub-command modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("segment", "train", "evaluate", "info", "demo")
+COMMANDS: tuple[str, ...] = ("segment", "train", "evaluate", "info", "export", "demo")
 
 __all__ = ["COMMANDS", "EXIT_USAGE", "build_parser", "main"]
 

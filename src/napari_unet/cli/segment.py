@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         metavar="PATH",
-        help="a .safetensors model file (default: the built-in nuclei model)",
+        help="a .safetensors model file or a BioImage.IO package (.zip or folder with "
+        "rdf.yaml; default: the built-in nuclei model)",
     )
     p.add_argument(
         "--axes",
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     from ..common.errors import UserInputError
     from ..common.outputs import check_output_target
-    from ..model.files import load_model
+    from ..zoo.resolve import resolve_model
 
     targets = [output_path(path, outdir, args) for path in inputs]
     seen: dict[Path, Path] = {}
@@ -182,7 +183,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
         check_output_target(target, "-o/--outdir", overwrite=args.overwrite)
     overlap_pixels(args.overlap, args.tile)
     try:
-        model = load_model(args.model)  # None: the built-in model
+        model = resolve_model(args.model)  # None: the built-in model; .zip: a zoo package
     except UserInputError as err:
         if args.model is None:
             raise UserInputError(f"{err} (no built-in model: pass one with --model PATH)") from err

@@ -115,8 +115,6 @@ class SegmentJob:
         computed with these tiling settings (by the automatic object-size pass); they are
         post-processed instead of predicted again.
         """
-        from .predict import predict_tiled_iter
-
         n = len(self.frames)
         labels = (
             np.zeros(self.labels_shape, LABEL_DTYPE) if self.output != "probabilities" else None
@@ -128,8 +126,7 @@ class SegmentJob:
                 yield SegmentProgress("predict", i + 1, n, i, n)
             else:
                 frame_probs = yield from relay(
-                    predict_tiled_iter(self.model, self.normalized_frame(index), **tiling),
-                    _frame_progress(i, n),
+                    self._predict_frame(index, tiling), _frame_progress(i, n)
                 )
             if probs is None and (self.keep_probs or self.output == "probabilities"):
                 probs = np.zeros((self.n_classes, *self.labels_shape), np.float32)
@@ -138,6 +135,15 @@ class SegmentJob:
             if labels is not None:
                 labels[index] = self._postprocess(frame_probs)
         return (probs if self.output == "probabilities" else labels), probs
+
+    def _predict_frame(self, index: tuple[int, ...], tiling: dict, out=None):
+        """The probabilities of one frame: tiled inference, or a zoo package's own run."""
+        if hasattr(self.model, "predict_iter"):  # a BioImage.IO package (zoo.runner.ZooModel)
+            raw = np.asarray(ax.frame(self.canon, self.caxes, index), np.float32)
+            return self.model.predict_iter(raw, device=tiling.get("device", "auto"), out=out)
+        from .predict import predict_tiled_iter
+
+        return predict_tiled_iter(self.model, self.normalized_frame(index), out=out, **tiling)
 
     def _postprocess(self, probs: np.ndarray) -> np.ndarray:
         if self.output == "semantic":
@@ -202,13 +208,11 @@ class SegmentJob:
         return labels, probs
 
     def _run_lazy_into(self, tiling: dict, root: Path, probs_dir: Path):
-        from .predict import predict_tiled_iter
-
         probs_z, labels_z = self._open_stores(root, probs_dir)
         n = len(self.frames)
         for i, index in enumerate(self.frames):
             view = _FrameView(probs_z, index, leading=1)
-            gen = predict_tiled_iter(self.model, self.normalized_frame(index), out=view, **tiling)
+            gen = self._predict_frame(index, tiling, out=view)
             yield from relay(gen, _frame_progress(i, n))
             if labels_z is not None:
                 yield from self._postprocess_lazy(probs_z, labels_z, index, i, n)

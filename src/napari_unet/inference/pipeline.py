@@ -26,7 +26,7 @@ from ..common.device import resolve_device
 from ..common.errors import ShapeError, UserInputError
 from ..common.progress import relay, run_to_end
 from ..common.validate import check_integer, check_not_empty, check_number
-from ..model.files import resolve_model
+from ..zoo.resolve import resolve_model
 from . import axes as ax
 from . import cluster, rescale, zstack
 from .engines import engine_runner, resolve_engine
@@ -70,7 +70,9 @@ def segment(
     image : ndarray, dask array or zarr array
         Any axes (see ``axes``); uint8, uint16, int or float intensities.
     model : UNet, path-like, "nuclei" or None
-        A model, a ``.safetensors`` model file, or ``None`` for the built-in nuclei model.
+        A model, a ``.safetensors`` model file, a BioImage.IO package (``.zip`` or folder with
+        ``rdf.yaml``, run with its own pre/post-processing; see :mod:`napari_unet.zoo`), or
+        ``None`` for the built-in nuclei model.
     axes : str, optional
         One letter per image axis from ``TCZYX``, e.g. ``"YX"``, ``"ZYX"``, ``"YXC"`` (RGB),
         ``"TCYX"``. Guessed from the shape and the model when omitted.
@@ -288,6 +290,8 @@ def _prepare_engine(
     model, device: str, engine: str | None, pixels: int
 ) -> Generator[SegmentProgress, None, str]:
     """The engine that runs the network, loaded (and exported once) with a progress stage."""
+    if hasattr(model, "predict_iter"):  # a zoo package: bioimageio.core runs its weights
+        return "torch"
     dev = resolve_device(device)
     name = resolve_engine(engine, model, dev, pixels)
     if name != "torch":
