@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_unet import metrics
+from napari_unet._napari._metrics_table import metric_name
 from napari_unet._napari.evaluate_widget import EvaluateWidget, parse_thresholds
 
 
@@ -23,8 +24,9 @@ def _stack():
 
 
 def _cell(widget, metric, column):
-    """The table value of ``metric`` (a row) in ``column`` (a slice / class / summary)."""
-    return widget.table[column][widget.table.row_headers.index(metric)]
+    """The table value of ``metric`` (a record key; its row shows the readable name) in
+    ``column`` (a slice / class / summary)."""
+    return widget.table[column][widget.table.row_headers.index(metric_name(metric))]
 
 
 def _run(widget, qtbot):
@@ -114,3 +116,35 @@ def test_widget_region_semantic_and_bad_input(make_napari_viewer, qtbot):
 def test_parse_thresholds():
     assert parse_thresholds("0.5:0.95:0.05") == metrics.DEFAULT_THRESHOLDS
     assert parse_thresholds("0.5, 0.75") == (0.5, 0.75)
+
+
+def test_readable_metric_names_and_semantic_on_instance_warning(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    import napari.utils.notifications as notes
+
+    warned: list[str] = []
+    monkeypatch.setattr(notes, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    gt = np.zeros((60, 60), np.uint16)
+    for i in range(25):  # 25 objects: instance labels
+        r, c = divmod(i, 5)
+        gt[r * 12 : r * 12 + 8, c * 12 : c * 12 + 8] = i + 1
+    viewer.add_labels(gt, name="gt")
+    viewer.add_labels(gt.copy(), name="pred")
+    widget = EvaluateWidget(viewer)
+    widget.ground_truth.value, widget.prediction.value = viewer.layers["gt"], viewer.layers["pred"]
+    _run(widget, qtbot)
+    rows = list(widget.table.row_headers)
+    assert "matched objects (TP)" in rows and "AP@0.50" in rows and "mean AP" in rows
+    assert "tp" not in rows and "pixel_dice" not in rows
+    tooltip = widget.table.native.verticalHeaderItem(rows.index("AP@0.50")).toolTip()
+    assert "IoU > 0.50" in tooltip
+    # the status names both AP figures; the table's AP@0.50 row is the status's AP@0.50
+    assert "AP@0.50 1.000" in widget.status.value and "mean AP 1.000" in widget.status.value
+    assert warned == []
+
+    widget.task.value = "semantic"
+    _run(widget, qtbot)
+    assert len(warned) == 1 and "instance labels" in warned[0]
+    assert "Warning" in widget.status.value

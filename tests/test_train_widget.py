@@ -76,6 +76,9 @@ def test_tiny_training_plots_registers_previews_and_saves(viewer, qtbot, crop, t
     # selectable in the Segment widget at once
     assert registry.get_model("tiny nuclei") is result.model
     assert "selectable" in widget.message.value
+    # one pair: validation reuses the training image, and the dock says so
+    assert "validation reuses the training image" in widget.monitor.note.value
+    assert "(on the training image)" in widget.message.value
 
     # the last preview used the best model, i.e. the returned one
     preview = viewer.layers["nuclei preview"]

@@ -24,6 +24,42 @@ INSTANCE_COLUMNS = (
     "tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou", "panoptic_quality",
 )  # fmt: skip
 SEMANTIC_COLUMNS = ("slice", "class", "support", "predicted", "precision", "recall", "iou", "dice")
+#: metric (record key) -> (row name shown in the table, tooltip)
+METRIC_NAMES: dict[str, tuple[str, str]] = {
+    "n_true": ("objects in ground truth", "number of ground-truth objects"),
+    "n_pred": ("objects predicted", "number of predicted objects"),
+    "pixel_precision": ("pixel precision", "predicted foreground pixels that are foreground"),
+    "pixel_recall": ("pixel recall", "foreground pixels that are predicted as foreground"),
+    "pixel_iou": ("pixel IoU", "foreground overlap / union (Jaccard index)"),
+    "pixel_dice": ("pixel Dice", "2 x foreground overlap / (predicted + true) pixels"),
+    "tp": ("matched objects (TP)", "predicted objects matching a true one at the IoU threshold"),
+    "fp": ("false objects (FP)", "predicted objects matching no true object"),
+    "fn": ("missed objects (FN)", "true objects no predicted object matches"),
+    "precision": ("precision", "TP / (TP + FP)"),
+    "recall": ("recall", "TP / (TP + FN)"),
+    "f1": ("object F1", "2 TP / (2 TP + FP + FN), at the IoU threshold"),
+    "mean_matched_iou": ("mean IoU of matches", "mean IoU of the matched object pairs"),
+    "panoptic_quality": ("panoptic quality", "F1 x mean IoU of matches (Kirillov et al. 2019)"),
+    "ap": ("mean AP", "mean of AP over the AP thresholds (DSB 2018 score: 0.5:0.95)"),
+    "support": ("pixels in ground truth", "pixels of this class in the ground truth"),
+    "predicted": ("pixels predicted", "pixels predicted as this class"),
+    "iou": ("IoU", "overlap / union of the class's pixels"),
+    "dice": ("Dice", "2 x overlap / (predicted + true) pixels of the class"),
+}
+
+
+def metric_name(key: str) -> str:
+    """The table's row name of the record key ``key`` (``"ap@0.50"`` -> ``"AP@0.50"``)."""
+    if key.startswith("ap@"):
+        return "AP@" + key[3:]
+    return METRIC_NAMES.get(key, (key, ""))[0]
+
+
+def metric_tooltip(key: str) -> str:
+    """What the metric ``key`` means."""
+    if key.startswith("ap@"):
+        return f"TP / (TP + FP + FN) with objects matched at IoU > {key[3:]} (DSB 2018)"
+    return METRIC_NAMES.get(key, ("", ""))[1]
 
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
@@ -44,18 +80,36 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
 
 def table_value(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One column per record (slice, class, summary), one row per metric: fits a dock."""
-    semantic = "class" in records[0]
-    rows = [
-        c
-        for c in (SEMANTIC_COLUMNS if semantic else INSTANCE_COLUMNS)
-        if c not in ("slice", "class")
-    ]
-    if not semantic:
-        rows += [k for k in records[0] if k.startswith("ap")]
+    rows = metric_keys(records)
     per_slice = any(rec["slice"] != "all" for rec in records)
     headers = [column_header(rec, per_slice) for rec in records]
     data = [[_rounded(rec.get(r, "")) for rec in records] for r in rows]
-    return {"data": data, "columns": headers, "index": rows}
+    return {"data": data, "columns": headers, "index": [metric_name(r) for r in rows]}
+
+
+def metric_keys(records: list[dict[str, Any]]) -> list[str]:
+    """The record keys of the table's rows, in order."""
+    semantic = "class" in records[0]
+    keys = [c for c in (SEMANTIC_COLUMNS if semantic else INSTANCE_COLUMNS)]
+    keys = [c for c in keys if c not in ("slice", "class")]
+    if not semantic:
+        keys += [k for k in records[0] if k.startswith("ap")]
+    return keys
+
+
+def summary_text(records: list[dict[str, Any]]) -> str:
+    """The status line's summary: labelled scores of the last (overall) record."""
+    last = records[-1]
+    if "class" in last:
+        return f"macro Dice {records[-2]['dice']:.3f}, micro Dice {last['dice']:.3f}"
+    parts = [f"object F1 {last['f1']:.3f}"]
+    first_ap = next((k for k in last if k.startswith("ap@")), None)
+    if first_ap is not None:
+        parts.append(f"{metric_name(first_ap)} {last[first_ap]:.3f}")
+    if "ap" in last:
+        parts.append(f"mean AP {last['ap']:.3f}")
+    parts.append(f"pixel Dice {last['pixel_dice']:.3f}")
+    return ", ".join(parts)
 
 
 def column_header(record: dict[str, Any], per_slice: bool) -> str:

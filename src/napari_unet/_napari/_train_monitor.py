@@ -39,15 +39,19 @@ class TrainingMonitor:
         from ._plot import TrainingPlot
 
         self.status: Label = wrapping_label()
+        #: a lasting note on the run, e.g. that validation reuses the training image
+        self.note: Label = wrapping_label()
+        self.val_fraction = 0.0
         self.plot = TrainingPlot()
         self.training_data: tuple[str, ...] = ()
         self.pbar: Any = None
         self.preview: Any = None
         self.epochs = 0
 
-    def start(self, epochs: int, pbar: Any, n_pairs: int) -> None:
+    def start(self, epochs: int, pbar: Any, n_pairs: int, val_fraction: float = 0.1) -> None:
         """A run of ``epochs`` epochs begins; ``pbar`` is napari's progress bar (or None)."""
         self.epochs, self.pbar, self.training_data = epochs, pbar, ()
+        self.val_fraction, self.note.value = val_fraction, ""
         self.plot.reset()
         self.status.value = f"reading {n_pairs} pair(s) ..."
 
@@ -76,6 +80,12 @@ class TrainingMonitor:
         elif isinstance(event, DataReady):
             self.training_data = event.names
             self.status.value = f"training on {event.n_pairs} pair(s) ..."
+            if self.validates_on_training_data:
+                self.note.value = (
+                    "Note: validation reuses the training image (one pair, or validation 0): "
+                    "the validation Dice is optimistic. Add a second pair to validate on "
+                    "unseen data."
+                )
         elif isinstance(event, PreviewReady) and self.preview is not None:
             self.preview.show(event)
 
@@ -91,6 +101,11 @@ class TrainingMonitor:
             pbar.set_description(description)
         pbar.n = event.epoch * event.steps + event.step
         pbar.update(1)
+
+    @property
+    def validates_on_training_data(self) -> bool:
+        """Whether the current run validates on its training pairs (engine: < 2 pairs)."""
+        return len(self.training_data) < 2 or self.val_fraction <= 0
 
     def stopping(self) -> None:
         """The user asked to stop."""

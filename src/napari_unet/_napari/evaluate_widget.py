@@ -30,8 +30,18 @@ from ._dock import Advanced, Dock, wrapping_label
 from ._evaluate_job import evaluate_job, layer_array
 from ._feedback import report_error, report_failure
 from ._layers import same_layer
-from ._metrics_table import ERROR_COLORS, legend_html, parse_thresholds, table_value
+from ._metrics_table import (
+    ERROR_COLORS,
+    legend_html,
+    metric_keys,
+    metric_tooltip,
+    parse_thresholds,
+    summary_text,
+    table_value,
+)
 
+#: more classes than this in a semantic evaluation: probably instance labels (a warning)
+MAX_SEMANTIC_CLASSES = 20
 NO_REGION = "none"
 WHOLE = "none (whole volume)"
 
@@ -250,18 +260,27 @@ class EvaluateWidget(Dock):
         self.records = result.records
         self._show_table(self.records)
         self._show_errors(pred_layer, gt_layer, result.errors)
-        last = self.records[-1]
-        if "ap" in last:
-            summary = (
-                f"F1 {last['f1']:.3f}, AP {last['ap']:.3f}, pixel Dice {last['pixel_dice']:.3f}"
-            )
-        else:
-            summary = f"macro Dice {self.records[-2]['dice']:.3f}, micro Dice {last['dice']:.3f}"
-        self.status.value = f"done: {summary}"
+        self.status.value = f"done: {summary_text(self.records)}"
         self.export_button.enabled = True
+        n_classes = len({rec.get("class") for rec in self.records if "class" in rec})
+        if n_classes > MAX_SEMANTIC_CLASSES:
+            from napari.utils.notifications import show_warning
+
+            note = (
+                f"the labels have {n_classes} values: they look like instance labels (one id "
+                "per object). Semantic evaluation scores each value as a class; choose "
+                "'Labels are: instance' (Advanced) to match objects."
+            )
+            self.status.value += f". Warning: {note}"
+            show_warning(f"U-Net Evaluate: {note}")
 
     def _show_table(self, records: list[dict[str, Any]]) -> None:
         self.table.value = table_value(records)
+        header = self.table.native.verticalHeaderItem
+        for i, key in enumerate(metric_keys(records)):
+            item = header(i)
+            if item is not None:
+                item.setToolTip(metric_tooltip(key))
 
     def _show_errors(self, pred_layer: Any, gt_layer: Any, errors: np.ndarray | None) -> None:
         from napari.utils.colormaps import DirectLabelColormap

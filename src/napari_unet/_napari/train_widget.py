@@ -21,7 +21,7 @@ from magicgui.widgets import Container, FileEdit, LineEdit, PushButton
 from ..common.errors import UserInputError
 from . import _model_registry
 from ._dock import Advanced, Dock, header, wrapping_label
-from ._feedback import show_message
+from ._feedback import plain_message, show_message
 from ._layer_pairs import LayerPairs
 from ._model_save import ask_overwrite, save_trained
 from ._network_summary import check_patch, import_torch_then, io_channels
@@ -101,6 +101,7 @@ class TrainWidget(Dock):
                 ),
                 self.status,
                 plot_box,
+                self.monitor.note,
                 self.message,
                 Container(
                     layout="horizontal",
@@ -230,7 +231,7 @@ class TrainWidget(Dock):
         self.worker, pbar = worker, getattr(worker, "pbar", None)
         if pbar is not None:  # closed in _on_finished, after the last queued update
             worker.finished.disconnect(pbar.close)
-        self.monitor.start(config.epochs, pbar, len(sources))
+        self.monitor.start(config.epochs, pbar, len(sources), config.val_fraction)
         self.start_button.enabled = False
         self.stop_button.enabled = True
         self._show_info("")
@@ -255,19 +256,19 @@ class TrainWidget(Dock):
         _model_registry.register_model(name, result.model)
         self.save_button.enabled = True
         how = "stopped" if result.stopped else "done"
+        same = " (on the training image)" if self.monitor.validates_on_training_data else ""
         self._show_info(
             f"{how}: best epoch {result.best_epoch + 1}, validation Dice "
-            f"{result.best_dice:.3f}. Model {name!r} is selectable in U-Net Segment."
+            f"{result.best_dice:.3f}{same}. Model {name!r} is selectable in U-Net Segment."
         )
 
     def _on_errored(self, err: BaseException) -> None:
-        if isinstance(err, UserInputError):
-            self._show_error(str(err))
-        elif isinstance(err, MemoryError):
+        if isinstance(err, MemoryError):
             self._show_error("out of memory: use a smaller patch size, batch size or network")
         else:
-            log.error("training failed", exc_info=err)
-            self._show_error(f"training failed: {type(err).__name__}: {err}")
+            if not isinstance(err, UserInputError):
+                log.error("training failed", exc_info=err)
+            self._show_error(plain_message(err))
 
     def _on_finished(self) -> None:
         self.monitor.finish()
