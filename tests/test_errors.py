@@ -385,6 +385,8 @@ def test_internal_error_is_one_line_with_a_log(ws, tmp_path, monkeypatch, capsys
     assert "Traceback" in logs[0].read_text() and "boom" in logs[0].read_text()
     assert main(["--debug", "info", str(ws["model"])]) == 1
     assert "Traceback" in capsys.readouterr().err
+    assert main(["info", str(ws["model"]), "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -405,6 +407,30 @@ def test_os_errors_while_writing_are_one_line_and_leave_nothing(
     assert len(_message_lines(err)) == 1 and "Traceback" not in err
     assert needle in err
     assert not out.exists()  # neither the result nor its temporary, nor the folder made for them
+
+
+def test_a_failed_checkpoint_write_is_one_line(ws, tmp_path, monkeypatch, capsys):
+    def fail(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", fail)
+    model = tmp_path / "m.safetensors"
+    tr = ["train", "--images", str(ws["root"] / "good" / "images")]
+    tr += ["--labels", str(ws["root"] / "good" / "labels"), *TINY_TRAIN, "-o", str(model)]
+    assert main(tr) == 2
+    err = capsys.readouterr().err
+    lines = _message_lines(err)  # after the progress of the epoch that ran: one error line
+    assert "cannot write the checkpoint (disk full or failing?)" in lines[-1]
+    assert not any(ln.startswith("napari-unet") for ln in lines[:-1]) and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_huge_tile_is_cut_to_the_image_not_to_the_memory(tiny_model):
+    from napari_unet.inference.tile_plan import MAX_TILE, plan_tiles
+
+    plan = plan_tiles(tiny_model, (40, 40), tile_shape=10**9)
+    assert max(plan.tile_shape) <= MAX_TILE[2]
 
 
 def test_out_of_memory_is_a_one_line_hint(ws, tmp_path, monkeypatch, capsys):

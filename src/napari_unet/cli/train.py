@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ._args import non_negative, non_negative_int, number, positive, positive_int
+from ._train_checks import check_train_outputs
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not launched_by_torchrun():
         if args.nproc > 1:
-            check_outputs(args)  # here, before torchrun starts anything
+            check_train_outputs(args)  # here, before torchrun starts anything
             return _launch(args)
         return _train(args)
     try:
@@ -219,7 +220,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     from ..training.loop import train_iter
     from ..training.tune import TunedPostprocessing, TuneProgress
 
-    checkpoint = check_outputs(args)
+    checkpoint = check_train_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     workers = default_workers(resolve_device(args.device), args.workers)  # checked before the data
@@ -336,55 +337,6 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         score += f", AP@0.5 {metrics['val_ap50']:.4f}, mean AP {metrics['val_mean_ap']:.4f}"
     print(f"saved {args.output} ({score})")
     return 0
-
-
-def check_outputs(args: argparse.Namespace) -> Path:
-    """Check the inputs and outputs that cost nothing to check, before any work; the checkpoint."""
-    from ..common.errors import UserInputError
-    from ..common.outputs import check_output_file
-    from ..training.checkpoint import read_checkpoint
-
-    if (args.val_images is None) != (args.val_labels is None):
-        raise UserInputError("--val-images and --val-labels go together: give both or neither")
-    check_output_file(
-        args.output,
-        "-o/--output",
-        overwrite=args.overwrite or args.resume is not None,
-        suffixes=(".safetensors",),
-    )
-    checkpoint = args.checkpoint or args.output.with_suffix(".ckpt")
-    _check_checkpoint(checkpoint, args)
-    if args.resume is not None:
-        read_checkpoint(args.resume)  # a bad or unsafe file is refused before the data is read
-    return checkpoint
-
-
-def _check_checkpoint(checkpoint: Path, args: argparse.Namespace) -> None:
-    """A fresh run never overwrites the checkpoint of another (interrupted) run silently."""
-    from ..common.errors import UserInputError
-    from ..common.outputs import check_output_file
-
-    if _same_file(checkpoint, args.output):
-        raise UserInputError("--checkpoint must be another file than -o/--output")
-    same = args.resume is not None and _same_file(checkpoint, args.resume)
-    if checkpoint.is_file() and not (same or args.overwrite):
-        if args.resume is None:
-            raise UserInputError(
-                f"the checkpoint {checkpoint} of an earlier run exists: continue that run with "
-                f"--resume {checkpoint}, or pass --overwrite to start over"
-            )
-        raise UserInputError(
-            f"--checkpoint {checkpoint} exists and is not the one resumed ({args.resume}); "
-            "pass --overwrite to replace it or choose another --checkpoint"
-        )
-    check_output_file(checkpoint, "--checkpoint", overwrite=True, suffixes=())
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager

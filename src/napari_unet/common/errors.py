@@ -59,3 +59,19 @@ def describe_os_error(err: OSError, *, with_path: bool = True) -> str:
     text = what + (": " + " -> ".join(repr(str(p)) for p in paths) if with_path and paths else "")
     hint = _OS_HINTS.get(code)
     return f"{text} ({hint})" if hint else text
+
+
+def write_error(err: BaseException, path: object, what: str = "the file") -> OSError:
+    """A library's failure to write ``path`` as an :class:`OSError` the CLI reports in one line.
+
+    torch and safetensors report a full disk or a failed write as ``RuntimeError`` or their own
+    exception types, with C++ details; this keeps the cause and names the file.
+    """
+    import errno
+
+    if isinstance(err, OSError):
+        return err
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    full = "No space left" in text or "os error 28" in text
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, f"cannot write {what} (disk full or failing?): {text}", str(path))

@@ -247,6 +247,8 @@ def plan_tiles(
         else:
             ov = min(2 * halo, MAX_OVERLAP[ndim]) if same else 0
         tile = tiles[axis] if tiles is not None else _default_tile(model, size, ov, MAX_TILE[ndim])
+        if tiles is not None and tile > MAX_TILE[ndim]:  # e.g. --tile 1000000000: not the memory
+            tile = min(tile, max(_smallest_tile_with_output(model, size), MAX_TILE[ndim]))
         if overlaps is None:  # at most half a tile
             ov = min(ov, int(model.output_size(tile)) // 2)
         trim = 0 if not same else (halo if ov >= 2 * halo else ov // 4)

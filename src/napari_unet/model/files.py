@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..common.atomic import atomic_write
-from ..common.errors import ModelFileError, UserInputError, describe_os_error
+from ..common.errors import ModelFileError, UserInputError, describe_os_error, write_error
 from .unet import UNet, UNetConfig, build_model
 
 FORMAT_VERSION = 1
@@ -103,6 +103,7 @@ def save_model(model: UNet, path: str | os.PathLike, *, half: bool = False, **ca
     Path
         The written file.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     full = {**default_card(model), **model.card, **card}
@@ -121,8 +122,11 @@ def save_model(model: UNet, path: str | os.PathLike, *, half: bool = False, **ca
             value = value.half()
         tensors[key] = value.contiguous()
     path = Path(path)
-    with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+    try:
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+    except (SafetensorError, RuntimeError) as err:  # a failed write (e.g. a full disk)
+        raise write_error(err, path, "the model file") from err
     model.card = full
     return path
 
@@ -138,7 +142,10 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
             f"(or a built-in name: {', '.join(BUILTIN_MODELS)})"
         )
     if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
+        raise ModelFileError(
+            f"model file not found: {path} (give a .safetensors model file, or a built-in model: "
+            f"{', '.join(BUILTIN_MODELS)})"
+        )
     _refuse_pickles(path)
     try:
         with safe_open(str(path), framework="pt") as f:

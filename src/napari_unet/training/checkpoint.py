@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..common.atomic import atomic_write
-from ..common.errors import UserInputError
+from ..common.errors import UserInputError, write_error
 from .config import TrainConfig
 from .data import fingerprint
 
@@ -61,8 +61,11 @@ def save_checkpoint(path, model, optimizer, scheduler, state: RunState, config, 
         ),
         "history": json.dumps(state.history),
     }
-    with atomic_write(path) as tmp:
-        torch.save(document, tmp)
+    try:
+        with atomic_write(path) as tmp:
+            torch.save(document, tmp)
+    except RuntimeError as err:  # torch reports a failed write (e.g. a full disk) this way
+        raise write_error(err, path, "the checkpoint") from err
 
 
 def read_checkpoint(path) -> dict:
