@@ -43,7 +43,8 @@ def test_widget_evaluates_stack_per_slice(make_napari_viewer, qtbot, tmp_path):
     viewer.add_labels(pred, name="pred")
     widget = EvaluateWidget(viewer)
     assert widget.ground_truth.value is gt_layer and widget.prediction.value.name == "pred"
-    assert widget.axis.value == 0  # stacks default to per-slice rows
+    assert widget.axis.value is None  # Z stacks default to 3D matching in the whole volume
+    widget.axis.value = 0  # per slice along Z: the option
     _run(widget, qtbot)
 
     cols = ["slice 0", "slice 1", "slice 2", "all"]
@@ -148,3 +149,19 @@ def test_readable_metric_names_and_semantic_on_instance_warning(
     _run(widget, qtbot)
     assert len(warned) == 1 and "instance labels" in warned[0]
     assert "Warning" in widget.status.value
+
+
+def test_time_series_default_to_one_evaluation_per_time_point(make_napari_viewer):
+    viewer = make_napari_viewer()
+    gt, pred = _stack()
+    viewer.add_labels(gt, name="truth")
+    viewer.layers["truth"].axis_labels = ("t", "y", "x")
+    viewer.add_labels(pred, name="pred")
+    widget = EvaluateWidget(viewer)
+    widget.ground_truth.value = viewer.layers["truth"]
+    widget._on_gt_changed()
+    assert widget.axis.value == 0
+    viewer.add_labels(np.stack([gt, gt]), name="movie")  # T, Z, Y, X
+    widget.axis.value = None
+    widget.ground_truth.value = viewer.layers["movie"]
+    assert widget.axis.value == 0

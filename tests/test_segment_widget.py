@@ -226,3 +226,33 @@ def test_status_says_when_auto_size_resampled_the_image(make_napari_viewer, qtbo
     assert widget.status.value.startswith("done:")
     factor = float(widget.status.value.split("resampled x")[1].split()[0])
     assert 0.25 < factor < 0.9
+
+
+def test_z_stack_settings_follow_the_layer(widget, qtbot):
+    viewer = widget._viewer
+    viewer.add_image(_image((64, 80)), name="plane")
+    assert widget.z_mode.native.isHidden() and widget.anisotropy.native.isHidden()
+    viewer.add_image(np.stack([_image(seed=i) for i in range(4)]), name="stack", scale=(3, 1, 1))
+    widget.image.value = viewer.layers["stack"]
+    assert widget.axes.value == "ZYX"
+    assert not widget.z_mode.native.isHidden()
+    assert widget.anisotropy.value == pytest.approx(3.0)
+    job = widget._job(viewer.layers["stack"])
+    assert (job["z_mode"], job["anisotropy"]) == ("3d", pytest.approx(3.0))
+    widget.z_mode.value = "slices"
+    _run_to_end(widget, qtbot)
+    labels = viewer.layers["stack labels"].data
+    assert labels.shape == (4, 64, 80)
+    ids = [set(np.unique(s)) - {0} for s in labels]
+    assert sum(map(len, ids)) == len(set().union(*ids))  # no id in two slices
+
+
+def test_time_series_of_stacks_say_ids_are_per_time_point(widget, qtbot):
+    viewer = widget._viewer
+    movie = np.stack([np.stack([_image((32, 40), seed=i)] * 3) for i in range(2)])
+    viewer.add_image(movie, name="movie")
+    widget.axes.value = "TZYX"
+    widget.z_mode.value = "stitch"
+    _run_to_end(widget, qtbot)
+    assert viewer.layers["movie labels"].data.shape == movie.shape
+    assert "own ids" in widget.status.value

@@ -172,10 +172,13 @@ def test_3d_network_trains_on_a_volume(viewer, qtbot):
     widget.architecture.dims.value = "3D"
     widget.architecture.base_filters.value = 2
     widget.hyper.patch.value = 16
+    widget.hyper.patch_depth.value = 8  # anisotropic patches: 8 x 16 x 16
     assert widget.run() is not None
     _finish(qtbot, widget)
     assert widget.result is not None, widget.message.value
     assert widget.result.model.ndim == 3 and len(widget.history) == 1
+    training = widget.result.model.card["provenance"]["training"]
+    assert tuple(training["patch_size"]) == (8, 16, 16)
 
 
 def _message_after_run(qtbot, widget: TrainWidget) -> str:

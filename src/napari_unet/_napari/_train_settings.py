@@ -147,6 +147,11 @@ class HyperParameters(Container):
         self.patch = SpinBox(
             value=128, min=4, max=4096, step=16, label="patch size", tooltip="pixels per axis"
         )
+        self.patch_depth = SpinBox(
+            value=0, min=0, max=4096, label="patch depth, z (0 = patch size)",
+            tooltip="3D networks: patch size along Z; anisotropic stacks (z step larger than "
+            "the pixel size) train well on flat patches, e.g. 16 x 128 x 128",
+        )  # fmt: skip
         self.learning_rate = FloatSpinBox(
             value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate"
         )
@@ -184,6 +189,7 @@ class HyperParameters(Container):
                 self.steps,
                 self.batch_size,
                 self.patch,
+                self.patch_depth,
                 self.learning_rate,
                 self.val_fraction,
                 self.augment,
@@ -213,10 +219,15 @@ def make_config(arch: ArchitectureBox, hyper: HyperParameters) -> Any:
         epochs=hyper.epochs.value,
         steps_per_epoch=hyper.steps.value or None,
         batch_size=hyper.batch_size.value,
-        patch_size=hyper.patch.value,
+        patch_size=patch_size(arch.ndim, hyper.patch.value, hyper.patch_depth.value),
         learning_rate=float(hyper.learning_rate.value),
         val_fraction=float(hyper.val_fraction.value),
         augment=AugmentConfig() if hyper.augment.value else AugmentConfig.none(),
         seed=hyper.seed.value,
         device=hyper.device.value,
     )
+
+
+def patch_size(ndim: int, patch: int, depth: int) -> int | tuple[int, ...]:
+    """The training patch: ``patch`` per axis, or ``(depth, patch, patch)`` for 3D with a depth."""
+    return (depth, patch, patch) if ndim == 3 and depth else patch

@@ -161,7 +161,10 @@ class EvaluateWidget(Dock):
         self.axis.reset_choices()
         layer = self.ground_truth.value
         if layer is not None and layer.ndim >= 3 and self.axis.value is None:
-            self.axis.value = 0  # stacks: per slice along the first axis by default
+            # Z stacks: 3D objects matched in the whole volume (per slice is an option);
+            # time series (a first axis named t, or 4+ axes): one evaluation per time point
+            if layer.ndim >= 4 or str(layer.axis_labels[0]).strip().lower() == "t":
+                self.axis.value = 0
 
     # -- running ---------------------------------------------------------------------------
     @property

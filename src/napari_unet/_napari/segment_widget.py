@@ -47,6 +47,12 @@ if TYPE_CHECKING:
 
 OUTPUT_KINDS = ("instance", "semantic")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: napari_unet.inference.zstack.Z_MODES, with plain words
+Z_MODES = (
+    ("3D objects (YX, ZX, ZY planes)", "3d"),
+    ("slices linked by overlap", "stitch"),
+    ("each slice on its own", "slices"),
+)
 #: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
 ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 
@@ -98,6 +104,19 @@ class SegmentWidget(Dock):
             "so objects have the size the model was trained on (about 20 px for the built-in "
             "nuclei model)",
         )  # fmt: skip
+        self.z_mode = ComboBox(
+            label="Z stack", choices=Z_MODES, value="3d", visible=False,
+            tooltip="how a 2D model makes 3D objects of a Z stack: predict the YX, ZX and ZY "
+            "planes and build 3D objects (best; slower), link the objects of neighbouring "
+            "slices by overlap, or keep each slice's objects (ids unique over the stack). "
+            "Time points always keep their own ids",
+        )  # fmt: skip
+        self.anisotropy = FloatSpinBox(
+            label="Z step / pixel size", value=1.0, min=0.01, max=1000, step=0.1,
+            visible=False,
+            tooltip="the anisotropy of the stack: z step divided by the XY pixel size (0.6 um "
+            "slices of 0.2 um pixels: 3); from the layer's scale",
+        )  # fmt: skip
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = wrapping_label()
@@ -113,6 +132,8 @@ class SegmentWidget(Dock):
                         self.model_file,
                         self.auto_size,
                         self.diameter,
+                        self.z_mode,
+                        self.anisotropy,
                     ]
                 ),
                 Container(
@@ -159,6 +180,11 @@ class SegmentWidget(Dock):
             label="Probabilities layer", value=False,
             tooltip="also add the network's class probabilities as an image layer",
         )  # fmt: skip
+        self.stitch_threshold = FloatSpinBox(
+            label="Stitch IoU", value=0.2, min=0.01, max=1.0, step=0.05,
+            tooltip="Z stack linked by overlap: objects of neighbouring slices with at least "
+            "this intersection over union become one object",
+        )  # fmt: skip
         self.scheduler = LineEdit(
             label="Dask scheduler",
             tooltip="compute on a dask.distributed cluster: its scheduler's address, e.g. "
@@ -167,7 +193,7 @@ class SegmentWidget(Dock):
         )
         self.advanced.add(
             self.axes, self.output, self.tile, self.overlap, self.device, self.engine,
-            self.probabilities, self.scheduler, self.retrain.learning_rate,
+            self.probabilities, self.stitch_threshold, self.scheduler, self.retrain.learning_rate,
         )  # fmt: skip
 
     def _connect(self) -> None:
@@ -175,6 +201,7 @@ class SegmentWidget(Dock):
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self._refresh_images)
         self.image.changed.connect(self._on_image_changed)
+        self.axes.changed.connect(self._show_z_settings)
         self.model_source.changed.connect(self._on_source_changed)
         registry.models_changed.connect(self._on_models_changed)
         # stop listening when napari deletes the dock (the registry outlives it)
@@ -201,6 +228,14 @@ class SegmentWidget(Dock):
     def _on_image_changed(self, _value: Any = None) -> None:
         layer = self.image.value
         self.axes.value = propose_axes(layer, self._viewer) if layer is not None else ""
+        self._show_z_settings()
+        if layer is not None:
+            self.anisotropy.value = layer_anisotropy(layer, self.axes.value)
+
+    def _show_z_settings(self, _value: Any = None) -> None:
+        """The Z stack settings show for images with a Z axis."""
+        has_z = "Z" in (self.axes.value or "").upper()
+        self.z_mode.visible = self.anisotropy.visible = has_z
 
     def _model_choices(self, _widget: Any = None) -> list[str]:
         return [BUILTIN, *(TRAINED + n for n in registry.registered_models()), FROM_FILE]
@@ -288,6 +323,9 @@ class SegmentWidget(Dock):
             "engine": self.engine.value,
             "diameter": "auto" if self.auto_size.value else (self.diameter.value or None),
             "client": scheduler_address(self.scheduler.value),
+            "z_mode": self.z_mode.value,
+            "anisotropy": self.anisotropy.value,
+            "stitch_threshold": self.stitch_threshold.value,
         }
 
     # -- results (GUI thread) --------------------------------------------------------------
@@ -313,7 +351,8 @@ class SegmentWidget(Dock):
         out = put_result(self._viewer, layer, axes, labels, probs, record, self.confirm_replace)
         self.result_layer = out
         self.retrain.select(out)
-        self.status.value = f"done: {describe(labels)}{self._scale_note()}"
+        per_time = "; each time point has its own ids (no tracking)" if "T" in axes else ""
+        self.status.value = f"done: {describe(labels)}{self._scale_note()}{per_time}"
 
     def _scale_note(self) -> str:
         """How the image was resampled for the model, for the status line ("" when not)."""
@@ -340,3 +379,15 @@ class SegmentWidget(Dock):
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Segment")
+
+
+def layer_anisotropy(layer: Any, axes: str) -> float:
+    """Z step / X pixel size from the layer's scale (1 without a Z axis or a scale)."""
+    letters = (axes or "").upper()
+    if getattr(layer, "rgb", False):
+        letters = letters.replace("C", "")
+    scale = list(getattr(layer, "scale", ()))
+    if "Z" not in letters or "X" not in letters or len(scale) != len(letters):
+        return 1.0
+    z, x = float(scale[letters.index("Z")]), float(scale[letters.index("X")])
+    return round(z / x, 4) if z > 0 and x > 0 else 1.0

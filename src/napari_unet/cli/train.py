@@ -49,7 +49,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fraction held out for validation without --val-images (default 0.1)",
     )
     p.add_argument("--task", choices=("instance", "semantic"), default="instance")
-    p.add_argument("--ndim", type=int, choices=(2, 3), default=2)
+    p.add_argument(
+        "--ndim",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="2D or 3D network (default: 3 when the label files are Z stacks, else 2)",
+    )
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument(
         "--steps-per-epoch",
@@ -60,9 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--patch",
         type=positive_int,
-        default=128,
+        nargs="+",
+        default=[128],
         metavar="N",
-        help="patch size per spatial axis (default 128)",
+        help="patch size: one size for every spatial axis, or one per axis, e.g. "
+        "--patch 16 128 128 for anisotropic Z stacks (default 128)",
     )
     p.add_argument(
         "--batch", type=positive_int, default=8, metavar="N", help="batch size (default 8)"
@@ -226,13 +234,13 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     workers = default_workers(resolve_device(args.device), args.workers)  # checked before the data
     config = TrainConfig(
         task=args.task,
-        ndim=args.ndim,
+        ndim=args.ndim or labels_ndim(args.images, args.labels),
         depth=args.depth,
         base_filters=args.base_filters,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch,
-        patch_size=args.patch,
+        patch_size=args.patch[0] if len(args.patch) == 1 else tuple(args.patch),
         learning_rate=args.lr,
         val_fraction=args.val_fraction,
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(zoom=tuple(args.zoom)),
@@ -368,6 +376,21 @@ def _graceful_stop(stop: threading.Event, checkpoint: Path):
 
 def _settings(settings: dict) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in settings.items())
+
+
+def labels_ndim(images_dir, labels_dir) -> int:
+    """3 when the first label file is a Z stack (3 axes), else 2."""
+    import tifffile
+
+    from ..training.data import match_folder_pairs
+
+    pairs = match_folder_pairs(images_dir, labels_dir)
+    with tifffile.TiffFile(pairs[0][1]) as tif:
+        shape = tif.series[0].shape
+    if len(shape) == 3:
+        print(f"the labels are Z stacks {tuple(shape)}: training a 3D network", file=sys.stderr)
+        return 3
+    return 2
 
 
 def _unzip(triples):

@@ -120,7 +120,7 @@ def prepare_pair(
         from skimage.segmentation import relabel_sequential
 
         labels = relabel_sequential(labels.astype(np.int64))[0]
-        target = instance_to_classes(labels)
+        target = instance_to_classes(labels, valid)
         weight = unet_weight_map(labels, w0=w0, sigma=sigma, valid=valid, contact=contact)
         labels = np.where(valid, labels, 0).astype(np.int32)
         diameters = object_diameters(labels)

@@ -22,13 +22,17 @@ from skimage.segmentation import find_boundaries
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 
 
-def instance_to_classes(labels: np.ndarray) -> np.ndarray:
+def instance_to_classes(labels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Instance labels to background (0) / interior (1) / boundary (2) classes.
 
     Parameters
     ----------
     labels : ndarray of int, shape (Y, X) or (Z, Y, X)
         0 is background, each positive id one object.
+    valid : ndarray of bool, same shape, optional
+        Where the labels are annotated (sparse annotation). A voxel next to an unannotated
+        one is not a boundary for that reason: an annotated slice between unannotated ones
+        keeps its interior.
 
     Returns
     -------
@@ -38,10 +42,25 @@ def instance_to_classes(labels: np.ndarray) -> np.ndarray:
     """
     labels = np.asarray(labels)
     classes = (labels > 0).astype(np.uint8)
-    rim = find_boundaries(labels, mode="inner") & (labels > 0)
+    if valid is None or np.all(valid):
+        rim = find_boundaries(labels, mode="inner") & (labels > 0)
+    else:
+        rim = _rim_within(labels, np.asarray(valid, bool))
     classes[rim] = BOUNDARY
     _keep_small_objects(labels, classes)
     return classes
+
+
+def _rim_within(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Object pixels with a face neighbour that is annotated (``valid``) and labelled otherwise."""
+    rim = np.zeros(labels.shape, bool)
+    for axis in range(labels.ndim):
+        lo = tuple(slice(None, -1) if a == axis else slice(None) for a in range(labels.ndim))
+        hi = tuple(slice(1, None) if a == axis else slice(None) for a in range(labels.ndim))
+        differ = labels[lo] != labels[hi]
+        rim[lo] |= differ & valid[hi]
+        rim[hi] |= differ & valid[lo]
+    return rim & (labels > 0)
 
 
 def _keep_small_objects(labels: np.ndarray, classes: np.ndarray) -> None:
