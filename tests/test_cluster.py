@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from dask.utils import key_split
 
 from napari_unet import segment
 from napari_unet.cli import main
@@ -56,6 +57,9 @@ def test_cli_on_a_cluster_equals_in_process_and_uses_both_workers(client, nuclei
     np.testing.assert_array_equal(labels, np.asarray(expected))
     per_worker = Counter(task["worker"] for task in tasks)
     assert len(per_worker) == 2, per_worker
+    # the network is prepared once and each tile predicted once, however many chunks use it
+    kinds = Counter(key_split(task["key"]) for task in tasks)
+    assert kinds["prepare"] == 1, kinds
     assert [p.name for p in out.iterdir()] == ["nuclei_labels.zarr"]  # no scratch left
 
 

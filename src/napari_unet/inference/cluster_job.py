@@ -138,9 +138,11 @@ def _predict_frame(job, client, model, tiling, probs_z, index, futures):
     )
     view = _FrameView(probs_z, index, leading=1)
     regions = chunk_regions(view.shape[1:], view.chunks[1:])
+    # one graph for all blocks (to_delayed), so the tiles shared by blocks are predicted once
+    blocks = probs.rechunk(view.chunks).to_delayed().ravel()
     writes = [
-        dask.delayed(_write, pure=False)(view, region, probs[(slice(None), *region)])
-        for region in regions
+        dask.delayed(_write, pure=False)(view, region, block)
+        for region, block in zip(regions, blocks, strict=True)
     ]
     yield from gather(client, futures, client.compute(writes), 0, len(regions))
 
