@@ -115,12 +115,13 @@ def test_exported_package_passes_bioimageio_test_model(tiny_zip, builtin_export)
     summary = test_model(tiny_zip)  # the written zip, as any consumer reads it
     assert summary.status == "passed", summary.format()
     ran = {d.name for d in summary.details}
-    assert any("torchscript" in n for n in ran) and any("pytorch_state_dict" in n for n in ran)
+    for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
+        assert any(fmt in n for n in ran), fmt
     # the built-in model's export ran the same test on its package before writing it (a
     # second run on the 60 MB zip costs a minute of CPU)
     messages = builtin_export[1]
     assert "bioimageio.core.test_model: passed" in messages
-    for fmt in ("pytorch_state_dict", "torchscript"):
+    for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
         assert f"test_model: Reproduce test outputs from test inputs ({fmt}): passed" in messages
 
 
@@ -156,7 +157,9 @@ def test_reimported_package_segments_like_the_safetensors_model(which, request, 
     # shrink the image to a few pixels, where any padding rule dominates the result
     kwargs = {"return_probabilities": True, "diameter": None if which == "tiny" else "auto"}
     ref_labels, ref_probs = segment(image, model=source, **kwargs)
-    for model in (str(path), load_package(path, weights="torchscript")):
+    routes = [str(path), load_package(path, weights="torchscript")]
+    routes.append(load_package(path, weights="onnx"))  # onnxruntime: in the test extra
+    for model in routes:
         labels, probs = segment(image, model=model, **kwargs)
         assert np.abs(probs - ref_probs).max() < 1e-4
         np.testing.assert_array_equal(labels, ref_labels)

@@ -144,10 +144,22 @@ def output_tensor(model: UNet, test_file: str, class_names: list[str]) -> dict[s
     }
 
 
-def weights(model: UNet, state_dict_file: str, torchscript_file: str) -> dict[str, Any]:
+def weights(
+    model: UNet, state_dict_file: str, torchscript_file: str, onnx_file: str | None = None
+) -> dict[str, Any]:
+    """The weight entries: ``pytorch_state_dict`` (our UNet), ``torchscript`` [, ``onnx``]."""
     import torch
 
     version = torch.__version__.split("+")[0]
+    extra = {}
+    if onnx_file is not None:
+        from ..model.export import OPSET
+
+        extra["onnx"] = {
+            "source": onnx_file,
+            "opset_version": OPSET,
+            "parent": "pytorch_state_dict",
+        }
     return {
         "pytorch_state_dict": {
             "source": state_dict_file,
@@ -163,6 +175,7 @@ def weights(model: UNet, state_dict_file: str, torchscript_file: str) -> dict[st
             "pytorch_version": version,
             "parent": "pytorch_state_dict",
         },
+        **extra,
     }
 
 

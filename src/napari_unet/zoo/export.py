@@ -1,7 +1,8 @@
 """Export a napari-unet model as a BioImage.IO model package (spec 0.5), tested before writing.
 
-The package holds the weights twice (``pytorch_state_dict`` with napari-unet's ``UNet`` as the
-architecture, and ``torchscript`` for consumers without napari-unet), test tensors made from
+The package holds the weights as ``pytorch_state_dict`` with napari-unet's ``UNet`` as the
+architecture, and for consumers without napari-unet as ``torchscript`` and (when onnxruntime
+is installed to test them) ``onnx`` (:func:`napari_unet.model.export.export_onnx`); test tensors made from
 real data, a cover image, a README with the validation figures and the instance
 post-processing, the citations, and the full napari-unet model card under
 ``config.napari_unet`` (so napari-unet reads the package back as the same model).
@@ -14,6 +15,7 @@ that fails is not written.
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import json
 import logging
 import os
@@ -51,6 +53,7 @@ def export_bioimageio(
     training_data: str | None = None,
     cite: Sequence[dict[str, str]] = (),
     test_image: np.ndarray | None = None,
+    onnx: bool | None = None,
 ) -> Path:
     """Write ``model`` as a BioImage.IO model package (a ``.zip``), after testing it.
 
@@ -74,6 +77,9 @@ def export_bioimageio(
         Extra citations ``{"text": ..., "doi": ...}``; the U-Net paper is always cited.
     test_image : ndarray of shape ([C,] [Z,] Y, X), optional
         Real data for the test tensors and cover; default: the bundled DSB 2018 sample.
+    onnx : bool, optional
+        Also write ONNX weights (tested with onnxruntime). Default: when onnxruntime is
+        installed (``napari-unet[fast]``).
 
     Returns
     -------
@@ -89,7 +95,7 @@ def export_bioimageio(
     info = _card_info(model, name, description, authors, training_data, cite)
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="napari-unet-bioimageio-") as tmp, offline():
-        descr = _build_package(model, Path(tmp), info, license, test_image)
+        descr = _build_package(model, Path(tmp), info, license, test_image, onnx)
         _test(descr)
         _save(descr, path)
     log.info("wrote BioImage.IO package %s", path)
@@ -120,16 +126,31 @@ def _card_info(model: UNet, name, description, authors, training_data, cite) -> 
     }
 
 
-def _build_package(model: UNet, root: Path, info: dict, license: str, test_image):
+def with_onnx(onnx: bool | None) -> bool:
+    """Whether to add ONNX weights: asked for, or (``None``) when onnxruntime can test them."""
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    if onnx and not has_ort:
+        raise UserInputError(
+            "ONNX weights are tested with onnxruntime: pip install onnxruntime (or onnx=False)"
+        )
+    return has_ort if onnx is None else bool(onnx)
+
+
+def _build_package(model: UNet, root: Path, info: dict, license: str, test_image, onnx):
     """Write the package's files into ``root`` and return its validated description."""
     x = artifacts.test_image(model, test_image)
     np.save(root / "test_input.npy", x)
     np.save(root / "test_output.npy", np.zeros((1, model.num_classes, *x.shape[2:]), "float32"))
     artifacts.write_state_dict(model, root / "weights.pt")
     artifacts.write_torchscript(model, root / "weights.torchscript.pt", x.shape)
+    onnx_file = None
+    if with_onnx(onnx):
+        from ..model.export import export_onnx
+
+        onnx_file = export_onnx(model, root / "weights.onnx").name
     artifacts.write_documentation(root / "README.md", model, info)
     artifacts.write_cover(root / "cover.png", x[0], np.zeros((model.num_classes, *x.shape[2:])))
-    content = _content(model, info, license)
+    content = _content(model, info, license, onnx_file)
     descr = _validate(content, root)
     y = _expected_output(descr)
     np.save(root / "test_output.npy", y)
@@ -137,7 +158,7 @@ def _build_package(model: UNet, root: Path, info: dict, license: str, test_image
     return _validate(content, root)
 
 
-def _content(model: UNet, info: dict, license: str) -> dict[str, Any]:
+def _content(model: UNet, info: dict, license: str, onnx_file: str | None) -> dict[str, Any]:
     card = model.card or {}
     class_names = list(card.get("class_names") or [f"class{i}" for i in range(model.num_classes)])
     napari_unet = json.loads(
@@ -159,7 +180,7 @@ def _content(model: UNet, info: dict, license: str) -> dict[str, Any]:
         "tags": describe.tags(model),
         "inputs": [describe.input_tensor(model, "test_input.npy")],
         "outputs": [describe.output_tensor(model, "test_output.npy", class_names)],
-        "weights": describe.weights(model, "weights.pt", "weights.torchscript.pt"),
+        "weights": describe.weights(model, "weights.pt", "weights.torchscript.pt", onnx_file),
         "config": {
             describe.CONFIG_KEY: napari_unet,
             "napari_unet_versions": library_versions(),
