@@ -113,7 +113,10 @@ def chosen_model(source: str, model_file: Any) -> Any:
     if source == FROM_FILE:
         path = Path(model_file)
         if not path.is_file():
-            raise UserInputError(f"choose a model file (.safetensors); {path} is not a file")
+            raise UserInputError(
+                f"choose a model file (.safetensors) or a BioImage.IO package (.zip); "
+                f"{path} is not a file"
+            )
         return path
     if source.startswith(TRAINED):
         return registry.get_model(source[len(TRAINED) :])

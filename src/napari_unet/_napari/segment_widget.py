@@ -90,8 +90,10 @@ class SegmentWidget(Dock):
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.model_source = ComboBox(label="Model", choices=self._model_choices, value=BUILTIN)
         self.model_file = FileEdit(
-            label="Model file", mode="r", filter="*.safetensors", visible=False
-        )
+            label="Model file", mode="r", visible=False,
+            filter="*.safetensors *.zip rdf.yaml *.bioimageio.yaml",
+            tooltip="a napari-unet model file, or a BioImage.IO package (.zip or its rdf.yaml)",
+        )  # fmt: skip
         self.auto_size = CheckBox(
             label="Auto object size", value=True,
             tooltip="measure the objects first and resample the image only if they are outside "

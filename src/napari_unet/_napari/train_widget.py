@@ -82,6 +82,11 @@ class TrainWidget(Dock):
         plot_box.native.layout().addWidget(self.plot.widget)
         self.save_path = FileEdit(mode="w", filter="*.safetensors", label="model file")
         self.save_button = PushButton(text="Save", enabled=False)
+        self.export_button = PushButton(
+            text="Export to BioImage.IO", enabled=False,
+            tooltip="write the model as a BioImage.IO package (.zip beside the model file), "
+            "tested with bioimageio.core; needs napari-unet[bioimageio]",
+        )  # fmt: skip
         self.advanced = Advanced()
         self._build_advanced()
         self.extend(
@@ -105,7 +110,7 @@ class TrainWidget(Dock):
                 self.message,
                 Container(
                     layout="horizontal",
-                    widgets=[self.save_path, self.save_button],
+                    widgets=[self.save_path, self.save_button, self.export_button],
                 ),
                 self.advanced,
             ]
@@ -165,6 +170,26 @@ class TrainWidget(Dock):
         show_message(self.message, message, error=written is None and "not saved" not in message)
         return written
 
+    def export(self, path: str | Path | None = None) -> Any:
+        """Export the last trained model as a BioImage.IO package (``.zip``), in a thread.
+
+        Returns
+        -------
+        worker or None
+            The started worker (``finished`` fires at the end), or None (reason shown).
+        """
+        from ._zoo_export import start_export
+
+        if self.result is None:
+            self._show_error("nothing to export: train a model first")
+            return None
+        target = path if path is not None else self.save_path.value
+
+        def report(message: str, error: bool) -> None:
+            show_message(self.message, message, error=error)
+
+        return start_export(self.result.model, target, report)
+
     @property
     def history(self) -> list[dict[str, float]]:
         """Per-epoch history of the last finished run (empty before)."""
@@ -175,6 +200,7 @@ class TrainWidget(Dock):
         self.start_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(lambda: self.save())
+        self.export_button.changed.connect(lambda: self.export())
         arch, hyper = self.architecture, self.hyper
         for w in (
             arch.dims,
@@ -201,7 +227,7 @@ class TrainWidget(Dock):
         self._stop = threading.Event()
         self._config, self._sources = config, sources
         self.result = None
-        self.save_button.enabled = False
+        self.save_button.enabled = self.export_button.enabled = False
         preview = None
         if self.hyper.preview.value:
             labels_layer = next(r.labels_combo.value for r in self.pairs.rows if r.source())
@@ -254,7 +280,7 @@ class TrainWidget(Dock):
             + ", ".join(f"{s.image_name} / {s.labels_name}" for s in self._sources),
         }
         _model_registry.register_model(name, result.model)
-        self.save_button.enabled = True
+        self.save_button.enabled = self.export_button.enabled = True
         how = "stopped" if result.stopped else "done"
         same = " (on the training image)" if self.monitor.validates_on_training_data else ""
         self._show_info(

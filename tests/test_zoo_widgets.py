@@ -1,0 +1,54 @@
+"""The widgets and BioImage.IO packages: export from Train, segment with a package in Segment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet import segment
+from napari_unet._napari import _model_registry as registry
+from napari_unet._napari.segment_widget import FROM_FILE, SegmentWidget
+from napari_unet._napari.train_widget import TrainWidget
+from napari_unet.common.sample import load_sample
+
+TIMEOUT_MS = 300_000
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    registry.clear_models()
+    yield make_napari_viewer()
+    registry.clear_models()
+
+
+def test_export_from_train_then_segment_with_the_package(viewer, qtbot, tmp_path):
+    image, labels = load_sample()
+    viewer.add_image(image[:96, :128], name="nuclei")
+    viewer.add_labels(labels[:96, :128], name="nuclei gt")
+    train = TrainWidget(viewer)
+    train.architecture.depth.value, train.architecture.base_filters.value = 2, 4
+    h = train.hyper
+    h.patch.value, h.epochs.value, h.steps.value, h.batch_size.value = 32, 1, 2, 2
+    h.device.value, h.augment.value = "cpu", False
+    train.model_name.value = "tiny zoo"
+    assert not train.export_button.enabled
+    assert train.run() is not None
+    qtbot.waitUntil(lambda: train.worker is None, timeout=TIMEOUT_MS)
+    assert train.export_button.enabled
+
+    assert train.export(tmp_path / "tiny.safetensors") is not None
+    qtbot.waitUntil(lambda: "exported" in train.message.value or "failed" in train.message.value,
+                    timeout=TIMEOUT_MS)  # fmt: skip
+    package = tmp_path / "tiny.zip"
+    assert "exported" in train.message.value and package.is_file()
+
+    seg = SegmentWidget(viewer)
+    seg.image.value = viewer.layers["nuclei"]
+    seg.model_source.value = FROM_FILE
+    seg.model_file.value = package
+    seg.auto_size.value = False
+    assert seg.run() is not None
+    qtbot.waitUntil(lambda: not seg.running, timeout=TIMEOUT_MS)
+    result = viewer.layers["nuclei labels"].data
+    expected = segment(image[:96, :128], model=str(package), diameter=None)
+    np.testing.assert_array_equal(result, expected)
