@@ -51,7 +51,7 @@ def bench_segment(size: int) -> None:
     from napari_unet import segment
 
     torch.set_num_threads(2)
-    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=".") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         image = make_zarr(Path(tmp) / "in.zarr", size)
         kwargs = {"diameter": None, "engine": "torch"}
         t0 = time.perf_counter()
