@@ -31,7 +31,7 @@ import tifffile
 import torch
 
 from napari_unet import UNet, load_model, segment
-from napari_unet.inference.engines import available_engines
+from napari_unet.inference.engines import available_engines, resolve_engine
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test"
 
@@ -159,6 +159,8 @@ def main() -> None:
             ratios[engine].append(ref_times[-1] / run[0])
             print(f"  {engine}: {run[0]:.1f} s (eager reference {ref_times[-1]:.1f} s)", flush=True)
     ref = min(ref_times)
+    default = resolve_engine("auto", model, torch.device("cpu"), args.size**2)
+    print(f"the default (engine='auto') runs the built-in model with {default!r}")
     peak = max(matmul_gflops(), matmul_gflops())
     useful = conv_flops(model, (args.size, args.size)) / 1e9
     mpix = args.size**2 / 1e6

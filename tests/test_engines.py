@@ -158,6 +158,16 @@ def test_int8_engine_keeps_the_builtin_models_objects():
     assert (cache_dir() / f"{model_digest(model)}-int8.onnx").is_file()
 
 
+def test_auto_runs_only_score_verified_models_in_int8():
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    builtin = load_model(None)
+    assert model_digest(builtin) in engines.INT8_VERIFIED
+    assert resolve_engine("auto", builtin, CPU, pixels=AUTO_MIN_PIXELS) == "openvino-int8"
+    assert resolve_engine("auto", _net(), CPU, pixels=AUTO_MIN_PIXELS) == "openvino"
+    assert resolve_engine("auto", builtin, torch.device("cuda"), pixels=AUTO_MIN_PIXELS) == "torch"
+
+
 def test_int8_engine_needs_a_single_channel_2d_model():
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")
