@@ -71,7 +71,11 @@ def test_tiny_training_plots_registers_previews_and_saves(viewer, qtbot, crop, t
     assert len(widget.plot.batch_loss) == 6 and np.all(np.isfinite(widget.plot.batch_loss))
     assert all(0.0 <= d <= 1.0 for d in widget.plot.val_dice)
     assert (worker.pbar.n, worker.pbar.total) == (6, 6)
-    assert "epoch 2/2" in widget.status.value
+    # the run ends by choosing the post-processing: its validation AP is plotted and shown
+    tuned = result.postprocessing
+    assert (widget.plot.ap50, widget.plot.mean_ap) == (tuned.ap50, tuned.mean_ap)
+    assert f"AP@0.5 {tuned.ap50:.4f}" in widget.status.value
+    assert result.model.card["postprocessing"]["seed_threshold"] == tuned.settings["seed_threshold"]
     assert widget.start_button.enabled and not widget.stop_button.enabled
     # selectable in the Segment widget at once
     assert registry.get_model("tiny nuclei") is result.model

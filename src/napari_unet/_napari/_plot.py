@@ -1,4 +1,5 @@
-"""The live training plot: loss (per batch and per epoch) and validation Dice per epoch.
+"""The live training plot: loss (per batch and per epoch), validation Dice per epoch, and the
+validation AP@0.5 and mean AP of the post-processing chosen at the end of the run.
 
 A matplotlib figure on a Qt canvas; matplotlib is imported when the plot is made (when the
 Train widget opens), not when napari starts. Redraws are throttled: :meth:`TrainingPlot.redraw`
@@ -23,6 +24,8 @@ class TrainingPlot:
         Every batch's loss, at ``epoch + (step + 1) / steps``.
     epoch_x, train_loss, val_loss, val_dice : list of float
         One value per finished epoch, at ``epoch + 1``.
+    ap50, mean_ap : float or None
+        Validation scores of the tuned post-processing, drawn at the last epoch.
     """
 
     def __init__(self, min_interval: float = 0.5) -> None:
@@ -43,11 +46,14 @@ class TrainingPlot:
             ],
             "train": self.ax_loss.plot([], [], "o-", ms=3, color="tab:blue", label="train")[0],
             "val": self.ax_loss.plot([], [], "s-", ms=3, color="tab:orange", label="validation")[0],
-            "dice": self.ax_dice.plot([], [], "o-", ms=3, color="tab:green")[0],
+            "dice": self.ax_dice.plot([], [], "o-", ms=3, color="tab:green", label="Dice")[0],
+            "ap50": self.ax_dice.plot([], [], "*", ms=7, color="tab:red", label="AP@0.5")[0],
+            "mean_ap": self.ax_dice.plot([], [], "D", ms=4, color="tab:purple", label="mean AP")[0],
         }
         self.ax_loss.set_ylabel("loss")
         self.ax_loss.legend(loc="upper right", fontsize="x-small")
-        self.ax_dice.set_ylabel("validation Dice")
+        self.ax_dice.set_ylabel("validation")
+        self.ax_dice.legend(loc="lower right", fontsize="x-small")
         self.ax_dice.set_xlabel("epoch")
         self.ax_dice.set_ylim(0, 1)
         for ax in (self.ax_loss, self.ax_dice):
@@ -64,6 +70,8 @@ class TrainingPlot:
         self.train_loss: list[float] = []
         self.val_loss: list[float] = []
         self.val_dice: list[float] = []
+        self.ap50: float | None = None
+        self.mean_ap: float | None = None
         if had_data:
             self.redraw(force=True)
 
@@ -76,6 +84,10 @@ class TrainingPlot:
         self.train_loss.append(train_loss)
         self.val_loss.append(val_loss)
         self.val_dice.append(val_dice)
+
+    def add_postprocessing(self, ap50: float, mean_ap: float) -> None:
+        """The validation scores of the post-processing chosen after the last epoch."""
+        self.ap50, self.mean_ap = ap50, mean_ap
 
     def redraw(self, force: bool = False) -> bool:
         """Update the lines and draw, at most every ``min_interval`` s unless ``force``.
@@ -93,6 +105,9 @@ class TrainingPlot:
         self._lines["train"].set_data(self.epoch_x, self.train_loss)
         self._lines["val"].set_data(self.epoch_x, self.val_loss)
         self._lines["dice"].set_data(self.epoch_x, self.val_dice)
+        at = self.epoch_x[-1:] if self.ap50 is not None else []
+        self._lines["ap50"].set_data(at, [self.ap50] if at else [])
+        self._lines["mean_ap"].set_data(at, [self.mean_ap] if at else [])
         self.ax_loss.relim()
         self.ax_loss.autoscale_view()
         self.ax_dice.set_xlim(0, max([1.0, *self.batch_x, *self.epoch_x]))

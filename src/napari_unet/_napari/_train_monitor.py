@@ -19,7 +19,7 @@ from ._dock import wrapping_label
 from ._train_job import DataReady, PreviewReady
 
 #: status lines of a run in progress, cleared when the run ends
-_TRANSIENT = ("reading", "stopping", "training on")
+_TRANSIENT = ("reading", "stopping", "training on", "choosing")
 
 
 class TrainingMonitor:
@@ -30,7 +30,7 @@ class TrainingMonitor:
     status : magicgui.widgets.Label
         One line: what the run is doing now (wraps at the dock's width).
     plot : TrainingPlot
-        Loss per batch and epoch, validation Dice per epoch.
+        Loss per batch and epoch, validation Dice per epoch, the tuned post-processing's AP.
     training_data : tuple of str
         Names of the prepared training pairs of the current run (slices get ``"[z]"``).
     """
@@ -58,6 +58,7 @@ class TrainingMonitor:
     def on_event(self, event: Any) -> None:
         """Show one event of the training job."""
         from ..training.events import BatchEnd, EpochEnd
+        from ..training.tune import TunedPostprocessing, TuneProgress
 
         if isinstance(event, BatchEnd):
             self.plot.add_batch(event.epoch, event.step, event.steps, event.loss)
@@ -76,6 +77,19 @@ class TrainingMonitor:
                 f"epoch {event.epoch + 1}/{event.epochs}: train loss {event.train_loss:.4f}, "
                 f"validation loss {event.val_loss:.4f}, validation Dice "
                 f"{event.val_dice:.4f}{best}"
+            )
+        elif isinstance(event, TuneProgress):
+            self.status.value = (
+                f"choosing the post-processing on the validation images ({event.done}/"
+                f"{event.total}) ..."
+            )
+        elif isinstance(event, TunedPostprocessing):
+            self.plot.add_postprocessing(event.ap50, event.mean_ap)
+            self.plot.redraw(force=True)
+            self.status.value = (
+                f"post-processing chosen on {event.n_images} validation image(s) "
+                f"[{event.seconds:.0f} s]: validation AP@0.5 {event.ap50:.4f}, mean AP "
+                f"{event.mean_ap:.4f}"
             )
         elif isinstance(event, DataReady):
             self.training_data = event.names

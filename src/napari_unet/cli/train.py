@@ -132,6 +132,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(its architecture and normalisation are kept; --depth/--base-filters are ignored)",
     )
     p.add_argument(
+        "--object-diameter",
+        default="auto",
+        metavar="PX|auto|none",
+        help="instance task: the object size (pixels across) the network works at; each image "
+        "is resampled so its objects' median size matches it, and Segment resamples new images "
+        "to it. auto (default): the --init model's size, else the training objects' median; "
+        "none: train at the images' own sizes",
+    )
+    p.add_argument(
         "--no-tune",
         action="store_true",
         help="instance task: keep the default post-processing instead of choosing it on the "
@@ -250,6 +259,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         w0=args.w0,
         tune_postprocessing=not args.no_tune,
         batch_norm=not args.no_batch_norm,
+        object_diameter=_object_diameter(args.object_diameter),
     )
     model = None
     if args.init is not None:
@@ -372,6 +382,19 @@ def _graceful_stop(stop: threading.Event, checkpoint: Path):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _object_diameter(value: str) -> float | str | None:
+    from ..common.errors import UserInputError
+
+    if value.lower() in ("auto", "none"):
+        return None if value.lower() == "none" else "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise UserInputError(
+            f"--object-diameter must be a number of pixels, auto or none, got {value!r}"
+        ) from None
 
 
 def _settings(settings: dict) -> str:

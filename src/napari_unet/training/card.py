@@ -35,6 +35,7 @@ def training_card(
     pairs,
     initialized_from: dict[str, Any] | None = None,
     tuned: Any = None,
+    working_size: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``model.card`` updated with what this run did.
 
@@ -53,6 +54,9 @@ def training_card(
     tuned : TunedPostprocessing, optional
         The post-processing chosen on the validation images (:mod:`.tune`): written as the
         ``postprocessing`` entry, its scores as ``metrics.val_ap50`` and ``metrics.val_mean_ap``.
+    working_size : dict, optional
+        :meth:`.working_size.WorkingSize.card_entry`: the images were resampled to this object
+        size, which becomes ``object_diameter``; recorded in ``provenance.working_size``.
 
     Returns
     -------
@@ -89,6 +93,9 @@ def training_card(
     diameters = np.concatenate([p.diameters for p in pairs]) if pairs else np.empty(0)
     if config.task == "instance" and diameters.size:
         card["object_diameter"] = round(float(np.median(diameters)), 1)
+    if working_size is not None:
+        card["object_diameter"] = working_size["object_diameter"]
+        card["provenance"]["working_size"] = working_size
     return card
 
 

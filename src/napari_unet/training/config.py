@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -52,6 +53,10 @@ class TrainConfig:
     device: str = "auto"
     tune_postprocessing: bool = True
     """Instance task: choose the post-processing on the validation images after training."""
+    object_diameter: float | str | None = "auto"
+    """Instance task: the object size (equivalent diameter, pixels) the network works at; each
+    image is resampled so its objects' median matches it (:mod:`.working_size`). ``"auto"``:
+    the fine-tuned model's size, else the training objects' median; None: no resampling."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -82,6 +87,11 @@ class TrainConfig:
         if len(shape) != self.ndim or min(shape) < 1:
             raise UserInputError(
                 f"patch_size must be one positive size or {self.ndim} sizes, got {self.patch_size!r}"
+            )
+        d = self.object_diameter
+        if not (d is None or d == "auto" or _positive_number(d)):
+            raise UserInputError(
+                f"object_diameter must be 'auto', None or a positive number of pixels, got {d!r}"
             )
         if isinstance(self.augment, dict):
             aug = dict(self.augment)
@@ -117,6 +127,15 @@ class TrainConfig:
         if unknown:
             raise UserInputError(f"unknown training settings: {sorted(unknown)}")
         return cls(**data)
+
+
+def _positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def config_for_model(config: TrainConfig, model: Any) -> TrainConfig:

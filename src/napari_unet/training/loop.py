@@ -34,6 +34,7 @@ from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .losses import combined_loss
 from .tune import TunedPostprocessing, TuneProgress, tune_model_iter
 from .validation import evaluate_crops, split_validation, validation_crops
+from .working_size import resolve_working_size, to_working_size
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,16 @@ def train_iter(
     train_pairs = list(train_pairs)
     if val_pairs is None:
         train_pairs, val_pairs = split_validation(train_pairs, config.val_fraction, config.seed)
+    # every image at the object size the network works at (the card's object_diameter)
+    working = resolve_working_size(train_pairs, config, model)
+    factors: list[float] = []
+    if working is not None:
+        same = val_pairs is train_pairs
+        patch = config.patch_shape()
+        train_pairs, factors = to_working_size(train_pairs, working.diameter, config, patch)
+        val_pairs = (
+            train_pairs if same else to_working_size(val_pairs, working.diameter, config, patch)[0]
+        )
     # the validation data may hold the highest class id
     num_classes = config.resolved_num_classes([*train_pairs, *val_pairs])
     initialized_from = describe_origin(model) if model is not None else None
@@ -182,7 +193,8 @@ def train_iter(
     if tune and state.best_state is not None:
         tuned = yield from tune_model_iter(model, val_crops, device)
         yield tuned
-    result = _finish(model, state, config, train_pairs, stopped, initialized_from, tuned)
+    size = working.card_entry(factors) if working is not None else None
+    result = _finish(model, state, config, train_pairs, stopped, initialized_from, tuned, size)
     return ranks.record(result)
 
 
@@ -272,8 +284,9 @@ def _finish(
     stopped: bool,
     initialized_from: dict[str, Any] | None = None,
     tuned: TunedPostprocessing | None = None,
+    working_size: dict[str, Any] | None = None,
 ) -> TrainResult:
-    model.card = training_card(model, state, config, pairs, initialized_from, tuned)
+    model.card = training_card(model, state, config, pairs, initialized_from, tuned, working_size)
     return TrainResult(
         model, list(state.history), state.best_epoch, state.best_dice, stopped, tuned
     )
