@@ -295,3 +295,15 @@ def test_border_weight_options_change_the_loss_weights(folders, tmp_path, capsys
     assert "--w0: must be a finite number >= 0" in capsys.readouterr().err
     wa, wb = load_model(a).state_dict(), load_model(b).state_dict()
     assert any(not torch.equal(wa[k], wb[k]) for k in wa if wa[k].is_floating_point())
+
+
+def test_object_diameter_sets_the_working_size(folders, tmp_path, capsys):
+    out = tmp_path / "model.safetensors"
+    assert _train(folders, out, "--object-diameter", "30") == 0
+    assert "objects worked at 30 px across" in capsys.readouterr().out
+    card = read_card(out)
+    assert card["object_diameter"] == 30.0
+    assert card["provenance"]["working_size"]["source"] == "given"
+    assert main(["train", "--images", "x", "--labels", "y", "-o", str(out),
+                 "--object-diameter", "big"]) == 2  # fmt: skip
+    assert "--object-diameter must be a number of pixels, auto or none" in capsys.readouterr().err

@@ -353,6 +353,9 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     )
     if metrics.get("val_ap50") is not None:
         score += f", AP@0.5 {metrics['val_ap50']:.4f}, mean AP {metrics['val_mean_ap']:.4f}"
+    size = result.model.card.get("object_diameter")
+    if size:
+        score += f"; objects worked at {size:g} px across"
     print(f"saved {args.output} ({score})")
     return 0
 
