@@ -304,6 +304,7 @@ def test_object_diameter_sets_the_working_size(folders, tmp_path, capsys):
     card = read_card(out)
     assert card["object_diameter"] == 30.0
     assert card["provenance"]["working_size"]["source"] == "given"
-    assert main(["train", "--images", "x", "--labels", "y", "-o", str(out),
+    other = tmp_path / "other.safetensors"
+    assert main(["train", "--images", "x", "--labels", "y", "-o", str(other),
                  "--object-diameter", "big"]) == 2  # fmt: skip
     assert "--object-diameter must be a number of pixels, auto or none" in capsys.readouterr().err

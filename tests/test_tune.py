@@ -107,3 +107,16 @@ def test_tuning_can_be_switched_off_and_semantic_models_have_none():
     semantic = train(images, [(lab > 0).astype(np.uint8) for lab in labels], task="semantic",
                      **{**TINY, "epochs": 1})  # fmt: skip
     assert semantic.postprocessing is None and "postprocessing" not in semantic.model.card
+
+
+def test_a_fine_tune_without_held_out_images_keeps_the_model_s_post_processing():
+    """Settings chosen on the training image itself would fit it, not new images."""
+    from napari_unet.training.loop import new_model
+
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    images, labels = dataset(1)  # one image: validation is the training image
+    model = new_model(config, 1, 3)
+    mine = {"seed_threshold": 0.7, "foreground_threshold": 0.5, "split": 1.0, "min_size": 15}
+    model.card = {"postprocessing": mine}
+    _, result = run(train_iter(prepare_data(images, labels, config), None, config, model=model))
+    assert result.postprocessing is None and result.model.card["postprocessing"] == mine

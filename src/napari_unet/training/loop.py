@@ -88,11 +88,12 @@ def train_iter(
     train_pairs = list(train_pairs)
     if val_pairs is None:
         train_pairs, val_pairs = split_validation(train_pairs, config.val_fraction, config.seed)
+    held_out = val_pairs is not train_pairs
     # every image at the object size the network works at (the card's object_diameter)
     working = resolve_working_size(train_pairs, config, model)
     factors: list[float] = []
     if working is not None:
-        same = val_pairs is train_pairs
+        same = not held_out
         patch = config.patch_shape()
         train_pairs, factors = to_working_size(train_pairs, working.diameter, config, patch)
         val_pairs = (
@@ -190,6 +191,10 @@ def train_iter(
     # -- after training: fit what Segment reads from the card to the best network ------------
     tuned = None
     tune = config.task == "instance" and config.tune_postprocessing and ranks.is_main
+    if tune and not held_out and (getattr(model, "card", None) or {}).get("postprocessing"):
+        # chosen on the training images themselves, the settings would fit them, not new images
+        log.info("no held-out validation images: the fine-tuned model's post-processing is kept")
+        tune = False
     if tune and state.best_state is not None:
         tuned = yield from tune_model_iter(model, val_crops, device)
         yield tuned
