@@ -305,6 +305,5 @@ def test_object_diameter_sets_the_working_size(folders, tmp_path, capsys):
     assert card["object_diameter"] == 30.0
     assert card["provenance"]["working_size"]["source"] == "given"
     other = tmp_path / "other.safetensors"
-    assert main(["train", "--images", "x", "--labels", "y", "-o", str(other),
-                 "--object-diameter", "big"]) == 2  # fmt: skip
+    assert _train(folders, other, "--object-diameter", "big") == 2
     assert "--object-diameter must be a number of pixels, auto or none" in capsys.readouterr().err
