@@ -137,3 +137,19 @@ def legend_html() -> str:
         f"<span style='color:{_hex(c)}'>&#9632;</span> {n}" for n, c in ERROR_COLORS.values()
     ]
     return f"{', '.join(swatches[:2])}<br>{', '.join(swatches[2:])}"
+
+
+def semantic_warning(records: list[dict[str, Any]], max_classes: int) -> str:
+    """A warning when a semantic evaluation found more than ``max_classes`` classes ("" if not).
+
+    So many label values are probably instance labels (one id per object), each of which a
+    semantic evaluation scores as a class of its own.
+    """
+    n_classes = len({rec.get("class") for rec in records if "class" in rec})
+    if n_classes <= max_classes:
+        return ""
+    return (
+        f"the labels have {n_classes} values: they look like instance labels (one id "
+        "per object). Semantic evaluation scores each value as a class; choose "
+        "'Labels are: instance' (Advanced) to match objects."
+    )

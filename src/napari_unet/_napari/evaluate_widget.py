@@ -29,13 +29,13 @@ from magicgui.widgets import (
 from ._dock import Advanced, Dock, wrapping_label
 from ._evaluate_job import evaluate_job, layer_array
 from ._feedback import report_error, report_failure
-from ._layers import same_layer
+from ._layers import put_error_layer, same_layer
 from ._metrics_table import (
-    ERROR_COLORS,
     legend_html,
     metric_keys,
     metric_tooltip,
     parse_thresholds,
+    semantic_warning,
     summary_text,
     table_value,
 )
@@ -265,15 +265,10 @@ class EvaluateWidget(Dock):
         self._show_errors(pred_layer, gt_layer, result.errors)
         self.status.value = f"done: {summary_text(self.records)}"
         self.export_button.enabled = True
-        n_classes = len({rec.get("class") for rec in self.records if "class" in rec})
-        if n_classes > MAX_SEMANTIC_CLASSES:
+        note = semantic_warning(self.records, MAX_SEMANTIC_CLASSES)
+        if note:
             from napari.utils.notifications import show_warning
 
-            note = (
-                f"the labels have {n_classes} values: they look like instance labels (one id "
-                "per object). Semantic evaluation scores each value as a class; choose "
-                "'Labels are: instance' (Advanced) to match objects."
-            )
             self.status.value += f". Warning: {note}"
             show_warning(f"U-Net Evaluate: {note}")
 
@@ -286,24 +281,8 @@ class EvaluateWidget(Dock):
                 item.setToolTip(metric_tooltip(key))
 
     def _show_errors(self, pred_layer: Any, gt_layer: Any, errors: np.ndarray | None) -> None:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        from ._layers import Placement, upsert_layer
-
-        if errors is None:
-            return
-        colors: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
-        colors.update({k: c for k, (_, c) in ERROR_COLORS.items()})
-        colormap = DirectLabelColormap(color_dict=colors)
-        placement = Placement(
-            scale=tuple(gt_layer.scale), translate=tuple(gt_layer.translate),
-            axis_labels=tuple(gt_layer.axis_labels), units=tuple(gt_layer.units),
-        )  # fmt: skip
-        name = f"{pred_layer.name} errors"
-        layer = upsert_layer(
-            self._viewer, "labels", name, errors, placement, colormap=colormap, opacity=0.8
-        )
-        layer.colormap = colormap
+        if errors is not None:
+            put_error_layer(self._viewer, f"{pred_layer.name} errors", errors, gt_layer)
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Write every record of the last evaluation at full precision to ``path`` (atomically)."""

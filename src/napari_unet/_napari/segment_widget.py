@@ -339,11 +339,19 @@ class SegmentWidget(Dock):
             return
         frames = f", frame {event.frame + 1}/{event.n_frames}" if event.n_frames > 1 else ""
         self._scale = event.scale
-        self.status.value = f"{event.stage}: {event.done}/{event.total}{frames}{self._scale_note()}"
+        post = event.stage == "predict" and event.done == event.total  # labels come next
+        self.status.value = (
+            f"post-processing: labels from the probabilities{frames} ..."
+            if post
+            else f"{event.stage}: {event.done}/{event.total}{frames}{self._scale_note()}"
+        )
         if pbar.total != event.total:
             pbar.total = event.total
             pbar.set_description(f"U-Net Segment: {event.stage}")
         pbar.update(event.done - pbar.n)
+        if post and self._pbar is pbar:  # no steps to count: napari shows a busy bar
+            pbar.total = 0
+            pbar.set_description("U-Net Segment: post-processing")
 
     def _on_result(self, layer: Any, axes: str, result: Any, record: Any = None) -> None:
         if self._cancelled:
