@@ -184,6 +184,11 @@ def _refuse_pickles(path: Path) -> None:
             head = fh.read(4)
     except OSError as err:
         raise ModelFileError(f"{path}: {describe_os_error(err, with_path=False)}") from err
+    if head.startswith(_PICKLE_MAGIC) and path.suffix.lower() == ".ckpt":
+        raise ModelFileError(
+            f"{path} is a training checkpoint, not a model file: give the .safetensors model "
+            "written by the same run (a checkpoint is for napari-unet train --resume)"
+        )
     if head.startswith(_PICKLE_MAGIC):
         raise ModelFileError(
             f"{path} is a PyTorch pickle (torch.save) file, not a napari-unet .safetensors model; "

@@ -82,6 +82,11 @@ def read_checkpoint(path) -> dict:
         raise UserInputError(f"checkpoint {path} is a folder; give the .ckpt file of the run")
     if not path.is_file():
         raise UserInputError(f"checkpoint to resume from not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        raise UserInputError(
+            f"{path} is a model file, not a training checkpoint: resume from the .ckpt file of "
+            "the run, or start from this model with --init (init=... in Python)"
+        )
     try:
         document = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
