@@ -157,9 +157,9 @@ def remove_stale_temp_dirs(prefix: str) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        head = entry.name[len(prefix) :].split("-", 1)[0]
-        if not head.isdigit() or _alive(int(head)):
-            continue
+        parts = entry.name[len(prefix) :].split("-", 1)
+        if len(parts) != 2 or not parts[0].isdigit() or _alive(int(parts[0])):
+            continue  # not ours (no "PID-" after the prefix), or its process still runs
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     return removed

@@ -11,6 +11,7 @@ generator cancels the futures in flight and removes the partial output.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import weakref
@@ -77,8 +78,8 @@ def _run(
         root = temporary_name(final)
         work = temporary_name(final, "work")
     else:
-        root = Path(tempfile.mkdtemp(prefix="napari-unet-"))
-        work = Path(tempfile.mkdtemp(prefix=".napari-unet-work-", dir=root.parent))
+        root = Path(tempfile.mkdtemp(prefix=f"napari-unet-{os.getpid()}-"))
+        work = Path(tempfile.mkdtemp(prefix=f"napari-unet-work-{os.getpid()}-"))
     check_shared(client, root.parent)
     work.mkdir(exist_ok=True)
     probs_dir = root if job.output == "probabilities" else work / "probabilities.zarr"
