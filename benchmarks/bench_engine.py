@@ -106,22 +106,24 @@ def _status(key: str) -> float:
 
 
 def timed_segment(image: np.ndarray, model, engine: str) -> tuple[float, dict, float]:
-    """Seconds of a default segment(), seconds per stage, peak RSS growth (MB)."""
+    """Seconds of a default segment(), seconds per stage, peak RSS growth (MB).
+
+    An event reports work just finished (a batch of tiles), so the time up to an event goes to
+    that event's stage; the time after the last one is the post-processing.
+    """
     stages: dict[str, float] = {}
-    last = [time.perf_counter(), None]
+    last = [time.perf_counter()]
 
     def on_event(event) -> None:
         now = time.perf_counter()
-        if last[1] is not None:
-            stages[last[1]] = stages.get(last[1], 0.0) + now - last[0]
-        last[0], last[1] = now, event.stage
+        stages[event.stage] = stages.get(event.stage, 0.0) + now - last[0]
+        last[0] = now
 
     base = reset_peak()
     t0 = last[0] = time.perf_counter()
     segment(image, model, device="cpu", engine=engine, progress=on_event)
     end = time.perf_counter()
-    if last[1] is not None:  # post-processing ends with the run
-        stages[last[1]] = stages.get(last[1], 0.0) + end - last[0]
+    stages["post-processing"] = end - last[0]
     return end - t0, stages, peak_mb() - base
 
 
