@@ -265,6 +265,7 @@ def test_init_fine_tunes_a_model_and_keeps_its_architecture(folders, tmp_path, c
         "data_fingerprint": read_card(first)["provenance"]["data_fingerprint"],
     }
     assert card["provenance"]["training"]["depth"] == start.config.depth
+    assert card["provenance"]["training"]["learning_rate"] == 1e-4  # the fine-tuning default
     changed = [
         name
         for name, w in model.state_dict().items()

@@ -17,6 +17,10 @@ from ._train_checks import check_train_outputs
 
 log = logging.getLogger(__name__)
 
+#: default peak learning rate of a fine-tune (--init): at 1e-3, 8 steps on one large-nuclei image
+#: took the built-in model from AP@0.5 0.765 to 0.509 on 8 others of that kind; at 1e-4: 0.754
+FINE_TUNE_LR = 1e-4
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -79,7 +83,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--depth", type=number(integer=True, minimum=0, maximum=8), default=4, metavar="D"
     )
     p.add_argument("--base-filters", type=positive_int, default=16, metavar="F")
-    p.add_argument("--lr", type=positive, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument(
+        "--lr",
+        type=positive,
+        default=None,
+        help="peak learning rate (default 1e-3; with --init 1e-4: a fine-tune at 1e-3 forgets "
+        "what the model knew)",
+    )
     p.add_argument(
         "--ignore-label", type=int, default=None, help="label value of unannotated pixels"
     )
@@ -250,7 +260,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch,
         patch_size=args.patch[0] if len(args.patch) == 1 else tuple(args.patch),
-        learning_rate=args.lr,
+        learning_rate=args.lr or (FINE_TUNE_LR if args.init is not None else 1e-3),
         val_fraction=args.val_fraction,
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(zoom=tuple(args.zoom)),
         seed=args.seed,
