@@ -171,6 +171,7 @@ def test_bad_z_arguments_name_the_argument(net, kwargs, match):
 def test_z_mode_does_not_apply_to_3d_models_or_2d_images(net):
     assert zstack.resolve_z_mode(None, "ZYX", net, "instance") == "3d"
     assert zstack.resolve_z_mode(None, "ZYX", net, "semantic") == "slices"
+    assert zstack.resolve_z_mode(None, "ZYX", net, "instance", lazy=True) == "stitch"
     assert zstack.resolve_z_mode("stitch", "TYX", net, "instance") is None
     net3 = UNet(1, 3, ndim=3, depth=1, base_filters=2)
     assert zstack.resolve_z_mode("3d", "ZYX", net3, "instance") is None
@@ -182,3 +183,14 @@ def test_builtin_model_finds_each_ellipsoid_once(mode, anisotropy):
     labels = segment(image, axes="ZYX", z_mode=mode, anisotropy=anisotropy)
     ap = average_precision(truth, labels, [0.5]).mean
     assert ap >= 0.9, f"{mode}: AP@0.5 {ap:.3f} on {truth.max()} ellipsoids"
+
+
+def test_large_volumes_are_post_processed_in_chunks_with_the_same_objects(net, monkeypatch):
+    image = _balls((10, 40, 48))
+    whole = segment(image, net, axes="ZYX", z_mode="3d", min_size=1)
+    monkeypatch.setattr(zstack, "CHUNKED_VOXELS", 100)
+    monkeypatch.setattr(zstack, "CHUNK", 16)  # balls cross the chunk borders
+    events = []
+    chunked = segment(image, net, axes="ZYX", z_mode="3d", min_size=1, progress=events.append)
+    assert _same_partition(chunked, whole)
+    assert sum(e.stage == "postprocess" for e in events) > 9  # per chunk step

@@ -108,8 +108,9 @@ def segment(
         How a 2D model segments a Z stack (see :mod:`.zstack`): ``"3d"`` averages the
         predictions of the YX, ZX and ZY planes and builds 3D objects; ``"stitch"`` links
         per-slice objects across z by IoU; ``"slices"`` keeps per-slice objects, with ids
-        unique over the stack. Default (``None``): ``"3d"`` for instance output, plane by
-        plane otherwise. Time points always keep their own ids (no tracking).
+        unique over the stack. Default (``None``): ``"3d"`` for instance output of in-memory
+        images, ``"stitch"`` for dask / zarr images and clusters (memory bounded by tiles),
+        plane by plane otherwise. Time points always keep their own ids (no tracking).
     anisotropy : float
         Z step / XY pixel size of a Z stack (e.g. 3 for 0.6 um slices of 0.2 um pixels);
         ``z_mode="3d"`` resamples z by it.
@@ -231,8 +232,11 @@ def segment_iter(
     # 1. axes: the image in canonical TCZYX order
     canon, caxes = ax.to_canonical(array, axes)
     ax.check_model_fit(canon.shape, caxes, model.in_channels, model.ndim)
-    zmode = zstack.resolve_z_mode(z_mode, caxes, model, output, anisotropy, stitch_threshold)
     lazy = is_dask(canon)
+    bounded = lazy or client is not None  # "stitch" by default: memory bounded by tiles
+    zmode = zstack.resolve_z_mode(
+        z_mode, caxes, model, output, anisotropy, stitch_threshold, bounded
+    )
     if not lazy:
         check_finite(canon)
     tiling = {
