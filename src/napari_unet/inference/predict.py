@@ -225,4 +225,12 @@ def predict_tiled_dask(
     """
     from .predict_dask import predict_tiled_dask as impl
 
-    return impl(model, image, tile_shape=tile_shape, overlap=overlap, device=device, blend=blend)
+    return impl(
+        model,
+        image,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        blend=blend,
+    )
