@@ -137,6 +137,7 @@ def test_builtin_package_carries_the_model_card(builtin_zip):
     halo = rdf["outputs"][0]["axes"][-1]["halo"]
     assert halo >= receptive_field(model)[0]
     assert rdf["config"]["napari_unet"]["postprocessing"] == model.card["postprocessing"]
+    assert all(len(w["sha256"]) == 64 for w in rdf["weights"].values())
     with zipfile.ZipFile(builtin_zip) as z:
         readme = z.read("README.md").decode()
         assert "seeded watershed" in readme and "Validation" in readme

@@ -1,4 +1,4 @@
-"""The widgets and BioImage.IO packages: export from Train, segment with a package in Segment."""
+"""The widgets and BioImage.IO packages: export from Train and Segment, segment with a package."""
 
 from __future__ import annotations
 
@@ -52,3 +52,12 @@ def test_export_from_train_then_segment_with_the_package(viewer, qtbot, tmp_path
     result = viewer.layers["nuclei labels"].data
     expected = segment(image[:96, :128], model=str(package), diameter=None)
     np.testing.assert_array_equal(result, expected)
+
+    # the Segment dock exports its chosen model too; a package is not exported again
+    assert seg.export_model(tmp_path / "again.zip") is None
+    assert "already a BioImage.IO package" in seg.status.value
+    seg.model_source.value = seg.model_source.choices[1]  # the model trained above
+    assert seg.export_model(tmp_path / "from_segment.zip") is not None
+    qtbot.waitUntil(lambda: "exported" in seg.status.value or "failed" in seg.status.value,
+                    timeout=TIMEOUT_MS)  # fmt: skip
+    assert "exported" in seg.status.value and (tmp_path / "from_segment.zip").is_file()

@@ -193,9 +193,16 @@ class SegmentWidget(Dock):
             "tcp://host:8786 (empty: $DASK_SCHEDULER_ADDRESS, else this computer); the workers "
             "must reach the image and a shared temporary folder",
         )
+        self.export_path = FileEdit(
+            label="Export model to", mode="w", filter="*.zip",
+            tooltip="a BioImage.IO package (.zip) of the chosen model, tested with "
+            "bioimageio.core before it is written (needs napari-unet[bioimageio])",
+        )  # fmt: skip
+        self.export_button = PushButton(text="Export model to BioImage.IO")
         self.advanced.add(
             self.axes, self.output, self.tile, self.overlap, self.device, self.engine,
             self.probabilities, self.stitch_threshold, self.scheduler, self.retrain.learning_rate,
+            header("BioImage.IO"), self.export_path, self.export_button,
         )  # fmt: skip
 
     def _connect(self) -> None:
@@ -205,6 +212,7 @@ class SegmentWidget(Dock):
         self.image.changed.connect(self._on_image_changed)
         self.axes.changed.connect(self._show_z_settings)
         self.model_source.changed.connect(self._on_source_changed)
+        self.export_button.changed.connect(lambda: self.export_model())
         registry.models_changed.connect(self._on_models_changed)
         # stop listening when napari deletes the dock (the registry outlives it)
         self.native.destroyed.connect(
@@ -297,6 +305,29 @@ class SegmentWidget(Dock):
         self.status.value = "loading the model..."
         worker.start()
         return worker
+
+    def export_model(self, path: Any = None) -> Any:
+        """Export the chosen model as a BioImage.IO package, in a thread; returns the worker."""
+        from ..common.errors import UserInputError
+        from ..zoo.package import is_package
+        from ._zoo_export import start_export
+
+        def report(message: str, error: bool) -> None:
+            if error:
+                report_error(self.status, message)
+            else:
+                self.status.value = message
+
+        try:
+            model = chosen_model(self.model_source.value, self.model_file.value)
+        except UserInputError as err:
+            report(str(err), True)
+            return None
+        if model is not None and is_package(model):
+            report(f"{model} is already a BioImage.IO package", True)
+            return None
+        target = path if path is not None else self.export_path.value
+        return start_export("nuclei" if model is None else model, target, report)
 
     def cancel(self) -> None:
         """Ask the running segmentation to stop (it stops after the current batch of tiles)."""
