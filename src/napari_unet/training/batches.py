@@ -87,6 +87,7 @@ def batches(
     (or dropping it) stops the workers. The images arrive in ``memory_format`` (the model's
     layout), converted in the same copy that moves them to ``device``. ``share``: the samples
     of each batch to keep (a data-parallel rank's part of the global batch, :mod:`.ddp`).
+    The workers start from a forkserver (a fresh interpreter), not by forking this process.
     """
     pin = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
@@ -96,6 +97,9 @@ def batches(
         num_workers=workers,
         pin_memory=pin,
         prefetch_factor=4 if workers else None,
+        # workers fork from a clean server process, never from this one: a process that has
+        # started other runtimes' threads (OpenVINO, ONNX Runtime, Qt) can crash when forked
+        multiprocessing_context="forkserver" if workers else None,
     )
     for image, *maps in loader:
         image = image.to(device, non_blocking=pin, memory_format=memory_format)
