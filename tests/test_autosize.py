@@ -133,7 +133,7 @@ def test_explicit_scale_wins_over_auto(nuclei, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("auto size must not run when a scale is given")
 
-    monkeypatch.setattr("napari_unet.inference.pipeline.measure_scale_iter", fail)
+    monkeypatch.setattr("napari_unet.inference.pipeline.estimate_size_iter", fail)
     out = segment(image, model, scale=0.5, device="cpu")
     assert out.shape == image.shape
 

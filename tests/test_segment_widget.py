@@ -226,6 +226,10 @@ def test_status_says_when_auto_size_resampled_the_image(make_napari_viewer, qtbo
     assert widget.status.value.startswith("done:")
     factor = float(widget.status.value.split("resampled x")[1].split()[0])
     assert 0.25 < factor < 0.9
+    assert "objects ~" in widget.status.value
+    record = viewer.layers["zoomed labels"].metadata["napari_unet"]
+    assert record["scale"] == pytest.approx(factor, abs=0.01)
+    assert 35 < record["object_diameter"] < 90  # ~55 px nuclei
 
 
 def test_z_stack_settings_follow_the_layer(widget, qtbot):

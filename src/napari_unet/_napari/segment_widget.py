@@ -77,6 +77,7 @@ class SegmentWidget(Dock):
         #: the Labels layer of the last finished run
         self.result_layer: Any = None
         self._scale = 1.0  # the resampling factor of the current run, from its progress
+        self._diameter: float | None = None  # the object diameter it measured (or was given)
         self._cancelled = False
         self._build()
         self._connect()
@@ -299,7 +300,7 @@ class SegmentWidget(Dock):
                 "finished": self._on_finished,
             },
         )
-        self._worker, self._cancelled, self._scale = worker, False, 1.0
+        self._worker, self._cancelled, self._scale, self._diameter = worker, False, 1.0, None
         self._pbar = progress(total=0, desc=f"U-Net Segment {layer.name}")
         self._set_running(True)
         self.status.value = "loading the model..."
@@ -369,7 +370,7 @@ class SegmentWidget(Dock):
         if pbar is None or self._cancelled:
             return
         frames = f", frame {event.frame + 1}/{event.n_frames}" if event.n_frames > 1 else ""
-        self._scale = event.scale
+        self._scale, self._diameter = event.scale, event.diameter
         post = event.stage == "predict" and event.done == event.total  # labels come next
         self.status.value = (
             f"post-processing: labels from the probabilities{frames} ..."
@@ -391,15 +392,18 @@ class SegmentWidget(Dock):
         record = record or model_record(layer.name, self.model_source.value, None)
         out = put_result(self._viewer, layer, axes, labels, probs, record, self.confirm_replace)
         self.result_layer = out
+        # what the automatic object size measured, for the record (None: not measured)
+        out.metadata["napari_unet"] = {"object_diameter": self._diameter, "scale": self._scale}
         self.retrain.select(out)
         per_time = "; each time point has its own ids (no tracking)" if "T" in axes else ""
         self.status.value = f"done: {describe(labels)}{self._scale_note()}{per_time}"
 
     def _scale_note(self) -> str:
-        """How the image was resampled for the model, for the status line ("" when not)."""
+        """Object size and resampling for the status line ("" when neither is known)."""
+        size = "" if self._diameter is None else f"objects ~{self._diameter:.0f} px, "
         if self._scale == 1.0:
-            return ""
-        return f" (image resampled x{self._scale:.2f} for the model)"
+            return f" ({size}not resampled)" if size else ""
+        return f" ({size}image resampled x{self._scale:.2f} for the model)"
 
     def _on_finished(self) -> None:
         if self._cancelled and self._gen is not None:

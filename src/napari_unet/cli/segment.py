@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,7 @@ def segment_file(
 ) -> Path:
     """Segment one image file or zarr store and write the result to ``target``."""
     from ..common.errors import UserInputError
+    from ..common.progress import relay
     from ..common.readers import read_image
     from ..inference.pipeline import run_with_progress, segment_iter
 
@@ -247,9 +249,12 @@ def segment_file(
             engine=args.engine,
             **z_arguments(path, args),
         )
-        result = run_with_progress(gen, progress=True)
+        events: list = []
+        result = run_with_progress(relay(gen, _remember(events)), progress=True)
     except UserInputError as err:
         raise UserInputError(f"{path}: {err}") from err
+    if events:
+        print(f"{path.name}: {describe_size(events[-1], args.diameter)}", file=sys.stderr)
     if not zarr_output:
         write_tiff_atomic(target, result)
     return target
@@ -268,6 +273,26 @@ def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     if args.stitch_threshold is not None:
         found["stitch_threshold"] = args.stitch_threshold
     return found
+
+
+def _remember(events: list):
+    """An event translation for :func:`relay` that keeps the last event in ``events``."""
+
+    def keep(event):
+        events[:] = [event]
+        return event
+
+    return keep
+
+
+def describe_size(event, diameter) -> str:
+    """The object size and resampling of one run, from its last progress event."""
+    how = "measured" if diameter == "auto" else "given"
+    if event.diameter is None:
+        size = "object size not measured" if diameter == "auto" else "object size not given"
+    else:
+        size = f"objects ~{event.diameter:.1f} px ({how})"
+    return f"{size}, scale {event.scale:.3f}"
 
 
 def write_tiff_atomic(path: Path, data) -> None:

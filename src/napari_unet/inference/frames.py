@@ -56,6 +56,9 @@ class SegmentProgress:
         The factor by which the image is resampled for the model (``1.0``: not resampled);
         chosen by the automatic object size (``diameter="auto"``) or given as ``scale`` /
         ``diameter``. ``1.0`` during the ``"measuring objects"`` stage.
+    diameter : float or None
+        The typical object diameter (pixels of the image) the automatic object size measured,
+        or the one given as ``diameter``; ``None`` when neither (and during measuring).
     """
 
     stage: str
@@ -64,6 +67,7 @@ class SegmentProgress:
     frame: int
     n_frames: int
     scale: float = 1.0
+    diameter: float | None = None
 
 
 def is_dask(array: Any) -> bool:

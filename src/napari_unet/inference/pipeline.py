@@ -32,7 +32,8 @@ from . import cluster, rescale, zstack
 from .engines import engine_runner, resolve_engine
 from .frames import SegmentJob, SegmentProgress, is_dask, is_zarr
 from .normalize import check_finite
-from .size import measure_scale_iter
+from .size import SizeEstimate
+from .size_search import estimate_size_iter
 
 __all__ = ["OUTPUTS", "SegmentProgress", "postprocessing_settings", "segment", "segment_iter"]
 
@@ -98,12 +99,15 @@ def segment(
     diameter : float, "auto" or None
         Typical object diameter in pixels; sets ``scale`` to the model card's
         ``object_diameter`` divided by it (the built-in nuclei model expects about 20 px).
-        ``"auto"`` (default): measure the objects in a first pass over a central crop and
-        resample only if they lie outside the sizes the model was trained on (its
-        ``object_diameter`` times its zoom augmentation range: 10-40 px for the built-in
-        model); see :mod:`.autosize`. An explicit ``scale`` other than 1 wins over "auto".
-        Models whose card has no ``object_diameter`` are not resampled. ``None``: no
-        resampling beyond ``scale``.
+        ``"auto"`` (default): measure the objects first and resample the image so they
+        come to the model's working size. Models with a fitted ``size_model`` in their card
+        (every model trained since it exists) look at the image shrunk
+        4x first and finer only while the objects look small (:mod:`.size_search`); older
+        models measure at the image's own scale and resample only if the objects lie
+        outside their ``object_diameter`` times their zoom augmentation range
+        (:mod:`.size`). The measured diameter and the scale used are in the progress
+        events. An explicit ``scale`` other than 1 wins over "auto". Models whose card has
+        no ``object_diameter`` are not resampled. ``None``: no resampling beyond ``scale``.
     z_mode : {"3d", "stitch", "slices"} or None
         How a 2D model segments a Z stack (see :mod:`.zstack`): ``"3d"`` averages the
         predictions of the YX, ZX and ZY planes and builds 3D objects; ``"stitch"`` links
@@ -250,7 +254,8 @@ def segment_iter(
         engine = cluster.torch_engine(engine)
     tiling["engine"] = yield from _prepare_engine(model, device, engine, pixels)
     # 2. scale: measured (diameter="auto") or given
-    factor, known = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter)
+    size = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter)
+    factor, known = size.scale, size.probabilities
     # 3. resample, 4. normalise + tile + predict + post-process frame by frame, 5. restore size
     factors = rescale.factors(caxes, model.ndim, factor)
     resampled = any(f != 1.0 for f in factors)
@@ -275,12 +280,16 @@ def segment_iter(
     else:
         run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known)
     # the events report the resampling factor in effect
-    labels, probs = yield from relay(run, lambda event: replace(event, scale=factor))
+    labels, probs = yield from relay(
+        run, lambda event: replace(event, scale=factor, diameter=size.diameter)
+    )
     if zmode in ("stitch", "slices") and output == "instance":  # per-slice ids made 3D
         relabel = zstack.relabel_slices_iter(
             labels, ax.labels_axes(caxes), zmode, stitch_threshold, out
         )
-        labels = yield from relay(relabel, lambda event: replace(event, scale=factor))
+        labels = yield from relay(
+            relabel, lambda event: replace(event, scale=factor, diameter=size.diameter)
+        )
     if resampled:
         labels, probs = rescale.restore(labels, probs, canon.shape, caxes, output)
     # 6. back to the caller's axes
@@ -308,20 +317,23 @@ def _prepare_engine(
 
 def _choose_scale(
     canon: Any, caxes: str, model, tiling: dict, scale: float, diameter: float | str | None
-) -> Generator[SegmentProgress, None, tuple[float, np.ndarray | None]]:
-    """The resampling factor, and the measuring pass's probabilities when they are the answer."""
+) -> Generator[SegmentProgress, None, SizeEstimate]:
+    """The resampling factor (and the measured diameter, and a measuring pass to reuse)."""
     if not (diameter == "auto" and scale == 1.0):
-        return rescale.resolve_scale(scale, None if diameter == "auto" else diameter, model), None
-    factor, known = yield from measure_scale_iter(canon, caxes, model, tiling)
-    if is_dask(canon) and factor != 1.0:
+        given = None if diameter == "auto" else diameter
+        return SizeEstimate(rescale.resolve_scale(scale, given, model), given, None, "given")
+    size = yield from estimate_size_iter(canon, caxes, model, tiling)
+    if size.diameter is not None:
+        log.info("objects measure ~%.1f px: segmenting at scale %.3f", size.diameter, size.scale)
+    if is_dask(canon) and size.scale != 1.0:
         log.warning(
             "the objects look %.2fx the size the model expects; dask/zarr images are not "
             "resampled: rescale the image by %.2f first for a better result",
-            1 / factor,
-            factor,
+            1 / size.scale,
+            size.scale,
         )
-        return 1.0, None
-    return factor, known
+        return replace(size, scale=1.0, probabilities=None)
+    return size
 
 
 def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any]:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..common.errors import UserInputError
 from ..common.progress import relay
 from . import rescale
 from .frames import SegmentJob, is_dask
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EDT_TO_DIAMETER",
+    "SizeEstimate",
     "auto_scale_iter",
     "comfortable_range",
     "diameter_from_foreground",
+    "foreground_estimate_iter",
     "measure_scale_iter",
 ]
 
@@ -48,6 +51,15 @@ DEFAULT_ZOOM = (0.75, 1.33)
 CROP = 1024
 #: at most this many measuring passes (each at the scale the previous one asked for)
 PASSES = 3
+#: smallest connected component (pixels at the measuring scale) the size model measures
+MEASURE_MIN_SIZE = 4
+#: objects measured smaller than this (pixels at the measuring scale) are too few pixels
+#: across to size: the inscribed radius is quantised (1, 1.4, 2, 2.2, ... px)
+MIN_RELIABLE = 6.0
+#: the statistics :func:`diameter_from_foreground` offers (a size model records its choice)
+STATISTICS = ("median", "weighted median", "filtered median")
+#: version of the card's ``size_model`` entry this code reads
+SIZE_MODEL_VERSION = 1
 
 
 def comfortable_range(model) -> tuple[float, float] | None:
@@ -66,7 +78,9 @@ def comfortable_range(model) -> tuple[float, float] | None:
     return float(d0) * min(low, 1.0), float(d0) * max(high, 1.0)
 
 
-def diameter_from_foreground(foreground: np.ndarray, min_size: int = 20) -> float | None:
+def diameter_from_foreground(
+    foreground: np.ndarray, min_size: int = 20, statistic: str = "median"
+) -> float | None:
     """Typical object diameter (pixels) in a foreground mask, robust to merges and splits.
 
     Parameters
@@ -74,25 +88,49 @@ def diameter_from_foreground(foreground: np.ndarray, min_size: int = 20) -> floa
     foreground : ndarray of bool, shape (Y, X) or (Z, Y, X)
     min_size : int
         Components with fewer pixels are ignored (noise).
+    statistic : {"median", "weighted median", "filtered median"}
+        Over the connected components: the median; the median weighted by area (specks and
+        fragments count little against whole objects); or the median of the components of
+        at least 1/8 the area of the weighted median's (specks left out, each object counted
+        once).
 
     Returns
     -------
     float or None
-        The median over connected components of ``2 * max(distance transform)``, divided by
+        The chosen statistic of ``2 * max(distance transform)`` per component, divided by
         :data:`EDT_TO_DIAMETER` so it estimates the equivalent diameter; ``None`` without
         any component of ``min_size`` pixels.
     """
+    if statistic not in STATISTICS:
+        raise UserInputError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     foreground = np.asarray(foreground, bool)
     labels, n = ndi.label(foreground)
     if n == 0:
         return None
     index = np.arange(1, n + 1)
-    sizes = ndi.sum(foreground, labels, index)
+    sizes = np.asarray(ndi.sum(foreground, labels, index))
     radii = np.asarray(ndi.maximum(ndi.distance_transform_edt(foreground), labels, index))
-    radii = radii[sizes >= min_size]
+    keep = sizes >= min_size
+    radii, sizes = radii[keep], sizes[keep]
     if radii.size == 0:
         return None
-    return float(2 * np.median(radii) / EDT_TO_DIAMETER)
+    if statistic == "median":
+        median = np.median(radii)
+    else:
+        order = np.argsort(sizes)
+        cumulative = np.cumsum(sizes[order])
+        middle = order[np.searchsorted(cumulative, cumulative[-1] / 2)]
+        if statistic == "weighted median":
+            median = _weighted_median(radii, sizes)
+        else:
+            median = np.median(radii[sizes >= sizes[middle] / 8])
+    return float(2 * median / EDT_TO_DIAMETER)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def _central_crop(canon: np.ndarray, caxes: str, model_ndim: int) -> np.ndarray:
@@ -154,12 +192,48 @@ def measure_scale_iter(
         it needs no resampling (``factor == 1``): the segmentation can post-process them
         instead of predicting the image a second time. ``None`` otherwise.
     """
+    found = yield from foreground_estimate_iter(canon, caxes, model, tiling)
+    return found.scale, found.probabilities
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What the automatic object size found.
+
+    Attributes
+    ----------
+    scale : float
+        The resampling factor to segment at (``1.0``: none).
+    diameter : float or None
+        The typical object diameter measured, in pixels of the image; ``None`` when nothing
+        was measured (no objects, or a model that records no object size).
+    probabilities : ndarray of float32, shape (K, *labels_shape), or None
+        The probabilities of the whole image at ``scale`` when a measuring pass already
+        computed them (the segmentation post-processes them instead of predicting again).
+    method : str
+        ``"size model"`` (the card's fitted ``size_model``), ``"foreground"`` (the older
+        measurement at the image's own scale first) or ``"none"``.
+    """
+
+    scale: float
+    diameter: float | None = None
+    probabilities: np.ndarray | None = None
+    method: str = "none"
+
+
+def foreground_estimate_iter(
+    canon: Any, caxes: str, model, tiling: dict[str, Any]
+) -> Generator[Any, None, SizeEstimate]:
+    """The measurement of models without a ``size_model``: at scale 1 first, then corrected.
+
+    See the module docstring; returns a :class:`SizeEstimate` (method ``"foreground"``).
+    """
     span = comfortable_range(model)
     if span is None or model.num_classes != 3:
-        return 1.0, None
+        return SizeEstimate(1.0)
     crop = _central_crop(canon, caxes, model.ndim)
     whole = crop.shape == tuple(canon.shape) and not is_dask(canon)
-    scale = 1.0
+    scale, found = 1.0, None
     for _ in range(PASSES):  # measure at scale 1, then again at the corrected scale
         probs = yield from relay(
             predict_probabilities(crop, caxes, model, tiling, scale),
@@ -169,7 +243,9 @@ def measure_scale_iter(
         # probabilities come back at the crop's own pixel size, whatever the scale
         diameter = diameter_from_foreground(np.squeeze(probs[0] < 0.5))
         if diameter is None:
-            return scale, (probs if whole and scale == 1.0 else None)
+            reuse = probs if whole and scale == 1.0 else None
+            return SizeEstimate(scale, found, reuse, "foreground")
+        found = diameter
         wanted = float(np.clip(diameter, *span)) / diameter
         log.info(
             "objects measure ~%.1f px at scale %.2f; the model expects %.0f-%.0f px",
@@ -178,11 +254,11 @@ def measure_scale_iter(
             *span,
         )
         if wanted == 1.0 and scale == 1.0:
-            return 1.0, (probs if whole else None)
+            return SizeEstimate(1.0, found, probs if whole else None, "foreground")
         if wanted == 1.0 or abs(np.log(wanted / scale)) < 0.1:
-            return wanted, None
+            return SizeEstimate(wanted, found, None, "foreground")
         scale = wanted
-    return scale, None
+    return SizeEstimate(scale, found, None, "foreground")
 
 
 def predict_probabilities(

@@ -32,6 +32,7 @@ from .data import PatchSampler, TrainingPair
 from .ddp import Ranks
 from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .losses import combined_loss
+from .size_fit import fit_size_model
 from .tune import TunedPostprocessing, TuneProgress, tune_model_iter
 from .validation import evaluate_crops, split_validation, validation_crops
 from .working_size import resolve_working_size, to_working_size
@@ -200,6 +201,8 @@ def train_iter(
         yield tuned
     size = working.card_entry(factors) if working is not None else None
     result = _finish(model, state, config, train_pairs, stopped, initialized_from, tuned, size)
+    if config.task == "instance" and ranks.is_main:
+        _fit_size_model(result.model, val_pairs, train_pairs, device)
     return ranks.record(result)
 
 
@@ -295,3 +298,14 @@ def _finish(
     return TrainResult(
         model, list(state.history), state.best_epoch, state.best_dice, stopped, tuned
     )
+
+
+def _fit_size_model(model: UNet, val_pairs, train_pairs, device) -> None:
+    """The card's ``size_model`` (object-size estimate), fitted on validation images first."""
+    fit_pairs = [*val_pairs, *(p for p in train_pairs if all(p is not v for v in val_pairs))]
+    entry = fit_size_model(
+        model, fit_pairs, object_diameter=model.card.get("object_diameter"), device=device
+    )
+    model.card.pop("size_model", None)  # a fine-tuned model's old one no longer holds
+    if entry is not None:
+        model.card["size_model"] = entry

@@ -1,0 +1,214 @@
+"""The object-size estimate of models with a fitted ``size_model``: coarse first, then finer.
+
+A network sees objects far larger than it was trained on as fragments: measured at the
+image's own scale, 80 px nuclei with textured interiors look like many 15 px ones, and no
+correction afterwards can recover from that first answer. :func:`estimate_size_iter` looks
+at the image the other way round: first shrunk by ``START_SCALE`` (a quarter: 1/16 of the
+pixels, so the pass is cheap), where large objects are whole and in the model's range, and
+only when the objects look smaller than the model's reliable range there, again at the scale
+that brings them to the model's working diameter. Each pass measures the typical diameter
+from the predicted foreground (:func:`~.size.diameter_from_foreground`, the inscribed ball
+of each connected component, robust to merged and split objects), times the model's fitted
+``calibration``; a measurement counts only inside the fitted ``reliable`` range (pixels as
+the model sees them). Both come from :func:`napari_unet.training.size_fit.fit_size_model`,
+which measures them for each model at the end of training; they live in the card::
+
+    "size_model": {"method": "coarse-to-fine foreground", "version": 1,
+                   "statistic": "median", "working_diameter": 20.2, "calibration": 0.96,
+                   "reliable": [6.0, 28.6], "fit": {...}}
+
+(``statistic``: how the components' diameters are summarised, see
+:func:`~.size.diameter_from_foreground`; the fit picks the one that measures best.)
+
+The image is then segmented at ``working_diameter / diameter``, or at the last measuring
+pass's scale when that is within ``SNAP`` of it (its probabilities are then reused when the
+pass saw the whole image), or not resampled at all when the objects are at most ``NATIVE``
+times smaller or ``SNAP`` times larger than the working diameter already. Models without ``size_model`` keep :func:`~.size.foreground_estimate_iter`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Generator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..common.progress import relay
+from . import rescale
+from .frames import SegmentJob, is_dask
+from .size import (
+    CROP,
+    MEASURE_MIN_SIZE,
+    MIN_RELIABLE,
+    SIZE_MODEL_VERSION,
+    STATISTICS,
+    SizeEstimate,
+    diameter_from_foreground,
+    foreground_estimate_iter,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["estimate_size_iter", "size_model_settings"]
+
+#: the first measuring pass sees the image shrunk by this factor
+START_SCALE = 0.25
+#: at most this many measuring passes
+MAX_PASSES = 4
+#: segment at the last measuring scale (reusing its pass) when it is within this factor of
+#: the ideal one
+SNAP = 1.3
+#: objects smaller than the working diameter by less than this factor (or larger by less than
+#: ``SNAP``) are segmented at the image's own scale: the network was trained on sizes around
+#: it, and enlarging the image would cost time
+NATIVE = 2.0
+#: a measuring pass sees the whole image when it has at most this many times CROP**2 pixels
+#: at the measuring scale (so that its probabilities can be reused), else a central crop
+WHOLE_AREA = 1.5
+#: largest and smallest resampling factor the search tries
+SCALE_RANGE = (1 / 16, 8.0)
+
+
+def size_model_settings(model) -> dict[str, Any] | None:
+    """The card's ``size_model`` entry when this code can use it, else ``None``."""
+    entry = (getattr(model, "card", {}) or {}).get("size_model")
+    if not isinstance(entry, dict) or entry.get("version") != SIZE_MODEL_VERSION:
+        return None
+    try:
+        low, high = (float(x) for x in entry["reliable"])
+        d0, calibration = float(entry["working_diameter"]), float(entry["calibration"])
+    except (KeyError, TypeError, ValueError):
+        log.warning("ignoring a malformed size_model entry in the model card: %s", repr(entry))
+        return None
+    low = max(low, MIN_RELIABLE)
+    if not (0 < low < d0 < high and calibration > 0):
+        log.warning("ignoring an inconsistent size_model entry in the model card: %s", repr(entry))
+        return None
+    statistic = entry.get("statistic", "median")
+    if statistic not in STATISTICS:
+        log.warning("ignoring a size_model with an unknown statistic %r", statistic)
+        return None
+    return {
+        "reliable": (low, high),
+        "working_diameter": d0,
+        "calibration": calibration,
+        "statistic": statistic,
+    }
+
+
+def estimate_size_iter(
+    canon: Any, caxes: str, model, tiling: dict[str, Any]
+) -> Generator[Any, None, SizeEstimate]:
+    """The scale to segment ``canon`` at, and the typical object diameter found.
+
+    Parameters
+    ----------
+    canon : ndarray or dask array
+        The image in canonical ``TCZYX`` order (a subset of those axes, as ``caxes`` says).
+    caxes : str
+        Its axes.
+    model : UNet
+        An instance model. With a ``size_model`` in its card (2D models), the coarse-to-fine
+        search of this module; otherwise :func:`~.size.foreground_estimate_iter`.
+    tiling : dict
+        ``tile_shape``, ``overlap``, ``batch_size``, ``device`` for the measuring passes.
+
+    Yields
+    ------
+    SegmentProgress
+        Of the measuring passes (stage ``"measuring objects"``).
+
+    Returns
+    -------
+    SizeEstimate
+    """
+    settings = size_model_settings(model)
+    if settings is None or model.num_classes != 3 or model.ndim != 2:
+        return (yield from foreground_estimate_iter(canon, caxes, model, tiling))
+    low, high = settings["reliable"]
+    d0 = settings["working_diameter"]
+    scale, seen = START_SCALE, []
+    for _ in range(MAX_PASSES):
+        measured, probs, whole = yield from _measure_at(
+            canon, caxes, model, tiling, scale, settings["statistic"]
+        )
+        seen.append(scale)
+        m = None if measured is None else measured * settings["calibration"]
+        log.info("size pass at scale %.3f: objects measure %s px", scale, m)
+        if m is not None and low <= m <= high:
+            return _decide(scale, m, d0, probs if whole else None)
+        if m is None:  # nothing found: the objects may be too small to see at this scale
+            wanted = scale * 4
+        else:  # too small (or too large) to trust: bring them to the working diameter
+            wanted = scale * d0 / m
+        wanted = _prefer_native(float(np.clip(wanted, *SCALE_RANGE)))
+        if any(abs(math.log(wanted / s)) < math.log(SNAP) for s in seen):
+            break  # no new scale to look at
+        scale = wanted
+    if m is None:
+        return SizeEstimate(1.0, None, None, "size model")
+    # the last measurement, though outside the reliable range, is the best there is
+    return _decide(scale, m, d0, probs if whole else None)
+
+
+def _decide(scale: float, m: float, d0: float, probs: np.ndarray | None) -> SizeEstimate:
+    """The scale to segment at, given objects of ``m`` px measured at ``scale``.
+
+    ``d0 / diameter``, or ``1.0`` when that is within ``NATIVE`` of it, or the measuring
+    ``scale`` itself (reusing ``probs``) when that is within ``SNAP`` of the choice.
+    """
+    diameter = m / scale
+    target = _prefer_native(d0 / diameter)
+    if abs(math.log(target / scale)) < math.log(SNAP):
+        return SizeEstimate(scale, diameter, probs, "size model")
+    return SizeEstimate(target, diameter, None, "size model")
+
+
+def _prefer_native(scale: float) -> float:
+    """``1.0`` for a scale that would enlarge the image less than ``NATIVE`` or shrink it less
+    than ``SNAP`` (upsampling costs time, shrinking saves it), else ``scale``."""
+    return 1.0 if 1 / SNAP < scale < NATIVE else scale
+
+
+def _measure_at(
+    canon: Any, caxes: str, model, tiling: dict[str, Any], scale: float, statistic: str
+) -> Generator[Any, None, tuple[float | None, np.ndarray, bool]]:
+    """One measuring pass at ``scale``.
+
+    Returns the typical diameter (pixels at ``scale``, uncalibrated; ``None`` if no object),
+    the probabilities ``(K, *shape at scale)`` and whether they cover the whole image.
+    """
+    crop = _crop_for(canon, caxes, model.ndim, scale)
+    whole = crop.shape == tuple(canon.shape) and not is_dask(canon)
+    seen = rescale.resample(np.asarray(crop), rescale.factors(caxes, model.ndim, scale), order=1)
+    job = SegmentJob(model, seen, caxes, "probabilities", post={}, keep_probs=False)
+    probs, _ = yield from relay(
+        job.run_in_memory(tiling), lambda event: replace(event, stage="measuring objects")
+    )
+    probs = np.asarray(probs)
+    # the first frame only: (K, [T,] Y, X) -> foreground of one plane
+    foreground = probs[0] < 0.5
+    while foreground.ndim > 2:
+        foreground = foreground[0]
+    return diameter_from_foreground(foreground, MEASURE_MIN_SIZE, statistic), probs, whole
+
+
+def _crop_for(canon: Any, caxes: str, model_ndim: int, scale: float) -> Any:
+    """The first time point, middle plane, and a central window of at most CROP px at scale."""
+    spatial = [n for a, n in zip(caxes, canon.shape) if a in "YX"]
+    single = all(n == 1 for a, n in zip(caxes, canon.shape) if a in "TZ")
+    if single and math.prod(spatial) * scale**2 <= WHOLE_AREA * CROP**2:
+        return canon
+    side = max(16, round(CROP / scale))
+    index = []
+    for a, n in zip(caxes, canon.shape):
+        if a == "T" or (a == "Z" and model_ndim == 2):
+            index.append(slice(n // 2, n // 2 + 1) if a == "Z" else slice(0, 1))
+        elif a in "YX" and n > side:
+            index.append(slice((n - side) // 2, (n - side) // 2 + side))
+        else:
+            index.append(slice(None))
+    return canon[tuple(index)]
