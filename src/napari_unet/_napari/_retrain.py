@@ -265,9 +265,10 @@ class RetrainBox(Container):
         }
         self.model, self.model_name = result.model, name
         registry.register_model(name, result.model)  # every Segment dock selects it
+        same = ", on the training image" if len(sources) == 1 else ""
         self.status.value = (
-            f"done: model {name!r} (validation Dice {result.best_dice:.3f}) is selected; "
-            "press Segment to see its result"
+            f"done: model {name!r} (validation Dice {result.best_dice:.3f}{same}) is "
+            "selected; press Segment to see its result"
         )
 
     def _on_finished(self) -> None:
