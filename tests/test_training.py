@@ -6,8 +6,11 @@ bright discs on a dark background, for a few batches: seconds, not minutes.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -437,12 +440,24 @@ def test_each_batch_is_fixed_by_seed_epoch_and_step():
     assert not torch.equal(other_seed[0], image)
 
 
-def test_workers_change_nothing_but_speed():
+def workers_change_nothing_but_speed() -> None:
     config = TrainConfig(**TINY, augment=AugmentConfig(), seed=2)
     _, alone = run(start(config, workers=0))
     _, helped = run(start(config, workers=2))
     assert alone.history == helped.history
     assert_same_weights(state_of(alone.model), state_of(helped.model))
+
+
+def test_workers_change_nothing_but_speed():
+    # in a child interpreter: DataLoader workers started inside the pytest process, once other
+    # tests have loaded OpenVINO and Qt, make that process crash at exit under pytest-xvfb
+    code = (
+        "import sys, torch; torch.set_num_threads(1); sys.path.insert(0, sys.argv[1]); "
+        "import test_training; test_training.workers_change_nothing_but_speed()"
+    )
+    tests = str(Path(__file__).parent)
+    child = subprocess.run([sys.executable, "-c", code, tests], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-3000:]
 
 
 def test_default_workers():
