@@ -164,6 +164,8 @@ def test_auto_runs_only_score_verified_models_in_int8():
     builtin = load_model(None)
     assert model_digest(builtin) in engines.INT8_VERIFIED
     assert resolve_engine("auto", builtin, CPU, pixels=AUTO_MIN_PIXELS) == "openvino-int8"
+    engine_runner(builtin, "openvino-int8", CPU)  # even once prepared, small jobs: not int8
+    assert resolve_engine("auto", builtin, CPU, pixels=100) != "openvino-int8"
     assert resolve_engine("auto", _net(), CPU, pixels=AUTO_MIN_PIXELS) == "openvino"
     assert resolve_engine("auto", builtin, torch.device("cuda"), pixels=AUTO_MIN_PIXELS) == "torch"
 

@@ -15,7 +15,8 @@ or models already exported; smaller jobs run in torch rather than wait for an ex
 ``"openvino-int8"`` runs an int8 copy (:mod:`.quantize`): about 2x faster than OpenVINO in
 float32, but its probabilities differ from torch's by ~1e-3 on average, so ``"auto"`` uses it
 only for the models listed in :data:`INT8_VERIFIED`, whose segmentation scores were measured
-to hold in int8 (the built-in nuclei model).
+to hold in int8 (the built-in nuclei model), and only for jobs of at least
+:data:`AUTO_MIN_PIXELS` pixels (smaller images get torch's results).
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def resolve_engine(
             if candidate not in installed:
                 continue
             big = pixels is None or pixels >= AUTO_MIN_PIXELS
-            if big or is_prepared(model, candidate):
+            # small jobs: a float engine once prepared (equal to torch), never int8
+            if big or (not candidate.endswith("int8") and is_prepared(model, candidate)):
                 return candidate
         return "torch"
     if name not in installed:
