@@ -253,10 +253,10 @@ def segment_file(
         result = run_with_progress(relay(gen, _remember(events)), progress=True)
     except UserInputError as err:
         raise UserInputError(f"{path}: {err}") from err
-    if events:
-        print(f"{path.name}: {describe_size(events[-1], args.diameter)}", file=sys.stderr)
     if not zarr_output:
         write_tiff_atomic(target, result)
+    if events:  # once written: a failed write leaves its one-line error alone on stderr
+        print(f"{path.name}: {describe_size(events[-1], args.diameter)}", file=sys.stderr)
     return target
 
 

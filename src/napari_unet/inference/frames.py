@@ -167,7 +167,8 @@ class SegmentJob:
         from ..common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
 
         keep = self.keep_probs or self.output == "probabilities"
-        for prefix in (_TEMP_PREFIX, _PROBS_PREFIX, "napari-unet-work-"):  # work: cluster_job
+        # work: cluster_job; seeds: postprocess
+        for prefix in (_TEMP_PREFIX, _PROBS_PREFIX, "napari-unet-work-", "napari-unet-seeds-"):
             remove_stale_temp_dirs(prefix)
         final = Path(out) if out is not None else None
         if final is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import tempfile
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -327,7 +328,8 @@ def _scratch_like(out):
         return
     import zarr
 
-    with tempfile.TemporaryDirectory(prefix="napari-unet-seeds-") as tmp:
+    # "<prefix><pid>-": a killed run's folder is found and removed by the next run (frames.py)
+    with tempfile.TemporaryDirectory(prefix=f"napari-unet-seeds-{os.getpid()}-") as tmp:
         yield zarr.open_array(
             tmp, mode="w", shape=out.shape, chunks=_chunks_of(out), dtype=LABEL_DTYPE
         )
