@@ -68,8 +68,11 @@ NATIVE = 2.0
 #: a measuring pass sees the whole image when it has at most this many times CROP**2 pixels
 #: at the measuring scale (so that its probabilities can be reused), else a central crop
 WHOLE_AREA = 1.5
-#: largest and smallest resampling factor the search tries
-SCALE_RANGE = (1 / 16, 8.0)
+#: smallest and largest resampling factor the search tries: objects down to a third of the
+#: working diameter are enlarged to it (as Cellpose's size model, ~0.3x-3x); more would
+#: multiply the cost of the segmenting pass by up to 64 (a 256 px image of a fresh user model
+#: whose first passes see noise took minutes at 8x), for objects too small to segment anyway
+SCALE_RANGE = (1 / 16, 3.0)
 
 
 def size_model_settings(model) -> dict[str, Any] | None:
