@@ -42,3 +42,38 @@ def relay(gen: Generator[E, Any, R], translate: Callable[[E], F]) -> Generator[F
         except GeneratorExit:
             gen.close()
             raise
+
+
+def run_with_progress(
+    gen: Generator[E, Any, R], progress: bool | Callable[[E], Any] | None = None
+) -> R:
+    """Drive ``gen`` to the end, reporting its events; returns its return value.
+
+    ``progress``: ``True`` shows one tqdm bar on stderr that follows the events' ``stage``,
+    ``done`` and ``total``; a callable receives every event.
+    """
+    if progress is True:
+        return _run_with_tqdm(gen)
+    return run_to_end(gen, progress if callable(progress) else None)
+
+
+def _run_with_tqdm(gen, **tqdm_kwargs):
+    """Drive ``gen`` with one tqdm bar on stderr that follows its stages."""
+    from tqdm.auto import tqdm
+
+    shown = None
+    try:
+        event = next(gen)  # the inputs are checked before the first event: no bar for an error
+    except StopIteration as stop:
+        return stop.value
+    with tqdm(total=0, unit="step", **tqdm_kwargs) as bar:
+        while True:
+            if (event.stage, event.total) != shown:
+                shown = (event.stage, event.total)
+                bar.set_description(event.stage, refresh=False)
+                bar.reset(total=event.total)
+            bar.update(event.done - bar.n)
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value

@@ -20,26 +20,36 @@ from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from ..common.device import resolve_device
-from ..common.errors import ShapeError, UserInputError
-from ..common.progress import relay, run_to_end
-from ..common.validate import check_integer, check_not_empty, check_number
+from ..common.errors import UserInputError
+from ..common.progress import relay, run_with_progress
 from ..zoo.resolve import resolve_model
 from . import axes as ax
 from . import cluster, rescale, zstack
 from .engines import engine_runner, resolve_engine
-from .frames import SegmentJob, SegmentProgress, is_dask, is_zarr
+from .frames import SegmentJob, SegmentProgress, is_dask
+from .inputs import (
+    OUTPUTS,
+    as_array,
+    check_numbers,
+    check_output,
+    postprocessing_settings,
+    resolve_axes,
+)
 from .normalize import check_finite
 from .size import SizeEstimate
 from .size_search import estimate_size_iter
 
-__all__ = ["OUTPUTS", "SegmentProgress", "postprocessing_settings", "segment", "segment_iter"]
+__all__ = [
+    "OUTPUTS",
+    "SegmentProgress",
+    "postprocessing_settings",
+    "run_with_progress",
+    "segment",
+    "segment_iter",
+]
 
 log = logging.getLogger(__name__)
-
-OUTPUTS = ("instance", "semantic", "probabilities")
 
 
 def segment(
@@ -169,38 +179,6 @@ def segment(
     return run_with_progress(gen, progress)
 
 
-def run_with_progress(
-    gen: Generator[SegmentProgress, None, Any],
-    progress: bool | Callable[[SegmentProgress], None] | None = None,
-):
-    """Drive ``gen`` to the end, reporting its events; returns its return value."""
-    if progress is True:
-        return _run_with_tqdm(gen)
-    return run_to_end(gen, progress if callable(progress) else None)
-
-
-def _run_with_tqdm(gen, **tqdm_kwargs):
-    """Drive ``gen`` with one tqdm bar on stderr that follows its stages."""
-    from tqdm.auto import tqdm
-
-    shown = None
-    try:
-        event = next(gen)  # the inputs are checked before the first event: no bar for an error
-    except StopIteration as stop:
-        return stop.value
-    with tqdm(total=0, unit="step", **tqdm_kwargs) as bar:
-        while True:
-            if (event.stage, event.total) != shown:
-                shown = (event.stage, event.total)
-                bar.set_description(event.stage, refresh=False)
-                bar.reset(total=event.total)
-            bar.update(event.done - bar.n)
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-
-
 def segment_iter(
     image: Any,
     model: Any = None,
@@ -228,11 +206,11 @@ def segment_iter(
     next batch of tiles; nothing is returned then, and temporary files are removed.
     Parameters and result as in :func:`segment`.
     """
-    _check_numbers(tile_shape, overlap, batch_size, min_size, scale, diameter)
+    check_numbers(tile_shape, overlap, batch_size, min_size, scale, diameter)
     model = resolve_model(model)
-    output = _check_output(output, model)
+    output = check_output(output, model)
     array = as_array(image)
-    axes = _resolve_axes(array, axes, model)
+    axes = resolve_axes(array, axes, model)
     # 1. axes: the image in canonical TCZYX order
     canon, caxes = ax.to_canonical(array, axes)
     ax.check_model_fit(canon.shape, caxes, model.in_channels, model.ndim)
@@ -334,77 +312,3 @@ def _choose_scale(
         )
         return replace(size, scale=1.0, probabilities=None)
     return size
-
-
-def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any]:
-    """Instance post-processing settings: the model card's, with ``min_size`` if given.
-
-    The card's optional ``postprocessing`` entry holds ``seed_threshold``,
-    ``foreground_threshold``, ``split`` and ``min_size`` (see
-    :func:`~.postprocess.instance_labels`).
-    """
-    known = ("seed_threshold", "foreground_threshold", "split", "min_size")
-    card = model.card.get("postprocessing") or {}
-    post = {"min_size": 10, **{k: card[k] for k in known if k in card}}
-    if min_size is not None:
-        post["min_size"] = int(min_size)
-    return post
-
-
-def as_array(image: Any):
-    """A numpy or dask array from numpy, dask, zarr or any array-like input."""
-    if is_dask(image):
-        array = image
-    elif is_zarr(image):
-        import dask.array as da
-
-        array = da.from_zarr(image)
-    else:
-        array = np.asarray(image)
-    kind = array.dtype.kind
-    if kind == "b":
-        return array.astype(np.uint8)
-    if kind not in "uif":
-        raise UserInputError(
-            f"image must hold numbers (uint8, uint16, int or float), got dtype {array.dtype}"
-        )
-    if array.ndim < 2:
-        raise ShapeError(f"image must have at least two axes (Y, X), got shape {array.shape}")
-    check_not_empty(array.shape, "image")
-    return array
-
-
-def _check_numbers(tile_shape, overlap, batch_size, min_size, scale, diameter) -> None:
-    """The numeric settings, checked before any work (the same rules as the CLI's options)."""
-    for value in tile_shape if isinstance(tile_shape, tuple | list) else [tile_shape]:
-        check_integer(value, "tile_shape", minimum=1, none_ok=True)
-    for value in overlap if isinstance(overlap, tuple | list) else [overlap]:
-        check_number(value, "overlap", minimum=0, none_ok=True)
-    check_integer(batch_size, "batch_size", minimum=1, none_ok=True)
-    check_integer(min_size, "min_size", minimum=0, none_ok=True)
-    check_number(scale, "scale", minimum=0, low_open=True)
-    if diameter not in ("auto", None):
-        check_number(diameter, "diameter", minimum=0, low_open=True, hint="or 'auto' or None")
-
-
-def _check_output(output: str | None, model) -> str:
-    task = model.card.get("task") or ("instance" if model.num_classes == 3 else "semantic")
-    output = task if output is None else output
-    if output not in OUTPUTS:
-        raise UserInputError(f"output must be one of {OUTPUTS}, got {output!r}")
-    if output == "instance" and (task != "instance" or model.num_classes != 3):
-        raise UserInputError(
-            f"output 'instance' needs an instance model (3 classes: background, interior, "
-            f"boundary); this model's task is {task!r} with {model.num_classes} classes: "
-            "use output='semantic'"
-        )
-    return output
-
-
-def _resolve_axes(array, axes: str | None, model) -> str:
-    if axes is not None:
-        return ax.parse_axes(axes, array.ndim)
-    guess = ax.guess_axes(array.shape, in_channels=model.in_channels, model_ndim=model.ndim)
-    if array.ndim > 2:
-        log.info("axes not given; guessed %s for shape %s", guess, array.shape)
-    return guess
