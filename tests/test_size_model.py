@@ -256,4 +256,4 @@ def test_progress_events_carry_the_measured_diameter_and_scale(nuclei):
     assert labels.max() >= 4  # a 2x2 grid of discs
     given = []
     segment(image, nuclei, diameter=60, device="cpu", progress=given.append)
-    assert {e.diameter for e in given} == {60}
+    assert {e.diameter for e in given if e.stage in ("predict", "postprocess")} == {60}

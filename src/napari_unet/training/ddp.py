@@ -144,6 +144,17 @@ class Ranks:
         result.model.card.setdefault("provenance", {})["world_size"] = self.world_size
         return result
 
+    def wait_for_main(self) -> None:
+        """All ranks wait here until rank 0 arrives (after its end-of-run tuning and fitting).
+
+        A rank that left the process group while rank 0 was still working made its gloo
+        threads abort (SIGABRT), and torchrun then reported the whole run as failed.
+        """
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
     def unwrap(self, model: torch.nn.Module) -> None:
         """Undo :meth:`wrap`'s in-place changes (synchronised batch norm) at the end."""
         _plain_batch_norm(model)

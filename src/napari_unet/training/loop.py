@@ -203,6 +203,7 @@ def train_iter(
     result = _finish(model, state, config, train_pairs, stopped, initialized_from, tuned, size)
     if config.task == "instance" and ranks.is_main:
         _fit_size_model(result.model, val_pairs, train_pairs, device)
+    ranks.wait_for_main()
     return ranks.record(result)
 
 
