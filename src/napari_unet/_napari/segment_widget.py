@@ -14,14 +14,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
     Container,
-    FileEdit,
-    FloatSpinBox,
-    LineEdit,
     PushButton,
-    SpinBox,
 )
 
 from . import _model_registry as registry
@@ -40,21 +34,11 @@ from ._segment_output import (
     model_record,
     put_result,
 )
+from ._segment_settings import add_advanced_settings, add_first_settings
 
 if TYPE_CHECKING:
     import napari
     from superqt.utils import GeneratorWorker
-
-OUTPUT_KINDS = ("instance", "semantic")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-#: napari_unet.inference.zstack.Z_MODES, with plain words
-Z_MODES = (
-    ("3D objects (YX, ZX, ZY planes)", "3d"),
-    ("slices linked by overlap", "stitch"),
-    ("each slice on its own", "slices"),
-)
-#: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
-ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 
 
 class SegmentWidget(Dock):
@@ -88,38 +72,7 @@ class SegmentWidget(Dock):
 
     # -- construction ----------------------------------------------------------------------
     def _build(self) -> None:
-        self.image = ComboBox(label="Image", choices=self._image_choices)
-        self.model_source = ComboBox(label="Model", choices=self._model_choices, value=BUILTIN)
-        self.model_file = FileEdit(
-            label="Model file", mode="r", visible=False,
-            filter="*.safetensors *.zip rdf.yaml *.bioimageio.yaml",
-            tooltip="a napari-unet model file, or a BioImage.IO package (.zip or its rdf.yaml)",
-        )  # fmt: skip
-        self.auto_size = CheckBox(
-            label="Auto object size", value=True,
-            tooltip="measure the objects first and resample the image only if they are outside "
-            "the sizes the model was trained on (10-40 px for the built-in nuclei model)",
-        )  # fmt: skip
-        self.diameter = FloatSpinBox(
-            label="Object diameter (px)", value=0, min=0, max=10000, step=1,
-            enabled=False,
-            tooltip="typical object diameter in pixels (0 = as trained); the image is resampled "
-            "so objects have the size the model was trained on (about 20 px for the built-in "
-            "nuclei model)",
-        )  # fmt: skip
-        self.z_mode = ComboBox(
-            label="Z stack", choices=Z_MODES, value="3d", visible=False,
-            tooltip="how a 2D model makes 3D objects of a Z stack: predict the YX, ZX and ZY "
-            "planes and build 3D objects (best; slower), link the objects of neighbouring "
-            "slices by overlap, or keep each slice's objects (ids unique over the stack). "
-            "Time points always keep their own ids",
-        )  # fmt: skip
-        self.anisotropy = FloatSpinBox(
-            label="Z step / pixel size", value=1.0, min=0.01, max=1000, step=0.1,
-            visible=False,
-            tooltip="the anisotropy of the stack: z step divided by the XY pixel size (0.6 um "
-            "slices of 0.2 um pixels: 3); from the layer's scale",
-        )  # fmt: skip
+        add_first_settings(self)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = wrapping_label()
@@ -155,56 +108,7 @@ class SegmentWidget(Dock):
 
     def _build_advanced(self) -> None:
         """The collapsed *Advanced* rows; add a setting with ``self.advanced.add(widget)``."""
-        self.axes = LineEdit(label="Axes", tooltip="one letter per axis of the data: T C Z Y X")
-        self.output = ComboBox(
-            label="Output", choices=OUTPUT_KINDS, value="instance",
-            tooltip="instance: one label per object; semantic: one label per class",
-        )  # fmt: skip
-        self.tile = SpinBox(
-            label="Tile size (0 = auto)", value=0, min=0, max=4096, step=16,
-            tooltip="the image is predicted in square tiles of this edge in pixels; "
-            "0 = from the model and the image",
-        )  # fmt: skip
-        self.overlap = SpinBox(
-            label="Tile overlap (0 = auto)", value=0, min=0, max=1024,
-            tooltip="overlap of neighbouring tiles in pixels; 0 = from the model's receptive field",
-        )  # fmt: skip
-        self.device = ComboBox(
-            label="Device", choices=DEVICES, value="auto",
-            tooltip="auto: a GPU when there is one, else the CPU",
-        )  # fmt: skip
-        self.engine = ComboBox(
-            label="Engine", choices=ENGINES, value="auto",
-            tooltip="what runs the network: auto = the fastest installed engine verified for "
-            "the model (OpenVINO / ONNX Runtime from napari-unet[fast] on the CPU, for images "
-            "of 1 MPix or more; else torch); a model's first run with an engine exports it once",
-        )  # fmt: skip
-        self.probabilities = CheckBox(
-            label="Probabilities layer", value=False,
-            tooltip="also add the network's class probabilities as an image layer",
-        )  # fmt: skip
-        self.stitch_threshold = FloatSpinBox(
-            label="Stitch IoU", value=0.2, min=0.01, max=1.0, step=0.05,
-            tooltip="Z stack linked by overlap: objects of neighbouring slices with at least "
-            "this intersection over union become one object",
-        )  # fmt: skip
-        self.scheduler = LineEdit(
-            label="Dask scheduler",
-            tooltip="compute on a dask.distributed cluster: its scheduler's address, e.g. "
-            "tcp://host:8786 (empty: $DASK_SCHEDULER_ADDRESS, else this computer); the workers "
-            "must reach the image and a shared temporary folder",
-        )
-        self.export_path = FileEdit(
-            label="Export model to", mode="w", filter="*.zip",
-            tooltip="a BioImage.IO package (.zip) of the chosen model, tested with "
-            "bioimageio.core before it is written (needs napari-unet[bioimageio])",
-        )  # fmt: skip
-        self.export_button = PushButton(text="Export model to BioImage.IO")
-        self.advanced.add(
-            self.axes, self.output, self.tile, self.overlap, self.device, self.engine,
-            self.probabilities, self.stitch_threshold, self.scheduler, self.retrain.learning_rate,
-            header("BioImage.IO"), self.export_path, self.export_button,
-        )  # fmt: skip
+        add_advanced_settings(self)
 
     def _connect(self) -> None:
         events = self._viewer.layers.events

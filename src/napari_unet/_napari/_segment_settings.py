@@ -1,0 +1,119 @@
+"""The settings rows of the U-Net Segment dock: the few up front, the rest under Advanced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
+
+from ._dock import header
+from ._segment_output import BUILTIN
+
+OUTPUT_KINDS = ("instance", "semantic")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: napari_unet.inference.zstack.Z_MODES, with plain words
+Z_MODES = (
+    ("3D objects (YX, ZX, ZY planes)", "3d"),
+    ("slices linked by overlap", "stitch"),
+    ("each slice on its own", "slices"),
+)
+#: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
+ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
+
+
+def add_first_settings(widget: Any) -> None:
+    """Image, model, object size and Z-stack rows, as attributes of the Segment ``widget``."""
+    widget.image = ComboBox(label="Image", choices=widget._image_choices)
+    widget.model_source = ComboBox(label="Model", choices=widget._model_choices, value=BUILTIN)
+    widget.model_file = FileEdit(
+        label="Model file", mode="r", visible=False,
+        filter="*.safetensors *.zip rdf.yaml *.bioimageio.yaml",
+        tooltip="a napari-unet model file, or a BioImage.IO package (.zip or its rdf.yaml)",
+    )  # fmt: skip
+    widget.auto_size = CheckBox(
+        label="Auto object size", value=True,
+        tooltip="measure the objects first and resample the image only if they are outside "
+        "the sizes the model was trained on (10-40 px for the built-in nuclei model)",
+    )  # fmt: skip
+    widget.diameter = FloatSpinBox(
+        label="Object diameter (px)", value=0, min=0, max=10000, step=1,
+        enabled=False,
+        tooltip="typical object diameter in pixels (0 = as trained); the image is resampled "
+        "so objects have the size the model was trained on (about 20 px for the built-in "
+        "nuclei model)",
+    )  # fmt: skip
+    widget.z_mode = ComboBox(
+        label="Z stack", choices=Z_MODES, value="3d", visible=False,
+        tooltip="how a 2D model makes 3D objects of a Z stack: predict the YX, ZX and ZY "
+        "planes and build 3D objects (best; slower), link the objects of neighbouring "
+        "slices by overlap, or keep each slice's objects (ids unique over the stack). "
+        "Time points always keep their own ids",
+    )  # fmt: skip
+    widget.anisotropy = FloatSpinBox(
+        label="Z step / pixel size", value=1.0, min=0.01, max=1000, step=0.1,
+        visible=False,
+        tooltip="the anisotropy of the stack: z step divided by the XY pixel size (0.6 um "
+        "slices of 0.2 um pixels: 3); from the layer's scale",
+    )  # fmt: skip
+
+
+def add_advanced_settings(widget: Any) -> None:
+    """The collapsed *Advanced* rows of the Segment ``widget`` (``widget.advanced``)."""
+    widget.axes = LineEdit(label="Axes", tooltip="one letter per axis of the data: T C Z Y X")
+    widget.output = ComboBox(
+        label="Output", choices=OUTPUT_KINDS, value="instance",
+        tooltip="instance: one label per object; semantic: one label per class",
+    )  # fmt: skip
+    widget.tile = SpinBox(
+        label="Tile size (0 = auto)", value=0, min=0, max=4096, step=16,
+        tooltip="the image is predicted in square tiles of this edge in pixels; "
+        "0 = from the model and the image",
+    )  # fmt: skip
+    widget.overlap = SpinBox(
+        label="Tile overlap (0 = auto)", value=0, min=0, max=1024,
+        tooltip="overlap of neighbouring tiles in pixels; 0 = from the model's receptive field",
+    )  # fmt: skip
+    widget.device = ComboBox(
+        label="Device", choices=DEVICES, value="auto",
+        tooltip="auto: a GPU when there is one, else the CPU",
+    )  # fmt: skip
+    widget.engine = ComboBox(
+        label="Engine", choices=ENGINES, value="auto",
+        tooltip="what runs the network: auto = the fastest installed engine verified for "
+        "the model (OpenVINO / ONNX Runtime from napari-unet[fast] on the CPU, for images "
+        "of 1 MPix or more; else torch); a model's first run with an engine exports it once",
+    )  # fmt: skip
+    widget.probabilities = CheckBox(
+        label="Probabilities layer", value=False,
+        tooltip="also add the network's class probabilities as an image layer",
+    )  # fmt: skip
+    widget.stitch_threshold = FloatSpinBox(
+        label="Stitch IoU", value=0.2, min=0.01, max=1.0, step=0.05,
+        tooltip="Z stack linked by overlap: objects of neighbouring slices with at least "
+        "this intersection over union become one object",
+    )  # fmt: skip
+    widget.scheduler = LineEdit(
+        label="Dask scheduler",
+        tooltip="compute on a dask.distributed cluster: its scheduler's address, e.g. "
+        "tcp://host:8786 (empty: $DASK_SCHEDULER_ADDRESS, else this computer); the workers "
+        "must reach the image and a shared temporary folder",
+    )
+    widget.export_path = FileEdit(
+        label="Export model to", mode="w", filter="*.zip",
+        tooltip="a BioImage.IO package (.zip) of the chosen model, tested with "
+        "bioimageio.core before it is written (needs napari-unet[bioimageio])",
+    )  # fmt: skip
+    widget.export_button = PushButton(text="Export model to BioImage.IO")
+    widget.advanced.add(
+        widget.axes, widget.output, widget.tile, widget.overlap, widget.device, widget.engine,
+        widget.probabilities, widget.stitch_threshold, widget.scheduler, widget.retrain.learning_rate,
+        header("BioImage.IO"), widget.export_path, widget.export_button,
+    )  # fmt: skip
