@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import weakref
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from ..common.atomic import remove_stale_temporaries, replace_dir, temporary_nam
 from ..common.progress import relay
 from .cluster import check_shared, cluster_client
 from .cluster_postprocess import gather, instance_labels_on_cluster, semantic_labels_on_cluster
-from .frames import SegmentJob, SegmentProgress, _FrameView, _reopen, is_dask
+from .frames import SegmentJob, SegmentProgress, _FrameView, _reopen, is_dask, lazy_results
 from .postprocess import LABEL_DTYPE, chunk_regions
 
 __all__ = ["as_lazy", "run_on_cluster"]
@@ -68,7 +67,6 @@ def run_on_cluster(
 def _run(
     job: SegmentJob, client: Any, tiling: dict, out
 ) -> Generator[SegmentProgress, None, tuple]:
-    import dask.array as da
 
     keep = job.keep_probs or job.output == "probabilities"
     final = Path(out) if out is not None else None
@@ -113,13 +111,13 @@ def _run(
         root = final
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
-    elif probs_dir != root:
-        weakref.finalize(probs_z, shutil.rmtree, str(work), True)
-    if labels_z is not None and out is None:
-        weakref.finalize(labels_z, shutil.rmtree, str(root), True)
-    probs = da.from_zarr(probs_z) if keep else None
-    labels = da.from_zarr(labels_z) if labels_z is not None else probs
-    return labels, probs
+    return lazy_results(
+        probs_z,
+        labels_z,
+        keep,
+        probs_temp=work if probs_dir != root else None,
+        labels_temp=root if out is None else None,
+    )
 
 
 def _predict_frame(job, client, model, tiling, probs_z, index, futures):

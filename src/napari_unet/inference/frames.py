@@ -162,7 +162,6 @@ class SegmentJob:
         when complete (an existing ``out`` is replaced then); a failure or an interruption
         removes every temporary store, and those of a killed earlier run are removed here.
         """
-        import dask.array as da
 
         from ..common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
 
@@ -201,16 +200,14 @@ class SegmentJob:
             root = probs_dir = final if self.output == "probabilities" else probs_dir
         if not keep:
             shutil.rmtree(probs_dir, ignore_errors=True)
-        # temporary stores live as long as the zarr arrays the results read from (a napari
-        # layer, a dask graph), and are removed once those are gone or at exit
         probs_temporary = probs_dir != root or out is None
-        if keep and probs_temporary:
-            weakref.finalize(probs_z, shutil.rmtree, str(probs_dir), True)
-        if labels_z is not None and out is None:
-            weakref.finalize(labels_z, shutil.rmtree, str(root), True)
-        probs = da.from_zarr(probs_z) if keep else None
-        labels = da.from_zarr(labels_z) if labels_z is not None else probs
-        return labels, probs
+        return lazy_results(
+            probs_z,
+            labels_z,
+            keep,
+            probs_temp=probs_dir if probs_temporary else None,
+            labels_temp=root if out is None else None,
+        )
 
     def _run_lazy_into(self, tiling: dict, root: Path, probs_dir: Path):
         probs_z, labels_z = self._open_stores(root, probs_dir)
@@ -261,6 +258,25 @@ def _reopen(final: Path, probs_z, labels_z, output: str):
     if output == "probabilities":
         return zarr.open_array(str(final), mode="r"), None
     return probs_z, zarr.open_array(str(final), mode="r")
+
+
+def lazy_results(probs_z, labels_z, keep: bool, probs_temp: Path | None, labels_temp: Path | None):
+    """``(labels, probabilities)`` as dask arrays over finished zarr stores.
+
+    ``keep``: the probabilities are part of the result (else ``None`` is returned for them).
+    Temporary stores (``probs_temp``, ``labels_temp``; ``None``: not temporary) live as long
+    as the zarr arrays the results read from (a napari layer, a dask graph) and are removed
+    once those are gone, or at exit.
+    """
+    import dask.array as da
+
+    if keep and probs_temp is not None:
+        weakref.finalize(probs_z, shutil.rmtree, str(probs_temp), True)
+    if labels_z is not None and labels_temp is not None:
+        weakref.finalize(labels_z, shutil.rmtree, str(labels_temp), True)
+    probs = da.from_zarr(probs_z) if keep else None
+    labels = da.from_zarr(labels_z) if labels_z is not None else probs
+    return labels, probs
 
 
 def _frame_progress(frame: int, n_frames: int):
