@@ -9,18 +9,21 @@ exit 1 with "please report" and the traceback in a log file (``--debug`` prints 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._version import __version__
-from ._errors import EXIT_USAGE, OneLineParser, run_command
+from ._errors import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, run_command
 
 #: sub-command modules, in the order ``--help`` lists them
 COMMANDS: tuple[str, ...] = ("segment", "train", "evaluate", "info", "export", "demo")
 
-__all__ = ["COMMANDS", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_USAGE", "build_parser", "console_main", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,5 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(args.func, args)
 
 
+def console_main() -> NoReturn:
+    """Entry point of the ``napari-unet`` command and of ``python -m napari_unet``.
+
+    After an interrupt (Ctrl-C, SIGTERM) the command has already removed what it was writing
+    and said so; the process then leaves at once with exit code 130. A normal interpreter
+    shutdown can hang at that point, joining a worker thread that a library (dask's thread
+    pool) had started but not yet registered when the signal landed, or end by SIGINT instead
+    of 130 (CPython remembers an interrupt that ended an inner evaluation).
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()
