@@ -2,13 +2,15 @@
 
 The widget only collects parameters and moves data: it turns the chosen layer into an array
 and its axes, runs :func:`napari_unet.inference.pipeline.segment_iter` in a thread worker (progress
-in napari's activity dock, Cancel stops within one batch of tiles), and puts the result into a
+in napari's activity dock, counted for post-processing too; Cancel stops the batch of tiles in
+flight at once, :mod:`napari_unet.inference.interrupt`), and puts the result into a
 Labels layer named ``"<image> labels"`` with the image's scale, translate and axis labels.
 Running again updates that layer. torch is imported when a run starts, not before.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ from ._segment_output import (
     put_result,
 )
 from ._segment_settings import add_advanced_settings, add_first_settings
+from ._stage_bar import StageBar
 
 if TYPE_CHECKING:
     import napari
@@ -63,6 +66,7 @@ class SegmentWidget(Dock):
         self._scale = 1.0  # the resampling factor of the current run, from its progress
         self._diameter: float | None = None  # the object diameter it measured (or was given)
         self._cancelled = False
+        self._stop = threading.Event()
         self._build()
         self._connect()
         self._on_image_changed()
@@ -176,7 +180,6 @@ class SegmentWidget(Dock):
         Returns ``None`` (after a notification) when the inputs are incomplete.
         """
         from napari.qt.threading import create_worker
-        from napari.utils import progress
 
         from ..common.errors import UserInputError
         from ..inference.pipeline import segment_iter
@@ -190,8 +193,13 @@ class SegmentWidget(Dock):
             self._notify_error(err)
             return None
         record = model_record(layer.name, self.model_source.value, job["model"])
+        self._stop = threading.Event()  # set by Cancel: stops the batch in flight
         self._gen = segment_iter(
-            job.pop("image"), job.pop("model"), return_probabilities=self.probabilities.value, **job
+            job.pop("image"),
+            job.pop("model"),
+            return_probabilities=self.probabilities.value,
+            stop=self._stop,
+            **job,
         )
         worker = create_worker(
             drive,
@@ -205,7 +213,7 @@ class SegmentWidget(Dock):
             },
         )
         self._worker, self._cancelled, self._scale, self._diameter = worker, False, 1.0, None
-        self._pbar = progress(total=0, desc=f"U-Net Segment {layer.name}")
+        self._pbar = StageBar(f"U-Net Segment {layer.name}", "U-Net Segment")
         self._set_running(True)
         self.status.value = "loading the model..."
         worker.start()
@@ -235,11 +243,12 @@ class SegmentWidget(Dock):
         return start_export("nuclei" if model is None else model, target, report)
 
     def cancel(self) -> None:
-        """Ask the running segmentation to stop (it stops after the current batch of tiles)."""
+        """Stop the running segmentation (the batch of tiles in flight is dropped at once)."""
         if self._worker is not None:
             self._cancelled = True
             self.status.value = "cancelling..."
-            self._worker.quit()
+            self._worker.quit()  # first: the worker must not resume the generator
+            self._stop.set()
 
     def _job(self, layer: Any) -> dict[str, Any]:
         from ..common.errors import UserInputError
@@ -275,19 +284,15 @@ class SegmentWidget(Dock):
             return
         frames = f", frame {event.frame + 1}/{event.n_frames}" if event.n_frames > 1 else ""
         self._scale, self._diameter = event.scale, event.diameter
-        post = event.stage == "predict" and event.done == event.total  # labels come next
+        post = event.stage == "postprocess"
+        stage = "post-processing" if post else event.stage
         self.status.value = (
-            f"post-processing: labels from the probabilities{frames} ..."
+            f"post-processing: labels from the probabilities, step {event.done}/{event.total}"
+            f"{frames} ..."
             if post
-            else f"{event.stage}: {event.done}/{event.total}{frames}{self._scale_note()}"
+            else f"{stage}: {event.done}/{event.total}{frames}{self._scale_note()}"
         )
-        if pbar.total != event.total:
-            pbar.total = event.total
-            pbar.set_description(f"U-Net Segment: {event.stage}")
-        pbar.update(event.done - pbar.n)
-        if post and self._pbar is pbar:  # no steps to count: napari shows a busy bar
-            pbar.total = 0
-            pbar.set_description("U-Net Segment: post-processing")
+        pbar.show(stage, event.done, event.total)
 
     def _on_result(self, layer: Any, axes: str, result: Any, record: Any = None) -> None:
         if self._cancelled:
@@ -324,6 +329,10 @@ class SegmentWidget(Dock):
         self.cancel_button.enabled = running
 
     def _on_error(self, err: BaseException) -> None:
+        from ..common.errors import Cancelled
+
+        if self._cancelled and isinstance(err, Cancelled):
+            return  # what Cancel asked for (a Z stack's batch stopped part-way)
         report_failure(self.status, err, "U-Net Segment")
 
     def _notify_error(self, err: BaseException) -> None:

@@ -20,6 +20,10 @@ class ShapeError(UserInputError):
     """An array whose shape the network or the function cannot take."""
 
 
+class Cancelled(Exception):
+    """Work resumed after its ``stop`` event was set (it was cancelled part-way)."""
+
+
 #: what to do about the operating-system errors a user can cause or fix
 _OS_HINTS = {
     "EACCES": "check the permissions or choose another path",

@@ -37,6 +37,7 @@ from ..common.errors import UserInputError
 from ..model.export import export_onnx, model_digest
 from ..model.inference import inference_model, parameter_version, to_model_layout
 from ..model.unet import UNet
+from .interrupt import onnxruntime_run, openvino_infer, torch_forward
 
 __all__ = [
     "AUTO_MIN_PIXELS",
@@ -79,7 +80,9 @@ AUTO_MIN_PIXELS = 1024 * 1024
 #: tile shapes compiled per OpenVINO model (one per tile plan in use)
 _OV_SHAPES = 4
 
-Runner = Callable[[np.ndarray], np.ndarray]
+#: ``run(x, stop=None)``: a batch ``(B, C, *tile)`` to probabilities ``(B, K, *out)``, or
+#: ``None`` when the event ``stop`` was set during the batch (:mod:`.interrupt`)
+Runner = Callable[..., np.ndarray | None]
 _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
@@ -179,6 +182,9 @@ def is_prepared(model: UNet, engine: str) -> bool:
 def engine_runner(model: UNet, engine: str, device: torch.device) -> Runner:
     """A function from a batch ``(B, C, *tile)`` float32 to probabilities ``(B, K, *out)``.
 
+    The function takes an optional ``stop`` event as well: set during a batch, the batch is
+    abandoned and the function returns ``None`` (see :mod:`.interrupt`).
+
     ``engine`` is a resolved name (see :func:`resolve_engine`). The first call for a model
     exports it (when not cached on disk), loads it and verifies it against torch; later calls
     return the same runner. An engine that fails verification or cannot load the export is
@@ -200,10 +206,13 @@ def engine_runner(model: UNet, engine: str, device: torch.device) -> Runner:
 def _torch_runner(model: UNet, device: torch.device) -> Runner:
     net = inference_model(model, device)
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             logits = net(to_model_layout(torch.from_numpy(x).to(device), net))
             return _probabilities(logits).float().cpu().numpy()
+
+    def run(x: np.ndarray, stop: threading.Event | None = None) -> np.ndarray | None:
+        return torch_forward(net, lambda: forward(x), stop)
 
     return run
 
@@ -283,8 +292,9 @@ def _onnxruntime_runner(path: Path) -> Runner:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return _numpy_probabilities(session.run(None, {name: np.ascontiguousarray(x)})[0])
+    def run(x: np.ndarray, stop: threading.Event | None = None) -> np.ndarray | None:
+        logits = onnxruntime_run(session, {name: np.ascontiguousarray(x)}, stop)
+        return None if logits is None else _numpy_probabilities(logits)
 
     return run
 
@@ -320,12 +330,12 @@ def _openvino_runner(path: Path) -> Runner:
                 compiled.popitem(last=False)
         return req
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray, stop: threading.Event | None = None) -> np.ndarray | None:
         x = np.ascontiguousarray(x, np.float32)
         req = request(x.shape)
         with lock:  # one infer request per shape: calls from several threads take turns
-            logits = req.infer({0: x})[0].copy()
-        return _numpy_probabilities(logits)
+            logits = openvino_infer(req, {0: x}, stop)
+        return None if logits is None else _numpy_probabilities(logits)
 
     return run
 

@@ -25,9 +25,7 @@ from . import axes as ax
 from .normalize import normalization_stats
 from .postprocess import (
     LABEL_DTYPE,
-    instance_labels,
     instance_labels_chunked,
-    semantic_labels,
     semantic_labels_chunked,
 )
 
@@ -137,7 +135,7 @@ class SegmentJob:
             if probs is not None:
                 probs[(slice(None), *index)] = frame_probs
             if labels is not None:
-                labels[index] = self._postprocess(frame_probs)
+                labels[index] = yield from self._postprocess_iter(frame_probs, i, n)
         return (probs if self.output == "probabilities" else labels), probs
 
     def _predict_frame(self, index: tuple[int, ...], tiling: dict, out=None):
@@ -149,10 +147,24 @@ class SegmentJob:
 
         return predict_tiled_iter(self.model, self.normalized_frame(index), out=out, **tiling)
 
-    def _postprocess(self, probs: np.ndarray) -> np.ndarray:
+    def _postprocess_iter(
+        self, probs: np.ndarray, i: int, n: int
+    ) -> Generator[SegmentProgress, None, np.ndarray]:
+        """Labels of frame ``i`` of ``n`` from its probabilities ``(K, *spatial)``, counted.
+
+        Yields ``"postprocess"`` events: ``0`` of the total first, then one per pass
+        (instance labels: seeds, watershed, size filter; semantic labels: one).
+        """
+        labels = np.zeros(probs.shape[1:], LABEL_DTYPE)
         if self.output == "semantic":
-            return semantic_labels(probs)
-        return instance_labels(probs, **self.post)
+            steps, total = semantic_labels_chunked(probs, labels), 1
+        else:  # a numpy array is one chunk: three passes
+            steps, total = instance_labels_chunked(probs, labels, **self.post), 3
+        yield SegmentProgress("postprocess", 0, total, i, n)
+        yield from relay(
+            steps, lambda event: SegmentProgress("postprocess", event.done, event.total, i, n)
+        )
+        return labels
 
     # -- dask / zarr -------------------------------------------------------------------------
     def run_lazy(self, tiling: dict, out) -> Generator[SegmentProgress, None, tuple]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any
@@ -199,12 +200,18 @@ def segment_iter(
     z_mode: str | None = None,
     anisotropy: float = 1.0,
     stitch_threshold: float = zstack.DEFAULT_STITCH_THRESHOLD,
+    stop: threading.Event | None = None,
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
     Closing the generator (``gen.close()``, napari's ``worker.quit()``) stops the run at the
     next batch of tiles; nothing is returned then, and temporary files are removed.
-    Parameters and result as in :func:`segment`.
+    Parameters and result as in :func:`segment`, and:
+
+    stop : threading.Event, optional
+        Set it from another thread (with closing the generator) to stop at once, inside the
+        batch of tiles in flight (:mod:`.interrupt`), in-process tiling only; resuming the
+        generator afterwards raises :class:`~napari_unet.common.errors.Cancelled`.
     """
     check_numbers(tile_shape, overlap, batch_size, min_size, scale, diameter)
     model = resolve_model(model)
@@ -227,6 +234,8 @@ def segment_iter(
         "batch_size": batch_size,
         "device": device,
     }
+    if stop is not None:  # in-process tiling only (a cluster's tasks run to their end)
+        tiling["stop"] = stop
     pixels = math.prod(s for a, s in zip(caxes, canon.shape) if a != "C")
     if client is not None:  # the workers run the network with torch
         engine = cluster.torch_engine(engine)

@@ -19,6 +19,7 @@ the image's size is valid for the network) to float rounding, whatever the blend
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from ..common.device import resolve_device
-from ..common.errors import ShapeError, UserInputError
+from ..common.errors import Cancelled, ShapeError, UserInputError
 from ..common.progress import run_to_end
 from ..model.receptive import receptive_field
 from ..model.unet import UNet
@@ -63,6 +64,7 @@ def predict_tiled_iter(
     blend: str = "gaussian",
     out: Any = None,
     engine: str = "auto",
+    stop: threading.Event | None = None,
 ) -> Generator[TileProgress, None, Any]:
     """Predict class probabilities tile by tile, yielding progress after each batch.
 
@@ -97,6 +99,11 @@ def predict_tiled_iter(
         What runs the network (see :mod:`.engines`): ``"auto"`` picks the fastest installed
         engine verified for this model (on the CPU, for images of at least 1 MPix or models
         already exported; otherwise torch). All give the same probabilities within 1e-4.
+    stop : threading.Event, optional
+        Set from another thread to cancel at once, inside a batch rather than after it (a
+        batch of large tiles takes seconds on a CPU): the batch in flight is dropped, one
+        last event is yielded, and resuming the generator then raises :class:`Cancelled`.
+        Set it together with closing the generator (napari's ``worker.quit()``).
 
     Yields
     ------
@@ -112,6 +119,8 @@ def predict_tiled_iter(
     ------
     ShapeError
         ``image`` has the wrong number of axes or channels, or ``out`` the wrong shape.
+    Cancelled
+        Resumed after ``stop`` was set.
     UserInputError
         A bad ``tile_shape``, ``overlap``, ``batch_size``, ``blend``, ``device`` or
         ``engine``, or an image with NaN or inf (found when its tile is read).
@@ -123,7 +132,7 @@ def predict_tiled_iter(
     dev = resolve_device(device)
     engine = resolve_engine(engine, model, dev, pixels=math.prod(image.shape[1:]))
     out = _prepare_out(out, (model.num_classes, *plan.shape))
-    return _run(model, image, plan, batch_size, (engine, dev), out)
+    return _run(model, image, plan, batch_size, (engine, dev), out, stop)
 
 
 def predict_tiled(
@@ -169,13 +178,17 @@ def _run(
     batch_size: int,
     engine: tuple[str, torch.device],
     out: Any,
+    stop: threading.Event | None = None,
 ) -> Generator[TileProgress, None, Any]:
     forward = engine_runner(model, *engine)
     tiles = list(plan.tiles())
     for first in range(0, len(tiles), batch_size):
         batch = tiles[first : first + batch_size]
         x = np.stack([read_window(image, t.input_window) for t in batch])
-        probs = forward(x)
+        probs = forward(x, stop) if stop is not None else forward(x)
+        if probs is None:  # stopped inside the batch: its tiles are dropped
+            yield TileProgress(done=first, total=len(tiles))
+            raise Cancelled("the prediction was cancelled")
         for tile, p in zip(batch, probs):
             _accumulate(out, p, plan.weight(tile.index), tile.output_window)
         yield TileProgress(done=first + len(batch), total=len(tiles))

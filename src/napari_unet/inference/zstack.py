@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..common.device import resolve_device
-from ..common.errors import UserInputError
+from ..common.errors import Cancelled, UserInputError
 from ..common.progress import relay
 from . import axes as ax
 from .engines import engine_runner, resolve_engine
@@ -287,6 +287,7 @@ def _predict_planes_iter(
     dev = resolve_device(tiling.get("device", "auto"))
     engine = resolve_engine(tiling.get("engine"), model, dev, pixels=n * a * b)
     forward = engine_runner(model, engine, dev)
+    stop = tiling.get("stop")
     for first in range(0, n, step):
         block = planes[first : first + step]
         if rows is not None:
@@ -296,7 +297,10 @@ def _predict_planes_iter(
         for start in range(0, len(jobs), per_batch):
             batch = jobs[start : start + per_batch]
             x = np.stack([read_window(block[i], t.input_window) for i, t in batch])
-            for (i, t), p in zip(batch, forward(x)):
+            probs = forward(x, stop) if stop is not None else forward(x)
+            if probs is None:  # the stop event was set during the batch
+                raise Cancelled("the prediction was cancelled")
+            for (i, t), p in zip(batch, probs):
                 _accumulate(out[i], p, plan.weight(t.index), t.output_window)
         if rows is not None:
             out = resize(out, (*out.shape[:2], a, b), 1)
