@@ -29,8 +29,10 @@ from ._layers import layer_array
 from ._train_inputs import PairSource
 from ._train_monitor import InOrder
 
-#: learning rate of a fine-tuning run (AdamW): a tenth of training from scratch
+#: learning rate of a fine-tuning run (AdamW): napari_unet.training.config.FINE_TUNE_LR, written
+#: out here because that module imports torch (tests/test_train_lr.py checks they agree)
 FINE_TUNE_LR = 1e-4
+
 #: corrections covering more than this fraction of an image make the whole image annotated
 SPARSE_FRACTION = 0.5
 #: pixels of context kept around corrected objects in a sparse correction

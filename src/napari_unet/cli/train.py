@@ -17,10 +17,6 @@ from ._train_checks import check_train_outputs
 
 log = logging.getLogger(__name__)
 
-#: default peak learning rate of a fine-tune (--init): at 1e-3, 8 steps on one large-nuclei image
-#: took the built-in model from AP@0.5 0.765 to 0.509 on 8 others of that kind; at 1e-4: 0.754
-FINE_TUNE_LR = 1e-4
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -93,7 +89,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     from ..training.arrays import prepare_data
     from ..training.augment import AugmentConfig
     from ..training.batches import default_workers
-    from ..training.config import TrainConfig, config_for_model
+    from ..training.config import FINE_TUNE_LR, TrainConfig, config_for_model
     from ..training.data import read_folder_pairs
     from ..training.events import BatchEnd, CheckpointSaved, EpochEnd
     from ..training.loop import train_iter

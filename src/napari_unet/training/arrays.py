@@ -12,7 +12,7 @@ import numpy as np
 from ..common.errors import UserInputError
 from ..common.progress import run_to_end
 from ..model.unet import UNet
-from .config import TrainConfig
+from .config import FINE_TUNE_LR, TrainConfig
 from .data import TrainingPair, prepare_pair
 from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .loop import train_iter
@@ -82,11 +82,16 @@ def train(
         Where each label image is valid (sparse annotation).
     ignore_label : int, optional
         Label value of unannotated pixels.
-    model, checkpoint, resume
+    model : UNet, optional
+        Fine-tune this network (its architecture and normalisation are kept) instead of
+        training a new one. The learning rate is then :data:`~.config.FINE_TUNE_LR` (1e-4, a
+        tenth of training from scratch, as ``train --init``) unless ``learning_rate`` is given:
+        at 1e-3 a fine-tune forgets much of what the model knew.
+    checkpoint, resume
         As in :func:`train_iter`.
     **config
         Fields of :class:`TrainConfig` (``epochs``, ``patch_size``, ``batch_size``, ``task``,
-        ``depth``, ``base_filters``, ``seed``, ...).
+        ``depth``, ``base_filters``, ``learning_rate``, ``seed``, ...).
 
     Returns
     -------
@@ -98,6 +103,8 @@ def train(
     >>> result = train([image], [labels], epochs=5, patch_size=64)  # doctest: +SKIP
     >>> save_model(result.model, "my_model.safetensors")  # doctest: +SKIP
     """
+    if model is not None and "learning_rate" not in config:
+        config["learning_rate"] = FINE_TUNE_LR
     cfg = TrainConfig(**config)
     pairs = prepare_data(images, labels, cfg, regions=regions, ignore_label=ignore_label)
     val = None

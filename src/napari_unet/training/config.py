@@ -16,6 +16,12 @@ from .augment import AugmentConfig
 TASKS = ("instance", "semantic")
 
 
+#: default peak learning rate of a fine-tune (a model to start from, no rate given): at 1e-3,
+#: 8 steps on one large-nuclei image took the built-in model from AP@0.5 0.765 to 0.509 on 8
+#: others of that kind; at 1e-4: 0.754
+FINE_TUNE_LR = 1e-4
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of a training run; every field is checked on construction.
@@ -37,6 +43,8 @@ class TrainConfig:
     batch_size: int = 8
     patch_size: int | tuple[int, ...] = 128
     learning_rate: float = 1e-3
+    """Peak learning rate; :func:`~napari_unet.training.arrays.train` and ``train --init`` use
+    :data:`FINE_TUNE_LR` when they fine-tune a model and no rate is given."""
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     dice_weight: float = 1.0
