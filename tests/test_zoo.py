@@ -271,6 +271,26 @@ def foreign_zip(tmp_path_factory, sample) -> Path:
     return _write_package(tmp_path_factory.mktemp("foreign"), _foreign_content(weights, 4), files)
 
 
+def test_our_package_is_fine_tuned_as_our_unet_and_a_foreign_one_is_explained(
+    tiny_zip, tiny_trained, foreign_zip
+):
+    from napari_unet._napari._retrain import _trainable
+    from napari_unet.common.errors import UserInputError
+    from napari_unet.model.unet import UNet
+    from napari_unet.zoo.resolve import trainable_model
+
+    net = _trainable(str(tiny_zip))  # what Correct and retrain fine-tunes
+    assert isinstance(net, UNet) and net.card["task"] == "instance"
+    original = load_model(tiny_trained)
+    for key, value in original.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[key], value)
+    assert net.card.get("normalization") == original.card.get("normalization")
+    for source in (str(foreign_zip), load_package(foreign_zip)):
+        with pytest.raises(UserInputError, match="cannot be retrained") as err:
+            trainable_model(source)
+        assert "not napari-unet's U-Net" in str(err.value) and "torchscript" in str(err.value)
+
+
 def test_foreign_package_segments_like_running_the_network_by_hand(foreign_zip, sample):
     image = sample[0][:96, :104]  # on the package's grid (min 32 + n * 8): one block
     expected = _by_hand(_Net().eval(), image)

@@ -53,6 +53,17 @@ def test_export_from_train_then_segment_with_the_package(viewer, qtbot, tmp_path
     expected = segment(image[:96, :128], model=str(package), diameter=None)
     np.testing.assert_array_equal(result, expected)
 
+    # Correct and retrain on the package's result: the package's U-Net is fine-tuned
+    corrected = viewer.layers["nuclei labels"]
+    corrected.paint((20, 20), int(np.max(result)) + 1)  # the user draws a missed object
+    seg.retrain.epochs.value = 1
+    assert seg.retrain.run() is not None, seg.retrain.status.value
+    qtbot.waitUntil(lambda: not seg.retrain.running, timeout=TIMEOUT_MS)
+    assert seg.retrain.model is not None, seg.retrain.status.value
+    assert seg.retrain.model_name == "tiny corrected"
+    assert seg.model_source.value.endswith("tiny corrected")  # offered and selected
+    seg.model_source.value = FROM_FILE  # the package again
+
     # the Segment dock exports its chosen model too; a package is not exported again
     assert seg.export_model(tmp_path / "again.zip") is None
     assert "already a BioImage.IO package" in seg.status.value

@@ -151,9 +151,10 @@ class RetrainBox(Container):
             return self.worker
         try:
             record, sources = self._sources()
+            init = _trainable(record.model_ref)
             patch = min(128, *(min(s.labels.shape[-2:]) for s in sources))
             config = TrainConfig(
-                task=_model_task(record.model_ref),
+                task=_model_task(init),
                 epochs=self.epochs.value,
                 learning_rate=float(self.learning_rate.value),
                 patch_size=patch,
@@ -171,7 +172,7 @@ class RetrainBox(Container):
         self._stop, self._epochs = threading.Event(), config.epochs
         base = record.model_name
         worker = create_worker(
-            training_job, sources, config, self._stop, init=record.model_ref,
+            training_job, sources, config, self._stop, init=init,
             _progress={"desc": f"Retraining {base}"}, _worker_class=_GracefulWorker,
             _start_thread=False,
             _connect={
@@ -280,6 +281,20 @@ class RetrainBox(Container):
 
 def _same_model(a: Any, b: Any) -> bool:
     return a is b if not isinstance(a, str) or not isinstance(b, str) else a == b
+
+
+def _trainable(ref: Any) -> Any:
+    """The model to fine-tune: a BioImage.IO package is loaded as napari-unet's U-Net.
+
+    Raises :class:`~napari_unet.common.errors.UserInputError` (in plain words) for a package
+    whose network is not napari-unet's U-Net. Other models are passed on as they are.
+    """
+    from ..zoo.package import is_package
+    from ..zoo.resolve import trainable_model
+
+    if hasattr(ref, "predict_iter") or (isinstance(ref, str) and is_package(ref)):
+        return trainable_model(ref)
+    return ref
 
 
 def _model_task(ref: Any) -> str:
