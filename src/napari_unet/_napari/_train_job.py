@@ -111,6 +111,7 @@ def training_job(
     yield DataReady(len(pairs), tuple(names))
     if model is None:  # made here, not in train_iter: the preview reads its weights
         model = new_model(config, pairs[0].image.shape[0], config.resolved_num_classes(pairs))
+    working = working_diameter(pairs, config, model) if preview is not None else None
     gen = train_iter(pairs, None, config, model=model, stop=stop)
     best_state = None
     while True:
@@ -128,21 +129,42 @@ def training_job(
             net = copy.deepcopy(model)
             net.load_state_dict(best_state)
             index = tuple(preview.index())
-            yield PreviewReady(
-                event.epoch, index, predict_slice(net, preview.source, index, config)
-            )
+            labels = predict_slice(net, preview.source, index, config, working)
+            yield PreviewReady(event.epoch, index, labels)
+
+
+def working_diameter(pairs: list, config: Any, model: Any) -> float | None:
+    """The object size (px) :func:`~napari_unet.training.loop.train_iter` resamples the
+    training images to for ``model`` (None: not resampled); the same validation split."""
+    from ..training.validation import split_validation
+    from ..training.working_size import resolve_working_size
+
+    train_pairs = list(pairs)
+    if len(train_pairs) >= 2 and config.val_fraction > 0:
+        train_pairs = split_validation(train_pairs, config.val_fraction, config.seed)[0]
+    working = resolve_working_size(train_pairs, config, model)
+    return None if working is None else working.diameter
 
 
 def predict_slice(
-    model: Any, source: PairSource, index: tuple[int, ...], config: Any
+    model: Any,
+    source: PairSource,
+    index: tuple[int, ...],
+    config: Any,
+    working: float | None = None,
 ) -> np.ndarray:
     """Labels ``(Y, X)`` of ``model`` on the 2D slice ``index`` of ``source``'s image.
 
     A 3D model predicts a slab of ``patch depth`` slices around the slice and keeps its middle.
+    ``working``: the object size (px) training resamples images to (:func:`working_diameter`);
+    a 2D slice is then resampled as training resampled it (by the slice's own objects), so the
+    preview shows what the network learns, and the labels are brought back to the slice's
+    shape.
     """
     from ..inference.normalize import normalize
     from ..inference.postprocess import instance_labels, semantic_labels
     from ..inference.predict import predict_tiled
+    from ..inference.rescale import resize
 
     n_lead = len(source.labels.shape) - 2
     image = lead_channel_first(source.image, channel_axis(source), n_lead - (config.ndim - 2))
@@ -155,9 +177,25 @@ def predict_slice(
         z0, z1 = max(0, z - half), min(volume.shape[1], z + half + 1)
         block, keep = np.asarray(volume[:, z0:z1]), z - z0
     x = normalize(block, config.normalization, channel_axis=0)
+    factor = _slice_factor(source, index, working) if keep is None else 1.0
+    if factor != 1.0:  # as training resampled this image (after normalising it)
+        shape = tuple(max(1, round(n * factor)) for n in x.shape[1:])
+        x = resize(x, (x.shape[0], *shape), 1)
     probs = predict_tiled(model, x, device=config.device, engine="torch")  # weights change
     if keep is not None:
         probs = probs[:, keep]
-    if config.task == "instance":
-        return instance_labels(probs)
-    return semantic_labels(probs)
+    labels = instance_labels(probs) if config.task == "instance" else semantic_labels(probs)
+    return resize(labels, block.shape[1:], 0) if factor != 1.0 else labels
+
+
+def _slice_factor(source: PairSource, index: tuple[int, ...], working: float | None) -> float:
+    """The factor training resamples the 2D slice ``index`` by (1.0 without ``working``)."""
+    if working is None:
+        return 1.0
+    from ..training.data import object_diameters
+    from ..training.working_size import pair_factor
+
+    labels = np.asarray(source.labels[index])
+    if source.region is not None:
+        labels = np.where(np.asarray(source.region[index]) != 0, labels, 0)
+    return pair_factor(object_diameters(np.maximum(labels, 0).astype(np.int64)), working)

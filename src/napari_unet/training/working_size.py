@@ -33,7 +33,7 @@ from .targets import instance_to_classes, unet_weight_map
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WorkingSize", "resolve_working_size", "to_working_size"]
+__all__ = ["WorkingSize", "pair_factor", "resolve_working_size", "to_working_size"]
 
 #: images whose objects are within this factor of the working size are left as they are
 TOLERANCE = 1.1
@@ -128,11 +128,7 @@ def to_working_size(
     """
     out, factors = [], []
     for p in pairs:
-        factor = 1.0
-        if p.labels is not None and p.diameters.size:
-            factor = float(np.clip(working / np.median(p.diameters), 1 / MAX_FACTOR, MAX_FACTOR))
-            if abs(math.log(factor)) < math.log(TOLERANCE):
-                factor = 1.0
+        factor = pair_factor(p.diameters, working) if p.labels is not None else 1.0
         if factor != 1.0:
             p = _pad(_resample(p, factor, config), min_shape)
         out.append(p)
@@ -148,6 +144,18 @@ def to_working_size(
             max(factors),
         )
     return out, factors
+
+
+def pair_factor(diameters: np.ndarray, working: float) -> float:
+    """The factor that brings objects of these ``diameters`` (px) to ``working`` px.
+
+    Their median is scaled to ``working``; ``1.0`` when there are none or they are within
+    :data:`TOLERANCE` of it; clipped to ``[1 / MAX_FACTOR, MAX_FACTOR]``.
+    """
+    if not np.size(diameters):
+        return 1.0
+    factor = float(np.clip(working / np.median(diameters), 1 / MAX_FACTOR, MAX_FACTOR))
+    return 1.0 if abs(math.log(factor)) < math.log(TOLERANCE) else factor
 
 
 def _resample(p: TrainingPair, factor: float, config: TrainConfig) -> TrainingPair:
