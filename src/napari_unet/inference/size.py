@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..common.errors import UserInputError
 from ..common.progress import relay
 from . import rescale
 from .frames import SegmentJob, is_dask
@@ -37,6 +36,7 @@ __all__ = [
     "auto_scale_iter",
     "comfortable_range",
     "diameter_from_foreground",
+    "diameter_from_labels",
     "foreground_estimate_iter",
     "measure_scale_iter",
 ]
@@ -51,15 +51,15 @@ DEFAULT_ZOOM = (0.75, 1.33)
 CROP = 1024
 #: at most this many measuring passes (each at the scale the previous one asked for)
 PASSES = 3
-#: smallest connected component (pixels at the measuring scale) the size model measures
-MEASURE_MIN_SIZE = 4
 #: objects measured smaller than this (pixels at the measuring scale) are too few pixels
-#: across to size: the inscribed radius is quantised (1, 1.4, 2, 2.2, ... px)
+#: across to size
 MIN_RELIABLE = 6.0
-#: the statistics :func:`diameter_from_foreground` offers (a size model records its choice)
-STATISTICS = ("median", "weighted median", "filtered median")
-#: version of the card's ``size_model`` entry this code reads
-SIZE_MODEL_VERSION = 1
+#: the size model measures the objects not cut by the image border, unless there are fewer
+#: than this many of them
+MIN_INTERIOR = 3
+#: version of the card's ``size_model`` entry this code reads (1: the foreground measure of
+#: an unreleased first version, ignored)
+SIZE_MODEL_VERSION = 2
 
 
 def comfortable_range(model) -> tuple[float, float] | None:
@@ -78,9 +78,7 @@ def comfortable_range(model) -> tuple[float, float] | None:
     return float(d0) * min(low, 1.0), float(d0) * max(high, 1.0)
 
 
-def diameter_from_foreground(
-    foreground: np.ndarray, min_size: int = 20, statistic: str = "median"
-) -> float | None:
+def diameter_from_foreground(foreground: np.ndarray, min_size: int = 20) -> float | None:
     """Typical object diameter (pixels) in a foreground mask, robust to merges and splits.
 
     Parameters
@@ -88,21 +86,14 @@ def diameter_from_foreground(
     foreground : ndarray of bool, shape (Y, X) or (Z, Y, X)
     min_size : int
         Components with fewer pixels are ignored (noise).
-    statistic : {"median", "weighted median", "filtered median"}
-        Over the connected components: the median; the median weighted by area (specks and
-        fragments count little against whole objects); or the median of the components of
-        at least 1/8 the area of the weighted median's (specks left out, each object counted
-        once).
 
     Returns
     -------
     float or None
-        The chosen statistic of ``2 * max(distance transform)`` per component, divided by
+        The median over connected components of ``2 * max(distance transform)``, divided by
         :data:`EDT_TO_DIAMETER` so it estimates the equivalent diameter; ``None`` without
         any component of ``min_size`` pixels.
     """
-    if statistic not in STATISTICS:
-        raise UserInputError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     foreground = np.asarray(foreground, bool)
     labels, n = ndi.label(foreground)
     if n == 0:
@@ -110,27 +101,51 @@ def diameter_from_foreground(
     index = np.arange(1, n + 1)
     sizes = np.asarray(ndi.sum(foreground, labels, index))
     radii = np.asarray(ndi.maximum(ndi.distance_transform_edt(foreground), labels, index))
-    keep = sizes >= min_size
-    radii, sizes = radii[keep], sizes[keep]
+    radii = radii[sizes >= min_size]
     if radii.size == 0:
         return None
-    if statistic == "median":
-        median = np.median(radii)
+    return float(2 * np.median(radii) / EDT_TO_DIAMETER)
+
+
+def diameter_from_labels(labels: np.ndarray, min_size: int = 1, min_count: int = 1) -> float | None:
+    """Median equivalent diameter (pixels) of the objects of an instance image.
+
+    Objects cut by the image border (their size is unknown) are left out unless fewer than
+    :data:`MIN_INTERIOR` objects are whole.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X) or (Z, Y, X)
+        Instance labels (0 = background).
+    min_size : int
+        Objects with fewer pixels are ignored.
+    min_count : int
+        With fewer objects (of ``min_size`` pixels) there is no answer.
+
+    Returns
+    -------
+    float or None
+        The median diameter of the disc (2D) or ball (3D) of each object's size; ``None``
+        with fewer than ``min_count`` objects of ``min_size`` pixels (or none).
+    """
+    labels = np.asarray(labels)
+    sizes = np.bincount(labels.ravel().astype(np.int64))
+    sizes[0] = 0
+    border = np.zeros(sizes.size, bool)
+    for axis in range(labels.ndim):
+        for end in (0, -1):
+            border[np.take(labels, end, axis=axis).ravel().astype(np.int64)] = True
+    present = sizes >= max(min_size, 1)
+    whole = present & ~border
+    if present.sum() < max(min_count, 1):
+        return None
+    chosen = whole if whole.sum() >= MIN_INTERIOR else present
+    volume = sizes[chosen].astype(np.float64)
+    if labels.ndim == 3:
+        diameters = 2 * (3 * volume / (4 * np.pi)) ** (1 / 3)
     else:
-        order = np.argsort(sizes)
-        cumulative = np.cumsum(sizes[order])
-        middle = order[np.searchsorted(cumulative, cumulative[-1] / 2)]
-        if statistic == "weighted median":
-            median = _weighted_median(radii, sizes)
-        else:
-            median = np.median(radii[sizes >= sizes[middle] / 8])
-    return float(2 * median / EDT_TO_DIAMETER)
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+        diameters = 2 * np.sqrt(volume / np.pi)
+    return float(np.median(diameters))
 
 
 def _central_crop(canon: np.ndarray, caxes: str, model_ndim: int) -> np.ndarray:

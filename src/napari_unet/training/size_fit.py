@@ -1,10 +1,9 @@
 """Fitting a model's object-size estimate at the end of training (the card's ``size_model``).
 
-The run-time estimate (:mod:`napari_unet.inference.size`) looks at the image through the
-model at a coarse scale first and at finer scales only while the objects look too small, and
-measures the typical object diameter from the foreground the model predicts (the inscribed
-ball of each connected component). How far that measurement can be trusted depends on the
-model: a network trained on 20 px nuclei sees 5 px nuclei as specks and 80 px ones as
+The run-time estimate (:mod:`napari_unet.inference.size_search`) looks at the image through
+the model at a coarse scale first and at finer scales only while the objects look too small,
+and measures the median equivalent diameter of the objects the model segments there (its own
+post-processing). How far that measurement can be trusted depends on the model: a network trained on 20 px nuclei sees 5 px nuclei as specks and 80 px ones as
 fragments. :func:`fit_size_model` measures it: it shows the model training crops zoomed so
 that their objects span a wide range of sizes (the training labels give the true size), and
 records
@@ -28,15 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inference.inputs import postprocessing_settings
+from ..inference.postprocess import instance_labels
 from ..inference.predict import predict_tiled
 from ..inference.rescale import resample
-from ..inference.size import (
-    MEASURE_MIN_SIZE,
-    MIN_RELIABLE,
-    SIZE_MODEL_VERSION,
-    STATISTICS,
-    diameter_from_foreground,
-)
+from ..inference.size import MIN_RELIABLE, SIZE_MODEL_VERSION, diameter_from_labels
 from ..model.unet import UNet
 from .data import TrainingPair
 
@@ -51,14 +46,10 @@ RELATIVE_SIZES = tuple(float(x) for x in np.geomspace(0.2, 4.0, 9))
 TOLERANCE = 1.25
 #: the share of crops that must be right in a size bin for the bin to count as reliable
 RELIABLE_SHARE = 0.8
-#: the statistics the fit tries (see :func:`~napari_unet.inference.size.diameter_from_foreground`);
-#: it keeps the one under which most crops measure right. Known weakness of the area-weighted
-#: median: one merged blob of dense nuclei can stand for the objects (see the size report)
-FIT_STATISTICS = STATISTICS
 #: a fit is kept only if at least this share of the crops (objects within 4x of the working
 #: diameter) measure right inside the reliable range...
 MIN_USABLE = 0.5
-#: ...and the foreground's measure needs no more correction than this
+#: ...and the measure needs no more correction than this
 CALIBRATION_RANGE = (0.5, 2.0)
 
 
@@ -105,8 +96,9 @@ def fit_size_model(
     if len(usable) > max_pairs:
         usable = [usable[i] for i in sorted(rng.choice(len(usable), max_pairs, replace=False))]
     d0 = float(object_diameter or np.median(np.concatenate([p.diameters for p in usable])))
+    post = postprocessing_settings(model)
     true: list[float] = []
-    measured: dict[str, list[float]] = {statistic: [] for statistic in FIT_STATISTICS}
+    measured: list[float] = []
     was_training = model.training
     model.eval()
     try:
@@ -117,23 +109,20 @@ def fit_size_model(
                 image = _zoomed_crop(pair.image, zoom, crop)
                 if image is None:
                     continue
-                foreground = predict_tiled(model, image, device=device)[0] < 0.5
+                labels = instance_labels(predict_tiled(model, image, device=device), **post)
                 true.append(diameter * image.shape[-1] / _native_side(pair, zoom, crop))
-                for statistic, values in measured.items():
-                    m = diameter_from_foreground(foreground, MEASURE_MIN_SIZE, statistic)
-                    values.append(np.nan if m is None else m)
+                m = diameter_from_labels(labels, post["min_size"])
+                measured.append(np.nan if m is None else m)
     finally:
         model.train(was_training)
-    # the statistic under which the most crops are measured right and inside the range
-    fits = [summarize(np.asarray(true), np.asarray(v), d0, k) for k, v in measured.items()]
-    best = max((f for f in fits if f is not None), key=lambda f: f["fit"]["usable"], default=None)
+    best = summarize(np.asarray(true), np.asarray(measured), d0)
     if (
         best is None
         or best["fit"]["usable"] < MIN_USABLE
         or not (CALIBRATION_RANGE[0] <= best["calibration"] <= CALIBRATION_RANGE[1])
     ):
         log.warning(
-            "size model: the model's foreground does not measure its objects well enough "
+            "size model: the model's objects do not measure their size well enough "
             "(%s); segment keeps the older measurement for it",
             "nothing measured" if best is None else f"{best['calibration']=}, {best['fit']=}",
         )
@@ -141,17 +130,17 @@ def fit_size_model(
     return best
 
 
-def summarize(
-    true: np.ndarray, measured: np.ndarray, d0: float, statistic: str = "median"
-) -> dict[str, Any] | None:
+def summarize(true: np.ndarray, measured: np.ndarray, d0: float) -> dict[str, Any] | None:
     """The ``size_model`` entry from true and measured diameters (pixels as the model sees).
 
     ``measured`` is NaN where nothing was found. The calibration is the median ratio of true to
     measured over the crops whose objects lie within a factor 2 of ``d0``; the reliable range
-    is the longest run of (calibrated) measured-size bins around ``d0`` in which at least
-    ``RELIABLE_SHARE`` of the crops are within ``TOLERANCE`` of the truth. ``fit.usable``:
-    the share of crops with objects within a factor 4 of ``d0`` measured right and inside
-    the reliable range.
+    is the longest run of object-size bins (true sizes, factors of 2**0.5) around ``d0`` in
+    which at least ``RELIABLE_SHARE`` of the crops are measured within ``TOLERANCE``.
+    Larger objects that fall apart into pieces of about ``d0`` are not held against ``d0``:
+    the run-time search sees every image at a quarter of its scale first, where such objects
+    are whole. ``fit.usable``: the share of crops with objects within a factor 4 of ``d0``
+    measured right and inside the reliable range.
     """
     found = np.isfinite(measured) & (measured > 0)
     core = found & (true > d0 / 2) & (true < d0 * 2)
@@ -162,11 +151,11 @@ def summarize(
     est = np.where(found, measured * calibration, np.nan)
     right = found & (np.abs(np.log(np.where(found, est, 1.0) / true)) < math.log(TOLERANCE))
     edges = d0 * np.geomspace(1 / 8, 8, 13)  # bins of 2**(1/2)
-    which = np.digitize(est, edges)
+    which = np.digitize(true, edges)
     # per bin: True (reliable), False (not), None (too few crops to say: does not break a run)
     verdicts: list[bool | None] = []
     for b in range(1, len(edges)):
-        in_bin = found & (which == b)
+        in_bin = which == b
         verdicts.append(None if in_bin.sum() < 3 else bool(right[in_bin].mean() >= RELIABLE_SHARE))
     centre = int(np.digitize(d0, edges)) - 1
     run = [i for i in _run_around(verdicts, centre) if verdicts[i]]
@@ -178,9 +167,8 @@ def summarize(
     inside = found & (est >= low) & (est <= high)
     wide = (true > d0 / 4) & (true < d0 * 4)
     return {
-        "method": "coarse-to-fine foreground",
+        "method": "coarse-to-fine instances",
         "version": SIZE_MODEL_VERSION,
-        "statistic": statistic,
         "working_diameter": round(d0, 2),
         "calibration": round(calibration, 4),
         "reliable": [round(low, 2), round(high, 2)],
