@@ -154,12 +154,13 @@ def estimate_size_iter(
 def _confirm(
     found: SizeEstimate, canon: Any, caxes: str, model, tiling: dict[str, Any], settings: dict
 ) -> Generator[Any, None, SizeEstimate]:
-    """Predict the image at the scale chosen (as segmenting would) and measure there.
+    """Predict the image at the scale chosen (as segmenting would) and measure there too.
 
-    Objects near the working diameter are measured best: their size there replaces the one
-    a coarser or finer pass measured when it falls in the reliable range. Only when that pass
-    sees the whole image, whose probabilities the segmentation then reuses, so this costs
-    one post-processing of the image, not another prediction.
+    A second measurement of the same objects at another scale: when it lies in the reliable
+    range, the estimate is the geometric mean of the two (their errors are largely
+    independent: a coarse look blurs small gaps, a fine one may split textured objects).
+    Only when that pass sees the whole image, whose probabilities the segmentation then
+    reuses, so this costs one post-processing of the image, not another prediction.
     """
     if found.probabilities is not None or not _sees_whole(canon, caxes, model.ndim, found.scale):
         return found
@@ -167,7 +168,9 @@ def _confirm(
     low, high = settings["reliable"]
     m = None if measured is None else measured * settings["calibration"]
     log.info("size at the chosen scale %.3f: objects measure %s px", found.scale, m)
-    diameter = m / found.scale if m is not None and low <= m <= high else found.diameter
+    diameter = found.diameter
+    if m is not None and low <= m <= high and diameter is not None:
+        diameter = math.sqrt(diameter * m / found.scale)
     return replace(found, diameter=diameter, probabilities=probs)
 
 
@@ -176,14 +179,15 @@ def _decide(scale: float, m: float, d0: float, probs: np.ndarray | None) -> Size
 
     The measuring ``scale`` itself (reusing ``probs``) when the objects were within ``SNAP``
     of ``d0`` there, or, for an image seen at least at its own size, at most ``NATIVE`` times
-    smaller (enlarging it further costs time and gains little); else ``d0 / diameter``, or
-    ``1.0`` when that is within ``NATIVE`` (``SNAP`` to shrink) of it. A shrunk image whose
+    smaller (enlarging it further costs time and gains little); else ``d0 / diameter``
+    (within ``SCALE_RANGE``), or ``1.0`` when that is within ``NATIVE`` (``SNAP`` to shrink)
+    of it. A shrunk image whose
     objects are much smaller than ``d0`` is not reused: shrinking loses the thin gaps between
     touching nuclei that the model needs (on the DSB test images, 40-50 px nuclei segmented at
     a quarter of their size lost 0.1-0.5 of AP@0.5).
     """
     diameter = m / scale
-    target = _prefer_native(d0 / diameter)
+    target = _prefer_native(float(np.clip(d0 / diameter, *SCALE_RANGE)))
     near = d0 / SNAP <= m <= d0 * SNAP or (scale >= 1.0 and d0 / NATIVE <= m <= d0 * SNAP)
     if near or abs(math.log(target / scale)) < math.log(SNAP):
         return SizeEstimate(scale, diameter, probs, "size model")
