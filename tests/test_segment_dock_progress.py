@@ -4,6 +4,7 @@ progress bar counts the post-processing steps."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -87,19 +88,33 @@ def test_progress_bar_counts_the_post_processing_steps(
     monkeypatch.setattr(
         StageBar, "show", lambda bar, *args: (asked.append(args), show(bar, *args))[1]
     )
-    assert widget.run() is not None
+    from qtpy.QtCore import Qt
+
+    worker = widget.run()
     pbar, shown = widget._pbar.progress, []
     # what napari's activity dock shows: the bar's description, value and total at each step
     pbar.events.value.connect(lambda event: shown.append((pbar.desc, pbar.n, pbar.total)))
+
+    def on_screen(done: int) -> bool:
+        return any("post-processing" in d and n == done for d, n, _ in list(shown))
+
+    def hold(event):  # in the worker: a tiny image's post-processing would outrun the GUI
+        if event.stage == "postprocess":
+            deadline = time.monotonic() + TIMEOUT_MS / 1000
+            while not on_screen(event.done) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    worker.yielded.connect(hold, Qt.ConnectionType.DirectConnection)
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     # instance labels: seeds, watershed, size filter, counted after the prediction
     assert [a for a in asked if a[0] == "post-processing"] == [
         ("post-processing", n, 3) for n in range(4)
     ]
     assert asked[0][0] == "predict"
-    # the bar shows them counted (napari may skip a step that a newer one overtook)
+    # napari's bar shows them counted, in order
     post = [(n, total) for desc, n, total in shown if "post-processing" in desc]
-    assert post and {total for _, total in post} == {3}
+    assert {total for _, total in post} == {3}
+    assert sorted(set(post)) == [(n, 3) for n in range(4)]
     assert [n for n, _ in post] == sorted(n for n, _ in post)
     assert "large labels" in viewer.layers
     assert widget.status.value.startswith("done")
