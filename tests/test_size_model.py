@@ -262,3 +262,26 @@ def test_progress_events_carry_the_measured_diameter_and_scale(nuclei):
     given = []
     segment(image, nuclei, diameter=60, device="cpu", progress=given.append)
     assert {e.diameter for e in given if e.stage in ("predict", "postprocess")} == {60}
+
+
+def test_a_fine_tune_without_data_to_refit_keeps_its_parents_size_model(monkeypatch):
+    from napari_unet import UNet
+    from napari_unet.training.arrays import train
+
+    monkeypatch.setattr(loop, "fit_size_model", lambda model, pairs, **kwargs: None)
+    image = _disc_image(8, 64)
+    labels = ndi.label(image > 100)[0].astype(np.uint16)
+    parent = UNet(1, 3, depth=2, base_filters=4)
+    entry = {"method": "coarse-to-fine instances", "version": 2, "working_diameter": 8.0,
+             "calibration": 1.0, "reliable": [6.0, 16.0]}  # fmt: skip
+    parent.card.update(task="instance", object_diameter=8.0, size_model=dict(entry))
+    result = train([image], [labels], model=parent, patch_size=32, batch_size=2,
+                   steps_per_epoch=1, epochs=1, device="cpu")  # fmt: skip
+    kept = result.model.card["size_model"]
+    assert kept["kept_from_parent"] is True
+    assert {k: kept[k] for k in entry} == entry
+    # a parent fitted for another working size has nothing to pass on
+    parent.card.update(object_diameter=12.0)
+    result = train([image], [labels], model=parent, patch_size=32, batch_size=2,
+                   steps_per_epoch=1, epochs=1, device="cpu")  # fmt: skip
+    assert "size_model" not in result.model.card

@@ -307,6 +307,19 @@ def _fit_size_model(model: UNet, val_pairs, train_pairs, device) -> None:
     entry = fit_size_model(
         model, fit_pairs, object_diameter=model.card.get("object_diameter"), device=device
     )
-    model.card.pop("size_model", None)  # a fine-tuned model's old one no longer holds
+    parent = model.card.pop("size_model", None)  # a fine-tuned model's old one is refitted...
+    if entry is None and _same_working_size(parent, model.card.get("object_diameter")):
+        # ...unless too few annotated images to fit one: a fine-tune at the parent's working
+        # size keeps the parent's (better than falling back to the measurement without one)
+        log.info("size model: too little data to refit it; keeping the parent model's")
+        entry = {**parent, "kept_from_parent": True}
     if entry is not None:
         model.card["size_model"] = entry
+
+
+def _same_working_size(entry: Any, object_diameter: Any) -> bool:
+    """Whether a size-model card entry was fitted for this working object diameter."""
+    try:
+        return abs(float(entry["working_diameter"]) - float(object_diameter)) < 0.05
+    except (KeyError, TypeError, ValueError):
+        return False
