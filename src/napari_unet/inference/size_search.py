@@ -20,11 +20,12 @@ which measures them for each model at the end of training; they live in the card
 As Cellpose's size model, the estimate is thus the size of the objects the model segments
 once it sees them near its working size, not of whatever the first look found.
 
-The image is then segmented at ``working_diameter / diameter``, or at the last measuring
-pass's scale when that is within ``SNAP`` of it (its probabilities are then reused when the
-pass saw the whole image), or not resampled at all when the objects are at most ``NATIVE``
-times smaller or ``SNAP`` times larger than the working diameter already. Models without
-``size_model`` keep :func:`~.size.foreground_estimate_iter`.
+The image is then segmented at ``working_diameter / diameter`` (see :func:`_decide` for when
+the measuring pass's own scale, or the image's, is kept instead). When that needs a new pass
+over the whole image, the objects are measured there too and the estimate is the geometric
+mean of both measurements (:func:`_confirm`); the segmentation reuses that pass's
+probabilities, so no pass is predicted twice. Models without ``size_model`` keep
+:func:`~.size.foreground_estimate_iter`.
 """
 
 from __future__ import annotations
@@ -181,10 +182,9 @@ def _decide(scale: float, m: float, d0: float, probs: np.ndarray | None) -> Size
     of ``d0`` there, or, for an image seen at least at its own size, at most ``NATIVE`` times
     smaller (enlarging it further costs time and gains little); else ``d0 / diameter``
     (within ``SCALE_RANGE``), or ``1.0`` when that is within ``NATIVE`` (``SNAP`` to shrink)
-    of it. A shrunk image whose
-    objects are much smaller than ``d0`` is not reused: shrinking loses the thin gaps between
-    touching nuclei that the model needs (on the DSB test images, 40-50 px nuclei segmented at
-    a quarter of their size lost 0.1-0.5 of AP@0.5).
+    of it. A shrunk image whose objects are much smaller than ``d0`` is not reused: shrinking
+    loses the thin gaps between touching nuclei that the model needs (on the DSB test images,
+    40-50 px nuclei segmented at a quarter of their size lost 0.1-0.5 of AP@0.5).
     """
     diameter = m / scale
     target = _prefer_native(float(np.clip(d0 / diameter, *SCALE_RANGE)))
