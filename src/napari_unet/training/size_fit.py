@@ -3,8 +3,8 @@
 The run-time estimate (:mod:`napari_unet.inference.size_search`) looks at the image through
 the model at a coarse scale first and at finer scales only while the objects look too small,
 and measures the median equivalent diameter of the objects the model segments there (its own
-post-processing). How far that measurement can be trusted depends on the model: a network trained on 20 px nuclei sees 5 px nuclei as specks and 80 px ones as
-fragments. :func:`fit_size_model` measures it: it shows the model training crops zoomed so
+post-processing). How far that measurement can be trusted depends on the model: a network
+trained on 20 px nuclei sees 5 px nuclei as specks and 80 px ones as fragments. :func:`fit_size_model` measures it: it shows the model training crops zoomed so
 that their objects span a wide range of sizes (the training labels give the true size), and
 records
 
