@@ -4,14 +4,14 @@ The run-time estimate (:mod:`napari_unet.inference.size_search`) looks at the im
 the model at a coarse scale first and at finer scales only while the objects look too small,
 and measures the median equivalent diameter of the objects the model segments there (its own
 post-processing). How far that measurement can be trusted depends on the model: a network
-trained on 20 px nuclei sees 5 px nuclei as specks and 80 px ones as fragments. :func:`fit_size_model` measures it: it shows the model training crops zoomed so
-that their objects span a wide range of sizes (the training labels give the true size), and
-records
+trained on 20 px nuclei sees 5 px nuclei as specks and 80 px ones as fragments.
+:func:`fit_size_model` measures it: it shows the model training crops zoomed so that their
+objects span a wide range of sizes (the training labels give the true size), and records
 
 * ``calibration``: the factor from the measured to the annotated median equivalent diameter,
   and
-* ``reliable``: the measured sizes (pixels, as the model sees them) over which the
-  calibrated measurement is within ``TOLERANCE`` of the truth for most crops.
+* ``reliable``: the object sizes (pixels, as the model sees them) over which the calibrated
+  measurement is within ``TOLERANCE`` of the truth for most crops.
 
 Nothing about the network changes; a model without ``size_model`` keeps the older
 measurement (:func:`napari_unet.inference.size.measure_scale_iter`).
