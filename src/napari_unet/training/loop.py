@@ -315,6 +315,8 @@ def _fit_size_model(model: UNet, val_pairs, train_pairs, device) -> None:
         entry = {**parent, "kept_from_parent": True}
     if entry is not None:
         model.card["size_model"] = entry
+    else:
+        log.warning("no size model: segment measures this model's objects the older way")
 
 
 def _same_working_size(entry: Any, object_diameter: Any) -> bool:

@@ -122,8 +122,8 @@ def fit_size_model(
         or not (CALIBRATION_RANGE[0] <= best["calibration"] <= CALIBRATION_RANGE[1])
     ):
         log.warning(
-            "size model: the model's objects do not measure their size well enough "
-            "(%s); segment keeps the older measurement for it",
+            "size model: not fitted, the model's objects do not measure their size well "
+            "enough on these images (%s)",
             "nothing measured" if best is None else f"{best['calibration']=}, {best['fit']=}",
         )
         return None
@@ -160,7 +160,7 @@ def summarize(true: np.ndarray, measured: np.ndarray, d0: float) -> dict[str, An
     centre = int(np.digitize(d0, edges)) - 1
     run = [i for i in _run_around(verdicts, centre) if verdicts[i]]
     if not run:
-        log.warning("size model: measurements near the working diameter are not reliable")
+        log.info("size model: too few crops measured right near the working diameter")
         return None
     lo, hi = min(run), max(run)
     low, high = max(float(edges[lo]), MIN_RELIABLE), float(edges[hi + 1])
