@@ -37,6 +37,7 @@ __all__ = [
     "comfortable_range",
     "diameter_from_foreground",
     "diameter_from_labels",
+    "equivalent_diameters",
     "foreground_estimate_iter",
     "measure_scale_iter",
 ]
@@ -140,27 +141,44 @@ def diameter_from_labels(labels: np.ndarray, min_size: int = 1, min_count: int =
     if present.sum() < max(min_count, 1):
         return None
     chosen = whole if whole.sum() >= MIN_INTERIOR else present
-    volume = sizes[chosen].astype(np.float64)
-    if labels.ndim == 3:
-        diameters = 2 * (3 * volume / (4 * np.pi)) ** (1 / 3)
-    else:
-        diameters = 2 * np.sqrt(volume / np.pi)
-    return float(np.median(diameters))
+    return float(np.median(equivalent_diameters(sizes[chosen], labels.ndim)))
 
 
-def _central_crop(canon: np.ndarray, caxes: str, model_ndim: int) -> np.ndarray:
-    """The first time point, middle plane (2D models) and central CROP-wide window of YX."""
+def equivalent_diameters(sizes: np.ndarray, ndim: int) -> np.ndarray:
+    """Diameters of the discs (``ndim`` 2) or balls (3) of the given pixel (voxel) counts.
+
+    Parameters
+    ----------
+    sizes : ndarray, shape (N,)
+        Object sizes in pixels (voxels).
+    ndim : int
+        2 or 3.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+    """
+    sizes = np.asarray(sizes, np.float64)
+    if ndim == 3:
+        return 2 * (3 * sizes / (4 * np.pi)) ** (1 / 3)
+    return 2 * np.sqrt(sizes / np.pi)
+
+
+def _central_crop(canon: Any, caxes: str, model_ndim: int, side: int | None = None) -> Any:
+    """The first time point, middle plane (2D models) and central ``side``-wide window of YX
+    (default ``CROP``)."""
+    side = CROP if side is None else side
     index = []
     for a, n in zip(caxes, canon.shape):
         if a == "T":
             index.append(slice(0, 1))
         elif a == "Z" and model_ndim == 2:
             index.append(slice(n // 2, n // 2 + 1))
-        elif a in "YX" and n > CROP:
-            index.append(slice((n - CROP) // 2, (n - CROP) // 2 + CROP))
+        elif a in "YX" and n > side:
+            index.append(slice((n - side) // 2, (n - side) // 2 + side))
         else:
             index.append(slice(None))
-    return np.asarray(canon[tuple(index)])
+    return canon[tuple(index)]
 
 
 def auto_scale_iter(
@@ -246,7 +264,7 @@ def foreground_estimate_iter(
     span = comfortable_range(model)
     if span is None or model.num_classes != 3:
         return SizeEstimate(1.0)
-    crop = _central_crop(canon, caxes, model.ndim)
+    crop = np.asarray(_central_crop(canon, caxes, model.ndim))
     whole = crop.shape == tuple(canon.shape) and not is_dask(canon)
     scale, found = 1.0, None
     for _ in range(PASSES):  # measure at scale 1, then again at the corrected scale

@@ -47,6 +47,7 @@ from .size import (
     MIN_RELIABLE,
     SIZE_MODEL_VERSION,
     SizeEstimate,
+    _central_crop,
     diameter_from_labels,
     foreground_estimate_iter,
 )
@@ -163,7 +164,7 @@ def _confirm(
     Only when that pass sees the whole image, whose probabilities the segmentation then
     reuses, so this costs one post-processing of the image, not another prediction.
     """
-    if found.probabilities is not None or not _sees_whole(canon, caxes, model.ndim, found.scale):
+    if found.probabilities is not None or not _sees_whole(canon, caxes, found.scale):
         return found
     measured, probs, _ = yield from _measure_at(canon, caxes, model, tiling, found.scale)
     low, high = settings["reliable"]
@@ -208,8 +209,8 @@ def _measure_at(
     Returns the median object diameter (pixels at ``scale``, uncalibrated; ``None`` if no
     object), the probabilities ``(K, *shape at scale)`` and whether they cover the whole image.
     """
-    crop = _crop_for(canon, caxes, model.ndim, scale)
-    whole = crop.shape == tuple(canon.shape) and not is_dask(canon)
+    whole = _sees_whole(canon, caxes, scale)
+    crop = canon if whole else _central_crop(canon, caxes, model.ndim, max(16, round(CROP / scale)))
     seen = rescale.resample(np.asarray(crop), rescale.factors(caxes, model.ndim, scale), order=1)
     post = postprocessing_settings(model)
     job = SegmentJob(model, seen, caxes, "instance", post=post, keep_probs=True)
@@ -222,24 +223,9 @@ def _measure_at(
     return diameter_from_labels(labels, post["min_size"]), np.asarray(probs), whole
 
 
-def _sees_whole(canon: Any, caxes: str, model_ndim: int, scale: float) -> bool:
-    """Whether a pass at ``scale`` sees the whole image (one plane, small enough, in memory)."""
+def _sees_whole(canon: Any, caxes: str, scale: float) -> bool:
+    """Whether a pass at ``scale`` sees the whole image: one plane in memory, at most
+    ``WHOLE_AREA`` times ``CROP**2`` pixels at that scale; else it sees a central crop."""
     spatial = [n for a, n in zip(caxes, canon.shape) if a in "YX"]
     single = all(n == 1 for a, n in zip(caxes, canon.shape) if a in "TZ")
     return single and not is_dask(canon) and math.prod(spatial) * scale**2 <= WHOLE_AREA * CROP**2
-
-
-def _crop_for(canon: Any, caxes: str, model_ndim: int, scale: float) -> Any:
-    """The first time point, middle plane, and a central window of at most CROP px at scale."""
-    if _sees_whole(canon, caxes, model_ndim, scale):
-        return canon
-    side = max(16, round(CROP / scale))
-    index = []
-    for a, n in zip(caxes, canon.shape):
-        if a == "T" or (a == "Z" and model_ndim == 2):
-            index.append(slice(n // 2, n // 2 + 1) if a == "Z" else slice(0, 1))
-        elif a in "YX" and n > side:
-            index.append(slice((n - side) // 2, (n - side) // 2 + side))
-        else:
-            index.append(slice(None))
-    return canon[tuple(index)]

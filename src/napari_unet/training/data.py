@@ -20,6 +20,7 @@ from ..common.readers import as_label_array, image_name, read_image
 from ..common.readers import list_images as _list_images
 from ..common.validate import check_labels, check_not_empty
 from ..inference.normalize import check_finite, normalize
+from ..inference.size import equivalent_diameters
 from .targets import instance_to_classes, unet_weight_map
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,7 @@ def object_diameters(labels: np.ndarray) -> np.ndarray:
     ndarray of float32, shape (N_present,)
     """
     sizes = np.bincount(labels.ravel())[1:]
-    sizes = sizes[sizes > 0].astype(np.float64)
-    if labels.ndim == 3:
-        return (2 * (3 * sizes / (4 * np.pi)) ** (1 / 3)).astype(np.float32)
-    return (2 * np.sqrt(sizes / np.pi)).astype(np.float32)
+    return equivalent_diameters(sizes[sizes > 0], labels.ndim).astype(np.float32)
 
 
 def _channel_first(image: np.ndarray, spatial: tuple[int, ...], where: str) -> np.ndarray:
