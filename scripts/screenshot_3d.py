@@ -13,20 +13,9 @@ import sys
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
+from screenshot import wait_until  # scripts/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_until(condition, timeout: float = 600.0) -> None:
-    import time
-
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            sys.exit("timed out")
-        QApplication.processEvents()
-        time.sleep(0.02)
 
 
 def main() -> None:
@@ -41,7 +30,7 @@ def main() -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net Segment")
     widget.image.value = viewer.layers["stack"]
     widget.run()
-    wait_until(lambda: not widget.running)
+    wait_until(lambda: not widget.running, timeout=600.0)
     viewer.layers["stack"].visible = False
     viewer.dims.ndisplay = 3
     viewer.reset_view()

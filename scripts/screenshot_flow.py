@@ -15,22 +15,18 @@ dock said.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
+from screenshot import wait_until as _wait_until  # scripts/ is on sys.path
 
 
-def wait_until(condition, timeout: float = 1800.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            sys.exit("timed out")
-        QApplication.processEvents()
-        time.sleep(0.02)
+def wait_until(condition) -> None:
+    """:func:`screenshot.wait_until` with room for a retrain on the CPU (30 min)."""
+    _wait_until(condition, timeout=1800.0)
 
 
 def correct(labels, truth: np.ndarray) -> int:
