@@ -24,7 +24,16 @@ from ..common.atomic import remove_stale_temporaries, replace_dir, temporary_nam
 from ..common.progress import relay
 from .cluster import check_shared, cluster_client
 from .cluster_postprocess import gather, instance_labels_on_cluster, semantic_labels_on_cluster
-from .frames import SegmentJob, SegmentProgress, _FrameView, _reopen, is_dask, lazy_results
+from .frames import (
+    _TEMP_PREFIX,
+    _WORK_PREFIX,
+    SegmentJob,
+    SegmentProgress,
+    _FrameView,
+    _reopen,
+    is_dask,
+    lazy_results,
+)
 from .postprocess import LABEL_DTYPE, chunk_regions
 
 __all__ = ["as_lazy", "run_on_cluster"]
@@ -76,8 +85,8 @@ def _run(
         root = temporary_name(final)
         work = temporary_name(final, "work")
     else:
-        root = Path(tempfile.mkdtemp(prefix=f"napari-unet-{os.getpid()}-"))
-        work = Path(tempfile.mkdtemp(prefix=f"napari-unet-work-{os.getpid()}-"))
+        root = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
+        work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-"))
     check_shared(client, root.parent)
     work.mkdir(exist_ok=True)
     probs_dir = root if job.output == "probabilities" else work / "probabilities.zarr"

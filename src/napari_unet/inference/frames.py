@@ -25,6 +25,7 @@ from . import axes as ax
 from .normalize import normalization_stats
 from .postprocess import (
     LABEL_DTYPE,
+    SEEDS_PREFIX,
     instance_labels_chunked,
     semantic_labels_chunked,
 )
@@ -32,6 +33,7 @@ from .postprocess import (
 #: names of the temporary zarr stores in the system's temporary folder (then the process id)
 _TEMP_PREFIX = "napari-unet-"
 _PROBS_PREFIX = "napari-unet-probs-"
+_WORK_PREFIX = "napari-unet-work-"  # a cluster job's work folder (cluster_job.py)
 
 #: pixels per channel used to estimate the normalisation of a large (dask) image
 STATS_SAMPLE = 4_000_000
@@ -178,8 +180,7 @@ class SegmentJob:
         from ..common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
 
         keep = self.keep_probs or self.output == "probabilities"
-        # work: cluster_job; seeds: postprocess
-        for prefix in (_TEMP_PREFIX, _PROBS_PREFIX, "napari-unet-work-", "napari-unet-seeds-"):
+        for prefix in (_TEMP_PREFIX, _PROBS_PREFIX, _WORK_PREFIX, SEEDS_PREFIX):
             remove_stale_temp_dirs(prefix)
         final = Path(out) if out is not None else None
         if final is not None:

@@ -38,6 +38,9 @@ from .hmaxima import h_maxima_positive
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 LABEL_DTYPE = np.int32
+#: name of the temporary seed stores of zarr outputs in the system's temporary folder
+#: (then the process id)
+SEEDS_PREFIX = "napari-unet-seeds-"
 #: pixels of context around each chunk for the chunk-wise watershed
 DEFAULT_HALO = 32
 
@@ -329,7 +332,7 @@ def _scratch_like(out):
     import zarr
 
     # "<prefix><pid>-": a killed run's folder is found and removed by the next run (frames.py)
-    with tempfile.TemporaryDirectory(prefix=f"napari-unet-seeds-{os.getpid()}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SEEDS_PREFIX}{os.getpid()}-") as tmp:
         yield zarr.open_array(
             tmp, mode="w", shape=out.shape, chunks=_chunks_of(out), dtype=LABEL_DTYPE
         )
