@@ -159,8 +159,9 @@ def test_large_textured_nuclei_are_not_taken_for_small_ones(nuclei, data_dir):
 
 def test_the_pass_that_measured_is_reused(nuclei, monkeypatch):
     """The sample's ~14 px nuclei: a look at a quarter of the scale, then one pass at its own
-    scale whose probabilities are segmented, not a third pass."""
+    scale whose probabilities (and labels) are the segmentation's, not a third pass."""
     from napari_unet.common.sample import load_sample
+    from napari_unet.inference import frames
     from napari_unet.inference import predict as tiling
 
     image = load_sample()[0]
@@ -176,14 +177,25 @@ def test_the_pass_that_measured_is_reused(nuclei, monkeypatch):
 
         return counted
 
+    made = []  # the shapes of the label images post-processed
+    chunked = frames.instance_labels_chunked
+
+    def counting_labels(probs, out, **post):
+        made.append(probs.shape[1:])
+        return chunked(probs, out, **post)
+
     monkeypatch.setattr(tiling, "engine_runner", counting)
+    monkeypatch.setattr(frames, "instance_labels_chunked", counting_labels)
     segment(image, nuclei, diameter=None, device="cpu")
     once = sum(pixels)
     pixels.clear()
+    made.clear()
     events = []
     auto = segment(image, nuclei, device="cpu", progress=events.append)
     assert once < sum(pixels) < 1.3 * once
     assert events[-1].scale == 1.0
+    # two measuring passes, each post-processed once; the segmentation reuses the second
+    assert len(made) == 2 and made[-1] == image.shape
     np.testing.assert_array_equal(auto, segment(image, nuclei, diameter=None, device="cpu"))
 
 

@@ -111,14 +111,21 @@ class SegmentJob:
 
     # -- in memory -------------------------------------------------------------------------
     def run_in_memory(
-        self, tiling: dict, known: np.ndarray | None = None
+        self,
+        tiling: dict,
+        known: np.ndarray | None = None,
+        known_labels: np.ndarray | None = None,
     ) -> Generator[SegmentProgress, None, tuple]:
         """Predict and post-process every frame in memory.
 
         ``known``: the probabilities ``(K, *labels_shape)`` of the whole image when already
         computed with these tiling settings (by the automatic object-size pass); they are
-        post-processed instead of predicted again.
+        post-processed instead of predicted again. ``known_labels``: their instance labels
+        ``labels_shape``, made with this job's post-processing settings; with them (and
+        ``known``) an instance job post-processes nothing.
         """
+        if known is None or self.output != "instance":
+            known_labels = None
         n = len(self.frames)
         labels = (
             np.zeros(self.labels_shape, LABEL_DTYPE) if self.output != "probabilities" else None
@@ -136,7 +143,11 @@ class SegmentJob:
                 probs = np.zeros((self.n_classes, *self.labels_shape), np.float32)
             if probs is not None:
                 probs[(slice(None), *index)] = frame_probs
-            if labels is not None:
+            if labels is not None and known_labels is not None:
+                labels[index] = known_labels[index]
+                yield SegmentProgress("postprocess", 0, 1, i, n)
+                yield SegmentProgress("postprocess", 1, 1, i, n)
+            elif labels is not None:
                 labels[index] = yield from self._postprocess_iter(frame_probs, i, n)
         return (probs if self.output == "probabilities" else labels), probs
 

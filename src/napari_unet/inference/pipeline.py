@@ -255,9 +255,10 @@ def segment_iter(
         from .cluster_job import as_lazy, run_on_cluster
 
         seen = as_lazy(seen, caxes)
-    job = SegmentJob(
-        model, seen, caxes, output, postprocessing_settings(model, min_size), return_probabilities
-    )
+    post = postprocessing_settings(model, min_size)
+    job = SegmentJob(model, seen, caxes, output, post, return_probabilities)
+    # the measuring pass's labels, when made with these settings
+    known_labels = size.labels if post == postprocessing_settings(model) else None
     if zmode == "3d":  # a 2D model on a Z stack: three plane orientations, 3D objects
         if client is not None:
             log.warning("z_mode='3d' runs in this process; 'slices' and 'stitch' use the cluster")
@@ -265,7 +266,7 @@ def segment_iter(
     elif client is not None:
         run = run_on_cluster(job, client, tiling, out, in_memory=not lazy)
     else:
-        run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known)
+        run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known, known_labels)
     # the events report the resampling factor in effect
     labels, probs = yield from relay(
         run, lambda event: replace(event, scale=factor, diameter=size.diameter)
@@ -319,5 +320,5 @@ def _choose_scale(
             1 / size.scale,
             size.scale,
         )
-        return replace(size, scale=1.0, probabilities=None)
+        return replace(size, scale=1.0, probabilities=None, labels=None)
     return size

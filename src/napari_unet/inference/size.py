@@ -246,12 +246,17 @@ class SizeEstimate:
     method : str
         ``"size model"`` (the card's fitted ``size_model``), ``"foreground"`` (the older
         measurement at the image's own scale first) or ``"none"``.
+    labels : ndarray of int, shape labels_shape, or None
+        The instance labels of those probabilities, made with the model's own
+        post-processing settings, when the measuring pass made them (the segmentation reuses
+        them when it post-processes with the same settings).
     """
 
     scale: float
     diameter: float | None = None
     probabilities: np.ndarray | None = None
     method: str = "none"
+    labels: np.ndarray | None = None
 
 
 def foreground_estimate_iter(

@@ -4,7 +4,9 @@ A network sees objects far larger than it was trained on as fragments: measured 
 image's own scale, 80 px nuclei with textured interiors look like many 15 px ones, and no
 correction afterwards can recover from that first answer. :func:`estimate_size_iter` looks
 at the image the other way round: first shrunk by ``START_SCALE`` (a quarter: 1/16 of the
-pixels, so the pass is cheap), where large objects are whole and in the model's range, and
+pixels, so the pass is cheap; images over 1024 px to ``FIRST_SIDE`` px across, so that the
+look costs less than segmenting their large objects would), where large objects are whole
+and in the model's range, and
 only when the objects look smaller than the model's reliable range there, again at the scale
 that brings them to the model's working diameter. Each pass segments what it sees (the
 model's own post-processing) and measures the median equivalent diameter of the objects not
@@ -24,8 +26,8 @@ The image is then segmented at ``working_diameter / diameter`` (see :func:`_deci
 the measuring pass's own scale, or the image's, is kept instead). When that needs a new pass
 over the whole image, the objects are measured there too and the estimate is the geometric
 mean of both measurements (:func:`_confirm`); the segmentation reuses that pass's
-probabilities, so no pass is predicted twice. Models without ``size_model`` keep
-:func:`~.size.foreground_estimate_iter`.
+probabilities and labels, so no pass is predicted or post-processed twice. Models without
+``size_model`` keep :func:`~.size.foreground_estimate_iter`.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ START_SCALE = 0.25
 #: ...or less shrunk, so that it is at least this many pixels wide (a quarter of a 128 px
 #: image is too little to see anything in)
 MIN_SIDE = 64
+#: ...and more shrunk for images over 1024 px, so that it is at most this many pixels wide
+FIRST_SIDE = 256
 #: at most this many measuring passes
 MAX_PASSES = 4
 #: segment at the last measuring scale (reusing its pass) when it is within this factor of
@@ -130,14 +134,14 @@ def estimate_size_iter(
     low, high = settings["reliable"]
     d0 = settings["working_diameter"]
     side = min(n for a, n in zip(caxes, canon.shape) if a in "YX")
-    scale, seen = min(1.0, max(START_SCALE, MIN_SIDE / side)), []
+    scale, seen = min(1.0, max(MIN_SIDE / side, min(START_SCALE, FIRST_SIDE / side))), []
     for _ in range(MAX_PASSES):
-        measured, probs, whole = yield from _measure_at(canon, caxes, model, tiling, scale)
+        measured, look = yield from _measure_at(canon, caxes, model, tiling, scale)
         seen.append(scale)
         m = None if measured is None else measured * settings["calibration"]
         log.info("size pass at scale %.3f: objects measure %s px", scale, m)
         if m is not None and low <= m <= high:
-            found = _decide(scale, m, d0, probs if whole else None)
+            found = _decide(scale, m, d0, look)
             return (yield from _confirm(found, canon, caxes, model, tiling, settings))
         if m is None:  # nothing found: the objects may be too small to see at this scale
             wanted = scale * 4
@@ -150,7 +154,7 @@ def estimate_size_iter(
     if m is None:
         return SizeEstimate(1.0, None, None, "size model")
     # the last measurement, though outside the reliable range, is the best there is
-    return _decide(scale, m, d0, probs if whole else None)
+    return _decide(scale, m, d0, look)
 
 
 def _confirm(
@@ -166,20 +170,21 @@ def _confirm(
     """
     if found.probabilities is not None or not _sees_whole(canon, caxes, found.scale):
         return found
-    measured, probs, _ = yield from _measure_at(canon, caxes, model, tiling, found.scale)
+    measured, look = yield from _measure_at(canon, caxes, model, tiling, found.scale)
     low, high = settings["reliable"]
     m = None if measured is None else measured * settings["calibration"]
     log.info("size at the chosen scale %.3f: objects measure %s px", found.scale, m)
     diameter = found.diameter
     if m is not None and low <= m <= high and diameter is not None:
         diameter = math.sqrt(diameter * m / found.scale)
-    return replace(found, diameter=diameter, probabilities=probs)
+    return replace(found, diameter=diameter, probabilities=look[0], labels=look[1])
 
 
-def _decide(scale: float, m: float, d0: float, probs: np.ndarray | None) -> SizeEstimate:
+def _decide(scale: float, m: float, d0: float, look: tuple | None) -> SizeEstimate:
     """The scale to segment at, given objects of ``m`` px measured at ``scale``.
 
-    The measuring ``scale`` itself (reusing ``probs``) when the objects were within ``SNAP``
+    ``look``: the measuring pass's ``(probabilities, labels)`` when it saw the whole image.
+    The measuring ``scale`` itself (reusing ``look``) when the objects were within ``SNAP``
     of ``d0`` there, or, for an image seen at least at its own size, at most ``NATIVE`` times
     smaller (enlarging it further costs time and gains little); else ``d0 / diameter``
     (within ``SCALE_RANGE``), or ``1.0`` when that is within ``NATIVE`` (``SNAP`` to shrink)
@@ -191,7 +196,8 @@ def _decide(scale: float, m: float, d0: float, probs: np.ndarray | None) -> Size
     target = _prefer_native(float(np.clip(d0 / diameter, *SCALE_RANGE)))
     near = d0 / SNAP <= m <= d0 * SNAP or (scale >= 1.0 and d0 / NATIVE <= m <= d0 * SNAP)
     if near or abs(math.log(target / scale)) < math.log(SNAP):
-        return SizeEstimate(scale, diameter, probs, "size model")
+        probs, labels = look if look is not None else (None, None)
+        return SizeEstimate(scale, diameter, probs, "size model", labels)
     return SizeEstimate(target, diameter, None, "size model")
 
 
@@ -203,11 +209,12 @@ def _prefer_native(scale: float) -> float:
 
 def _measure_at(
     canon: Any, caxes: str, model, tiling: dict[str, Any], scale: float
-) -> Generator[Any, None, tuple[float | None, np.ndarray, bool]]:
+) -> Generator[Any, None, tuple[float | None, tuple[np.ndarray, np.ndarray] | None]]:
     """One measuring pass at ``scale``: segment (the model's post-processing) and measure.
 
     Returns the median object diameter (pixels at ``scale``, uncalibrated; ``None`` if no
-    object), the probabilities ``(K, *shape at scale)`` and whether they cover the whole image.
+    object) and, when the pass saw the whole image, its probabilities ``(K, *shape at
+    scale)`` and instance labels (for the segmentation to reuse), else ``None``.
     """
     whole = _sees_whole(canon, caxes, scale)
     crop = canon if whole else _central_crop(canon, caxes, model.ndim, max(16, round(CROP / scale)))
@@ -218,9 +225,11 @@ def _measure_at(
         job.run_in_memory(tiling), lambda event: replace(event, stage="measuring objects")
     )
     labels = np.asarray(labels)
-    while labels.ndim > 2:  # the first frame / plane: ([T,] Y, X) -> (Y, X)
-        labels = labels[0]
-    return diameter_from_labels(labels, post["min_size"]), np.asarray(probs), whole
+    plane = labels
+    while plane.ndim > 2:  # the first frame / plane: ([T,] Y, X) -> (Y, X)
+        plane = plane[0]
+    look = (np.asarray(probs), labels) if whole else None
+    return diameter_from_labels(plane, post["min_size"]), look
 
 
 def _sees_whole(canon: Any, caxes: str, scale: float) -> bool:
