@@ -4,6 +4,7 @@ built-in model on ONE corrected image help on the other images of its kind?
 Usage (from the repository root; reads ``../shared/data/dsb2018_stage1_test``)::
 
     python benchmarks/bench_correct_retrain.py [--epochs 5] [--threads 2] [--kind strips]
+                                               [--update-norm-statistics]
 
 It does what the napari *Retrain on corrections* button does, without the GUI: segment every
 image of one kind with the built-in model, take the first image's ground truth as the user's
@@ -71,6 +72,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kind", choices=sorted(KINDS), default="strips")
+    parser.add_argument(
+        "--update-norm-statistics",
+        action="store_true",
+        help="let the fine-tune replace the batch-norm statistics (default: kept)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ids = images_of_kind(args.kind)
@@ -87,7 +93,11 @@ def main() -> None:
     truth = tifffile.imread(DATA / "labels" / f"{corrected}.tif").astype(np.int32)
     source = PairSource(corrected, "corrected", image, truth)
     config = TrainConfig(
-        task="instance", epochs=args.epochs, learning_rate=FINE_TUNE_LR, patch_size=128
+        task="instance",
+        epochs=args.epochs,
+        learning_rate=FINE_TUNE_LR,
+        patch_size=128,
+        freeze_norm_statistics=False if args.update_norm_statistics else None,
     )
     gen = training_job([source], config, threading.Event(), init="nuclei")
     try:

@@ -61,6 +61,11 @@ class TrainConfig:
     device: str = "auto"
     tune_postprocessing: bool = True
     """Instance task: choose the post-processing on the validation images after training."""
+    freeze_norm_statistics: bool | None = None
+    """Keep the batch-norm running statistics of the model being fine-tuned (its normalising
+    layers still learn their scale and shift). None: frozen when fine-tuning a model, updated
+    when training a new one: the few images of a fine-tune, a handful of patches per batch,
+    would otherwise replace statistics gathered over the parent's whole training set."""
     object_diameter: float | str | None = "auto"
     """Instance task: the object size (equivalent diameter, pixels) the network works at; each
     image is resampled so its objects' median matches it (:mod:`.working_size`). ``"auto"``:
@@ -95,6 +100,12 @@ class TrainConfig:
         if len(shape) != self.ndim or min(shape) < 1:
             raise UserInputError(
                 f"patch_size must be one positive size or {self.ndim} sizes, got {self.patch_size!r}"
+            )
+        frozen = self.freeze_norm_statistics
+        if not (frozen is None or isinstance(frozen, bool)):
+            raise UserInputError(
+                "freeze_norm_statistics must be None (frozen when fine-tuning), True or False, "
+                f"got {frozen!r}"
             )
         d = self.object_diameter
         if not (d is None or d == "auto" or _positive_number(d)):

@@ -103,6 +103,9 @@ def train_iter(
     # the validation data may hold the highest class id
     num_classes = config.resolved_num_classes([*train_pairs, *val_pairs])
     initialized_from = describe_origin(model) if model is not None else None
+    freeze_norm = config.freeze_norm_statistics
+    if freeze_norm is None:  # a fine-tune keeps its parent's statistics
+        freeze_norm = initialized_from is not None
     if model is None:
         model = new_model(config, train_pairs[0].image.shape[0], num_classes)
     _check_model(model, train_pairs, num_classes)
@@ -133,6 +136,8 @@ def train_iter(
     for epoch in range(state.epoch, config.epochs):
         t0 = time.perf_counter()
         model.train()
+        if freeze_norm:
+            _freeze_norm_statistics(model)
         share = ranks.share(config.batch_size)
         stream = batches(sampler, config, epoch, state.step, steps, device, workers, layout, share)
         for step, batch in enumerate(stream, start=state.step):
@@ -218,6 +223,14 @@ def new_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet:
         batch_norm=config.batch_norm,
         padding="same",
     )
+
+
+def _freeze_norm_statistics(model: torch.nn.Module) -> None:
+    """Put the batch norms of ``model`` in eval mode: they normalise with (and keep) their
+    running statistics; their weights and biases still train."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _layout(device: torch.device, ndim: int) -> torch.memory_format:
