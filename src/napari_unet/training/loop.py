@@ -324,7 +324,7 @@ def _fit_size_model(model: UNet, val_pairs, train_pairs, device) -> None:
     if entry is None and _same_working_size(parent, model.card.get("object_diameter")):
         # ...unless too few annotated images to fit one: a fine-tune at the parent's working
         # size keeps the parent's (better than falling back to the measurement without one)
-        log.info("size model: too little data to refit it; keeping the parent model's")
+        log.warning("size model: kept the parent model's (too little data here to refit it)")
         entry = {**parent, "kept_from_parent": True}
     if entry is not None:
         model.card["size_model"] = entry
