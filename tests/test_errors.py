@@ -170,6 +170,7 @@ CASES = [
     # -- segment: outputs
     ("seg-out-is-file", [*_SEG, "{existing}"], 2, "is a file"),
     ("seg-out-under-file", [*_SEG, "{existing}/sub"], 2, "is a file"),
+    ("seg-out-file-name", [*_SEG, "{root}/result.tif"], 2, "looks like a file name"),
     ("seg-out-not-writable", [*_SEG, "/sys/napari-unet-out"], 2, "-o/--outdir"),
     ("seg-out-unwritable-folder", [*_SEG, "/sys"], 2, "cannot write"),
     # -- train: numbers

@@ -98,17 +98,27 @@ def check_output_file(
     return path
 
 
+#: a new output folder with one of these suffixes is a file name given by mistake
+_FILE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".csv", ".safetensors"}
+
+
 def check_output_dir(path: str | os.PathLike, arg: str) -> Path:
     """Check (and create) an output folder before the work.
 
     Raises
     ------
     UserInputError
-        The path is a file, or the folder cannot be created or written.
+        The path is a file (or a new path named like one: ``result.tif``), or the folder
+        cannot be created or written.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserInputError(f"{arg} {path} is a file, not a folder; give a folder")
+    if not path.exists() and path.suffix.lower() in _FILE_SUFFIXES:
+        raise UserInputError(
+            f"{arg} takes a folder (each result is written inside it), and {path} looks like "
+            f"a file name; give a folder, e.g. {arg.split('/')[0]} {path.with_suffix('')}"
+        )
     _make_folder(path, arg)
     probe_writable(path, arg)
     return path
