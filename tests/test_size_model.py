@@ -109,6 +109,26 @@ def test_fit_on_images_of_known_object_size(tiny_model, monkeypatch):
     assert entry["fit"]["crops"] == 36
 
 
+def test_one_annotated_image_is_enough_to_fit(tiny_model, monkeypatch):
+    """A model trained on a single image gets a size model: that image is zoomed to more sizes
+    (about MIN_CROPS crops), so every size bin near the working diameter can be judged."""
+    from napari_unet.training import size_fit
+
+    def perfect(model, image, device="cpu"):
+        foreground = image[0] > 0.5
+        return np.stack([~foreground, foreground, np.zeros_like(foreground)]).astype(np.float32)
+
+    monkeypatch.setattr(size_fit, "predict_tiled", perfect)
+    image = _disc_image(20, 256)
+    pair = prepare_pair(image, ndi.label(image > 100)[0])
+    entry = fit_size_model(tiny_model, [pair], object_diameter=20.0, crop=192)
+    assert entry is not None
+    assert entry["fit"]["crops"] >= size_fit.MIN_CROPS
+    assert entry["calibration"] == pytest.approx(1.0, rel=0.1)
+    low, high = entry["reliable"]
+    assert low < 20 < high
+
+
 def test_fit_skips_semantic_unannotated_and_untrained(tiny_model):
     pair = prepare_pair(np.zeros((32, 32), np.float32), np.zeros((32, 32), np.uint16))
     assert fit_size_model(tiny_model, [pair]) is None  # no objects
@@ -280,7 +300,10 @@ def test_a_fine_tune_without_data_to_refit_keeps_its_parents_size_model(monkeypa
     from napari_unet import UNet
     from napari_unet.training.arrays import train
 
-    monkeypatch.setattr(loop, "fit_size_model", lambda model, pairs, **kwargs: None)
+    fits = []  # the number of pairs of each fit
+    monkeypatch.setattr(
+        loop, "fit_size_model", lambda model, pairs, **kwargs: fits.append(len(pairs))
+    )
     image = _disc_image(8, 64)
     labels = ndi.label(image > 100)[0].astype(np.uint16)
     parent = UNet(1, 3, depth=2, base_filters=4)
@@ -292,6 +315,10 @@ def test_a_fine_tune_without_data_to_refit_keeps_its_parents_size_model(monkeypa
     kept = result.model.card["size_model"]
     assert kept["kept_from_parent"] is True
     assert {k: kept[k] for k in entry} == entry
+    assert fits == []  # one image: not refitted (a fit on it is noisier than the parent's)
+    train([image] * 3, [labels] * 3, model=parent, patch_size=32, batch_size=2,
+          steps_per_epoch=1, epochs=1, device="cpu")  # fmt: skip
+    assert fits == [3]  # enough images to refit (here the fit fails, and the parent's is kept)
     # a parent fitted for another working size has nothing to pass on
     parent.card.update(object_diameter=12.0)
     result = train([image], [labels], model=parent, patch_size=32, batch_size=2,

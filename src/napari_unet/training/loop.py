@@ -317,19 +317,31 @@ def _finish(
 def _fit_size_model(model: UNet, val_pairs, train_pairs, device) -> None:
     """The card's ``size_model`` (object-size estimate), fitted on validation images first."""
     fit_pairs = [*val_pairs, *(p for p in train_pairs if all(p is not v for v in val_pairs))]
-    entry = fit_size_model(
-        model, fit_pairs, object_diameter=model.card.get("object_diameter"), device=device
-    )
     parent = model.card.pop("size_model", None)  # a fine-tuned model's old one is refitted...
-    if entry is None and _same_working_size(parent, model.card.get("object_diameter")):
-        # ...unless too few annotated images to fit one: a fine-tune at the parent's working
-        # size keeps the parent's (better than falling back to the measurement without one)
-        log.warning("size model: kept the parent model's (too little data here to refit it)")
+    keep = _same_working_size(parent, model.card.get("object_diameter"))
+    annotated = sum(1 for p in fit_pairs if p.diameters.size)
+    entry = None
+    if not keep or annotated >= FEW_IMAGES:
+        entry = fit_size_model(
+            model, fit_pairs, object_diameter=model.card.get("object_diameter"), device=device
+        )
+    if entry is None and keep:
+        # ...unless it has too few annotated images to fit one as well as its parent's was (a
+        # fine-tune at the parent's working size keeps the parent's)
+        log.warning(
+            "size model: kept the parent model's (%d annotated image(s) here; refitted from %d)",
+            annotated,
+            FEW_IMAGES,
+        )
         entry = {**parent, "kept_from_parent": True}
     if entry is not None:
         model.card["size_model"] = entry
     else:
         log.warning("no size model: segment measures this model's objects the older way")
+
+
+#: a fine-tune refits its parent's size model from this many annotated images on
+FEW_IMAGES = 3
 
 
 def _same_working_size(entry: Any, object_diameter: Any) -> bool:

@@ -42,6 +42,9 @@ __all__ = ["fit_size_model"]
 #: object sizes (pixels, as the model sees them) the crops are zoomed to, as multiples of the
 #: model's working diameter
 RELATIVE_SIZES = tuple(float(x) for x in np.geomspace(0.2, 4.0, 9))
+#: with few annotated images, each is zoomed to more sizes (between the same ends), so that
+#: the fit sees about this many crops: a size bin (a factor 2**0.5) needs 3 to be judged
+MIN_CROPS = 27
 #: a measurement counts as right within this factor of the annotated median diameter
 TOLERANCE = 1.25
 #: the share of crops that must be right in a size bin for the bin to count as reliable
@@ -75,7 +78,8 @@ def fit_size_model(
         The model's working diameter (pixels); default: the median of the pairs' objects.
     max_pairs : int
         At most this many pairs (chosen at random with ``seed``); each costs
-        ``len(RELATIVE_SIZES)`` forward passes of at most ``crop x crop`` pixels.
+        ``len(RELATIVE_SIZES)`` forward passes of at most ``crop x crop`` pixels (more with
+        fewer than 3 pairs: about ``MIN_CROPS`` passes in all).
     crop : int
         Side (pixels, after zooming) of the centre crop shown to the model.
     device : str
@@ -97,6 +101,7 @@ def fit_size_model(
         usable = [usable[i] for i in sorted(rng.choice(len(usable), max_pairs, replace=False))]
     d0 = float(object_diameter or np.median(np.concatenate([p.diameters for p in usable])))
     post = postprocessing_settings(model)
+    sizes = _relative_sizes(len(usable))
     true: list[float] = []
     measured: list[float] = []
     was_training = model.training
@@ -104,7 +109,7 @@ def fit_size_model(
     try:
         for pair in usable:
             diameter = float(np.median(pair.diameters))
-            for relative in RELATIVE_SIZES:
+            for relative in sizes:
                 zoom = relative * d0 / diameter
                 image = _zoomed_crop(pair.image, zoom, crop)
                 if image is None:
@@ -182,6 +187,14 @@ def summarize(true: np.ndarray, measured: np.ndarray, d0: float) -> dict[str, An
             "tolerance": TOLERANCE,
         },
     }
+
+
+def _relative_sizes(n_pairs: int) -> tuple[float, ...]:
+    """:data:`RELATIVE_SIZES`, or more sizes between its ends for fewer than 3 pairs."""
+    n = max(len(RELATIVE_SIZES), math.ceil(MIN_CROPS / max(n_pairs, 1)))
+    if n == len(RELATIVE_SIZES):
+        return RELATIVE_SIZES
+    return tuple(float(x) for x in np.geomspace(RELATIVE_SIZES[0], RELATIVE_SIZES[-1], n))
 
 
 def _run_around(verdicts: list[bool | None], centre: int) -> list[int]:
