@@ -16,6 +16,7 @@ from napari_unet._napari._train_job import (
     training_job,
     working_diameter,
 )
+from napari_unet.common.progress import run_to_end
 from napari_unet.training.augment import AugmentConfig
 from napari_unet.training.config import TrainConfig
 
@@ -81,12 +82,7 @@ def test_training_job_previews_at_the_working_size_it_trains_at(seen):
     preview = PreviewSpec(source, every=1, index=lambda: ())
     gen = training_job([source], config, threading.Event(), preview=preview)
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as done:
-            result = done.value
-            break
+    result = run_to_end(gen, events.append)
     previews = [e for e in events if isinstance(e, PreviewReady)]
     assert previews and previews[-1].labels.shape == labels.shape
     side = _working_side(labels, 12.0)
