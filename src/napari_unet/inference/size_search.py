@@ -7,12 +7,13 @@ at the image the other way round: first shrunk by ``START_SCALE`` (a quarter: 1/
 pixels, so the pass is cheap; images over 1024 px to ``FIRST_SIDE`` px across, so that the
 look costs less than segmenting their large objects would), where large objects are whole
 and in the model's range, and only when the objects look smaller than the model's reliable
-range there, again at the scale that brings them to the model's working diameter. Each pass segments what it sees (the
-model's own post-processing) and measures the median equivalent diameter of the objects not
-cut by the border (:func:`~.size.diameter_from_labels`), times the model's fitted
-``calibration``; a measurement counts only inside the fitted ``reliable`` range (pixels as
-the model sees them). Both come from :func:`napari_unet.training.size_fit.fit_size_model`,
-which measures them for each model at the end of training; they live in the card::
+range there, again at the scale that brings them to the model's working diameter. Each pass
+segments what it sees (the model's own post-processing) and measures the median equivalent
+diameter of the objects not cut by the border (:func:`~.size.diameter_from_labels`), times
+the model's fitted ``calibration``; a measurement counts only inside the fitted ``reliable``
+range (pixels as the model sees them). Both come from
+:func:`napari_unet.training.size_fit.fit_size_model`, which measures them for each model at
+the end of training; they live in the card::
 
     "size_model": {"method": "coarse-to-fine instances", "version": 2,
                    "working_diameter": 20.2, "calibration": 1.0,
