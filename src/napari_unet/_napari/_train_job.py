@@ -136,11 +136,11 @@ def training_job(
 def working_diameter(pairs: list, config: Any, model: Any) -> float | None:
     """The object size (px) :func:`~napari_unet.training.loop.train_iter` resamples the
     training images to for ``model`` (None: not resampled); the same validation split."""
-    from ..training.validation import split_validation
+    from ..training.validation import can_split, split_validation
     from ..training.working_size import resolve_working_size
 
     train_pairs = list(pairs)
-    if len(train_pairs) >= 2 and config.val_fraction > 0:
+    if can_split(train_pairs, config.val_fraction):  # (without its warning a second time)
         train_pairs = split_validation(train_pairs, config.val_fraction, config.seed)[0]
     working = resolve_working_size(train_pairs, config, model)
     return None if working is None else working.diameter

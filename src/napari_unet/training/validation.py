@@ -17,8 +17,14 @@ from .losses import combined_loss
 log = logging.getLogger(__name__)
 
 
+def can_split(pairs: list, fraction: float) -> bool:
+    """Whether :func:`split_validation` holds images out (else it validates on the training
+    data): at least 2 pairs and a positive ``fraction``."""
+    return len(pairs) >= 2 and fraction > 0
+
+
 def split_validation(pairs: list[TrainingPair], fraction: float, seed: int) -> tuple[list, list]:
-    if len(pairs) < 2 or fraction <= 0:
+    if not can_split(pairs, fraction):
         log.warning("no separate validation data: validating on the training data")
         return pairs, pairs
     n_val = min(max(1, round(fraction * len(pairs))), len(pairs) - 1)
