@@ -1,4 +1,10 @@
-"""``napari-unet segment INPUT... -o OUTDIR``: segment TIFF and zarr / OME-Zarr images."""
+"""``napari-unet segment INPUT... -o OUTDIR``: segment TIFF, PNG/JPEG, .npy and zarr images.
+
+One line per image on stderr says what was decided and found: the objects, their size and the
+scale, the channel, colour handling, inversion and model, an out-of-domain warning where the
+image looks unlike the model's training images, and the time. A folder batch reports a file
+that fails, goes on with the others, and exits 2 at the end with a summary.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +27,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
         help="segment images with a U-Net model",
-        description="Segment TIFF or zarr / OME-Zarr images. Writes <name>_labels.tif per TIFF "
-        "input (<name>_labels.zarr per zarr input) into OUTDIR, or <name>_probabilities.* "
-        "with --output probabilities.",
+        description="Segment TIFF (OME-TIFF, ImageJ), PNG, JPEG, .npy or zarr / OME-Zarr images, "
+        "grey, multichannel or colour (H&E). Writes <name>_labels.tif per file input "
+        "(<name>_labels.zarr per zarr input) into OUTDIR, or <name>_probabilities.* with "
+        "--output probabilities. Prints one line per image; a failing file in a batch is "
+        "reported and skipped, and the run exits 2 at the end.",
     )
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="TIFF or .npy files, zarr / OME-Zarr folders, or folders of such images",
+        help="image files (.tif/.tiff/.ome.tif, .png, .jpg/.jpeg, .npy), zarr / OME-Zarr "
+        "folders, or folders of such images",
     )
     p.add_argument(
         "-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created)"
@@ -36,8 +46,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         metavar="PATH",
-        help="a .safetensors model file or a BioImage.IO package (.zip or folder with "
-        "rdf.yaml; default: the built-in nuclei model)",
+        help="a .safetensors model file, a BioImage.IO package (.zip or folder with "
+        "rdf.yaml) or a built-in name (nuclei, nuclei-he); default: the built-in model for "
+        "the image's kind (nuclei-he for H&E and other stained colour images, else nuclei)",
+    )
+    p.add_argument(
+        "--channel",
+        metavar="N|NAME",
+        help="the channel to segment in a multichannel image: 0-based index on the channel "
+        "axis, or a channel name from the file's metadata (default: a channel named for a "
+        "nuclear stain such as DAPI; otherwise a multichannel image is refused with its "
+        "channels listed)",
+    )
+    p.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="invert the image for the model (dark nuclei on a bright background, e.g. "
+        "brightfield); auto (default): when the background is brighter than the objects",
     )
     p.add_argument(
         "--axes",
@@ -124,8 +150,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="--z-mode stitch: the smallest IoU that links objects of neighbouring slices "
         "(default 0.2)",
     )
-    p.add_argument(
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
         "--overwrite", action="store_true", help="replace output files that already exist"
+    )
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave images whose output exists alone (resume a batch)",
     )
     p.add_argument(
         "--scheduler",
@@ -170,10 +202,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     from ..common.errors import UserInputError
     from ..common.outputs import check_output_target
-    from ..zoo.resolve import resolve_model
 
     targets = [output_path(path, outdir, args) for path in inputs]
     seen: dict[Path, Path] = {}
+    todo: list[tuple[Path, Path]] = []
     for path, target in zip(inputs, targets):
         if target in seen:
             raise UserInputError(
@@ -181,20 +213,58 @@ def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
                 "segment them into different -o folders"
             )
         seen[target] = path
+        if args.skip_existing and target.exists():
+            print(f"{path.name}: skipped, {target.name} exists (--skip-existing)", file=sys.stderr)
+            continue
         check_output_target(target, "-o/--outdir", overwrite=args.overwrite)
+        todo.append((path, target))
     overlap_pixels(args.overlap, args.tile)
-    try:
-        model = resolve_model(args.model)  # None: the built-in model; .zip: a zoo package
-    except UserInputError as err:
-        if args.model is None:
-            raise UserInputError(f"{err} (no built-in model: pass one with --model PATH)") from err
-        raise
+    model = _model(args.model)
+    failed: list[tuple[Path, str]] = []
     with _cluster(args.scheduler) as client:
-        for path, target in zip(inputs, targets):
-            written = segment_file(path, target, model, args, client)
+        for path, target in todo:
+            try:
+                written = segment_file(path, target, model, args, client)
+            except (UserInputError, OSError, MemoryError) as err:
+                if len(todo) == 1:
+                    raise
+                failed.append((path, _reason(err)))
+                print(f"{path.name}: failed: {failed[-1][1]}", file=sys.stderr)
+                continue
             log.info("%s -> %s", path, written)
             print(written)
+    if failed:
+        names = ", ".join(f"{p.name} ({why})" for p, why in failed)
+        raise UserInputError(
+            f"{len(todo) - len(failed)} written, {len(failed)} failed: {names}; "
+            "fix those files and rerun with --skip-existing"
+        )
     return 0
+
+
+def _model(name: str | None):
+    """The model of ``--model``: None (a built-in model by the image's kind) or loaded once."""
+    from ..common.errors import UserInputError
+    from ..zoo.resolve import resolve_model
+
+    if name is None:  # checked here, so a missing installation fails before any work
+        try:
+            resolve_model(None)
+        except UserInputError as err:
+            raise UserInputError(f"{err} (no built-in model: pass one with --model PATH)") from err
+        return None
+    return resolve_model(name)
+
+
+def _reason(err: BaseException) -> str:
+    from ..common.errors import describe_os_error
+
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    if isinstance(err, MemoryError):
+        return "not enough memory"
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def _cluster(scheduler: str | None):
@@ -225,12 +295,13 @@ def segment_file(
     """Segment one image file or zarr store and write the result to ``target``."""
     from ..common.errors import UserInputError
     from ..common.progress import relay
-    from ..common.readers import read_image
+    from ..common.readers import channel_names, read_image
     from ..inference.pipeline import run_with_progress, segment_iter
 
     image, file_axes = read_image(path)
     zarr_output = target.suffix == ".zarr"
     axes = args.axes or file_axes
+    started = time.perf_counter()
     try:
         gen = segment_iter(
             image,
@@ -247,6 +318,10 @@ def segment_file(
             diameter=args.diameter,
             client=client,
             engine=args.engine,
+            channel=args.channel,
+            channel_names=channel_names(path),
+            invert=args.invert,
+            axes_source=None if args.axes else "file",
             **z_arguments(path, args),
         )
         events: list = []
@@ -256,7 +331,8 @@ def segment_file(
     if not zarr_output:
         write_tiff_atomic(target, result)
     if events:  # once written: a failed write leaves its one-line error alone on stderr
-        print(f"{path.name}: {describe_size(events[-1], args.diameter)}", file=sys.stderr)
+        seconds = time.perf_counter() - started
+        print(f"{path.name}: {describe_run(events[-1], args.diameter, seconds)}", file=sys.stderr)
     return target
 
 
@@ -293,6 +369,22 @@ def describe_size(event, diameter) -> str:
     else:
         size = f"objects ~{event.diameter:.1f} px ({how})"
     return f"{size}, scale {event.scale:.3f}"
+
+
+def describe_run(event, diameter, seconds: float) -> str:
+    """One image's line: objects, size and scale, what was decided, a warning, the time."""
+    report = event.report
+    parts = []
+    if report is not None and report.objects is not None:
+        parts.append(f"{report.objects} objects")
+    parts.append(describe_size(event, diameter))
+    if report is not None:
+        parts.append(report.choice.describe())
+    parts.append(f"{seconds:.1f} s")
+    line = ", ".join(parts)
+    if report is not None and report.warning:
+        line += f"; WARNING {report.warning}"
+    return line
 
 
 def write_tiff_atomic(path: Path, data) -> None:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "channel_names",
     "image_name",
     "is_zarr_store",
     "list_images",
@@ -30,7 +31,9 @@ __all__ = [
 
 TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 #: file types read as images, longest suffix first
-FILE_SUFFIXES = (*TIFF_SUFFIXES, ".npy", ".png")
+#: colour or grey pictures, read with imageio (a third axis holds the colour samples)
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FILE_SUFFIXES = (*TIFF_SUFFIXES, ".npy", *PICTURE_SUFFIXES)
 IMAGE_SUFFIXES = (*FILE_SUFFIXES, ".ome.zarr", ".zarr")
 #: tifffile's axis letters that mean the same as ours (S: the samples of an RGB image)
 _TIFF_AXES = {"S": "C"}
@@ -133,8 +136,9 @@ def read_image(path: str | os.PathLike, *, lazy: bool = True) -> tuple[Any, str 
             image, axes = _read_tiff(path)
         elif name.endswith(".npy"):
             image, axes = _read_npy(path), None
-        elif name.endswith(".png"):
-            image, axes = _read_png(path), None
+        elif name.endswith(PICTURE_SUFFIXES):
+            image = _read_picture(path)
+            axes = "YXC" if image.ndim == 3 else None
         else:
             raise UserInputError(
                 f"{path}: not an image file this reads ({', '.join(IMAGE_SUFFIXES)})"
@@ -143,6 +147,52 @@ def read_image(path: str | os.PathLike, *, lazy: bool = True) -> tuple[Any, str 
     if image.ndim == 2:
         axes = "YX"
     return image, axes
+
+
+def channel_names(path: str | os.PathLike) -> list[str] | None:
+    """The channel names a file's metadata gives (OME-TIFF, ImageJ TIFF, OME-Zarr), or None.
+
+    Never raises: a file without names (or with unreadable metadata) gives ``None``.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return _zarr_channel_names(path)
+        if is_tiff(path):
+            return _tiff_channel_names(path)
+    except Exception as err:  # metadata is a courtesy: a bad entry must not stop the run
+        log.debug("no channel names from %s: %s", path, err)
+    return None
+
+
+def _tiff_channel_names(path: Path) -> list[str] | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if tif.is_ome and tif.ome_metadata:
+            from xml.etree import ElementTree
+
+            root = ElementTree.fromstring(tif.ome_metadata)
+            pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels")), None)
+            if pixels is not None:
+                names = [c.get("Name") for c in pixels if c.tag.endswith("}Channel")]
+                if names and all(names):
+                    return [str(n) for n in names]
+        meta = tif.imagej_metadata or {}
+        labels = meta.get("Labels")
+        channels = int(meta.get("channels", 0) or 0)
+        if labels and channels and len(labels) >= channels:
+            return [str(x) for x in labels[:channels]]
+    return None
+
+
+def _zarr_channel_names(path: Path) -> list[str] | None:
+    import zarr
+
+    attrs = dict(zarr.open(str(path), mode="r").attrs)
+    omero = attrs.get("omero") or attrs.get("ome", {}).get("omero") or {}
+    names = [c.get("label") for c in omero.get("channels", [])]
+    return [str(n) for n in names] if names and all(names) else None
 
 
 def read_labels(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
@@ -205,7 +255,7 @@ def _read_npy(path: Path) -> np.ndarray:
         raise UserInputError(f"{path}: not a readable .npy file (truncated?)") from err
 
 
-def _read_png(path: Path) -> np.ndarray:
+def _read_picture(path: Path) -> np.ndarray:
     from skimage.io import imread
 
     try:
@@ -213,7 +263,8 @@ def _read_png(path: Path) -> np.ndarray:
     except OSError as err:
         raise UserInputError(f"{path}: {describe_os_error(err, with_path=False)}") from err
     except Exception as err:  # imageio/PIL raise many types for a bad file
-        raise UserInputError(f"{path}: not a readable PNG file: {_first_line(err)}") from err
+        kind = path.suffix.lstrip(".").upper()
+        raise UserInputError(f"{path}: not a readable {kind} file: {_first_line(err)}") from err
 
 
 def _read_zarr(path: Path) -> tuple[Any, str | None]:

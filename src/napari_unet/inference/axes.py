@@ -20,6 +20,14 @@ from ..common.errors import ShapeError, UserInputError
 CANONICAL = "TCZYX"
 #: napari's RGB(A) images carry 3 or 4 samples on their last axis
 RGB_SIZES = (3, 4)
+#: a trailing axis of 3 or 4 is colour when the two axes before it are at least this long
+MIN_COLOUR_SIDE = 16
+#: an unlabelled leading axis this short may be channels or Z slices: the guess refuses
+MAX_AMBIGUOUS = 4
+
+
+class AmbiguousAxesError(ShapeError):
+    """The axes cannot be told from the shape (channels or Z?): the user must give them."""
 
 
 def parse_axes(axes: str, ndim: int | None = None) -> str:
@@ -96,11 +104,29 @@ def guess_axes(
     labels = _letters(axis_labels, n_spatial)
     if labels is not None:
         return parse_axes(labels + suffix, ndim)
-    if not rgb and ndim >= 3 and shape[-1] in RGB_SIZES and shape[-1] == in_channels:
+    if not rgb and looks_colour(shape):
         return guess_axes(shape, rgb=True, in_channels=in_channels, model_ndim=model_ndim)
     lead = shape[: n_spatial - 2]
     prefix = _guess_leading(lead, rgb=rgb, in_channels=in_channels, model_ndim=model_ndim)
+    if "Z" in prefix and not rgb and min(lead) <= MAX_AMBIGUOUS and model_ndim != 3:
+        raise AmbiguousAxesError(
+            f"cannot tell whether the axes of shape {tuple(shape)} are channels or Z slices: "
+            f"give them, e.g. --axes C{'YX' if len(lead) == 1 else 'ZYX'} for channels or "
+            f"--axes {prefix}YX for a z-stack (axes= in Python, the Axes box in the dock)"
+        )
     return parse_axes(prefix + "YX" + suffix, ndim)
+
+
+def looks_colour(shape: Sequence[int]) -> bool:
+    """A trailing axis of 3 or 4 samples after two long axes: the colour of an RGB(A) image."""
+    return (
+        len(shape) >= 3 and shape[-1] in RGB_SIZES and min(shape[-3], shape[-2]) >= MIN_COLOUR_SIDE
+    )
+
+
+def is_colour(axes: str, shape: Sequence[int]) -> bool:
+    """The image's ``C`` axis is its last and holds 3 or 4 samples: RGB(A) colour."""
+    return axes.endswith("C") and shape[-1] in RGB_SIZES
 
 
 def _letters(axis_labels: Sequence[str] | None, n: int) -> str | None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..common.progress import relay
 from . import axes as ax
+from .domain import Doubt
 from .normalize import normalization_stats
 from .postprocess import (
     LABEL_DTYPE,
@@ -59,6 +60,9 @@ class SegmentProgress:
     diameter : float or None
         The typical object diameter (pixels of the image) the automatic object size measured,
         or the one given as ``diameter``; ``None`` when neither (and during measuring).
+    report : SegmentReport or None
+        Only on the last event (stage ``"done"``): what the run decided and found
+        (:class:`~.domain.SegmentReport`).
     """
 
     stage: str
@@ -68,6 +72,7 @@ class SegmentProgress:
     n_frames: int
     scale: float = 1.0
     diameter: float | None = None
+    report: Any = None
 
 
 def is_dask(array: Any) -> bool:
@@ -88,6 +93,7 @@ class SegmentJob:
         self.labels_shape = tuple(s for a, s in zip(caxes, canon.shape) if a != "C")
         self.n_classes = model.num_classes
         self._stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.doubt = Doubt()  # how sure the network was, frame by frame (in memory)
 
     # -- normalisation -------------------------------------------------------------------
     def normalized_frame(self, index: tuple[int, ...]):
@@ -139,6 +145,7 @@ class SegmentJob:
                 frame_probs = yield from relay(
                     self._predict_frame(index, tiling), _frame_progress(i, n)
                 )
+            self.doubt.add(frame_probs)
             if probs is None and (self.keep_probs or self.output == "probabilities"):
                 probs = np.zeros((self.n_classes, *self.labels_shape), np.float32)
             if probs is not None:

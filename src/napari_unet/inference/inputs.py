@@ -91,10 +91,17 @@ def check_output(output: str | None, model) -> str:
     return output
 
 
-def resolve_axes(array, axes: str | None, model) -> str:
+def resolve_axes(array, axes: str | None, model) -> tuple[str, str]:
+    """The image's axes and where they came from: ``"given"`` or ``"guessed"``.
+
+    Raises
+    ------
+    UserInputError
+        Bad axes, or a shape whose axes cannot be told apart (channels or Z?).
+    """
     if axes is not None:
-        return ax.parse_axes(axes, array.ndim)
+        return ax.parse_axes(axes, array.ndim), "given"
     guess = ax.guess_axes(array.shape, in_channels=model.in_channels, model_ndim=model.ndim)
     if array.ndim > 2:
         log.info("axes not given; guessed %s for shape %s", guess, array.shape)
-    return guess
+    return guess, "guessed"

@@ -13,13 +13,16 @@ cross chunk borders keep one label).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from ..common.device import resolve_device
 from ..common.errors import UserInputError
@@ -27,6 +30,7 @@ from ..common.progress import relay, run_with_progress
 from ..zoo.resolve import resolve_model
 from . import axes as ax
 from . import cluster, rescale, zstack
+from .domain import SegmentReport, check_domain
 from .engines import engine_runner, resolve_engine
 from .frames import SegmentJob, SegmentProgress, is_dask
 from .inputs import (
@@ -37,6 +41,7 @@ from .inputs import (
     postprocessing_settings,
     resolve_axes,
 )
+from .modality import InputChoice, is_stained, median_position, prepare_input
 from .normalize import check_finite
 from .size import SizeEstimate
 from .size_search import estimate_size_iter
@@ -51,6 +56,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: the built-in model for stained colour (H&E) images
+STAINED_MODEL = "nuclei-he"
 
 
 def segment(
@@ -74,6 +82,9 @@ def segment(
     progress: bool | Callable[[SegmentProgress], None] | None = None,
     client: Any = None,
     engine: str = "auto",
+    channel: int | str | None = None,
+    channel_names: Sequence[str] | None = None,
+    invert: str | bool = "auto",
 ):
     """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
 
@@ -81,10 +92,12 @@ def segment(
     ----------
     image : ndarray, dask array or zarr array
         Any axes (see ``axes``); uint8, uint16, int or float intensities.
-    model : UNet, path-like, "nuclei" or None
+    model : UNet, path-like, "nuclei", "nuclei-he" or None
         A model, a ``.safetensors`` model file, a BioImage.IO package (``.zip`` or folder with
         ``rdf.yaml``, run with its own pre/post-processing; see :mod:`napari_unet.zoo`), or
-        ``None`` for the built-in nuclei model.
+        ``None`` for the built-in model of the image's kind: ``"nuclei-he"`` (trained on the
+        haematoxylin channel of H&E slides) for a stained colour image, ``"nuclei"``
+        (fluorescence) for everything else.
     axes : str, optional
         One letter per image axis from ``TCZYX``, e.g. ``"YX"``, ``"ZYX"``, ``"YXC"`` (RGB),
         ``"TCYX"``. Guessed from the shape and the model when omitted.
@@ -138,6 +151,16 @@ def segment(
         ``"tcp://host:8786"``) instead of in this process; see :mod:`.cluster_job`. ``out``
         must then be on storage every worker reaches (a temporary folder when omitted, which
         suits workers on this machine only). Same result as in-process.
+    channel : int, str or None
+        The channel a single-channel model takes from a multichannel image: a 0-based index
+        on the C axis, or a name from ``channel_names``. Default: a channel named for a nuclear
+        stain (DAPI, Hoechst, ...); a multichannel image without one is refused with its list
+        of channels. Colour (RGB) images need none (see :mod:`.modality`).
+    channel_names : sequence of str, optional
+        The names of the channels (from the file's metadata), for ``channel`` and messages.
+    invert : {"auto", "yes", "no"} or bool
+        Invert the image for the model: for dark nuclei on a bright background (brightfield).
+        ``"auto"`` (default) inverts when the background is brighter than the objects.
     engine : {"auto", "torch", "openvino", "onnxruntime"}
         What runs the network (:mod:`.engines`). ``"auto"``: the fastest installed engine
         verified for the model, on the CPU, for images of at least 1 MPix (or models already
@@ -176,6 +199,9 @@ def segment(
         z_mode=z_mode,
         anisotropy=anisotropy,
         stitch_threshold=stitch_threshold,
+        channel=channel,
+        channel_names=channel_names,
+        invert=invert,
     )
     return run_with_progress(gen, progress)
 
@@ -197,10 +223,14 @@ def segment_iter(
     diameter: float | str | None = "auto",
     client: Any = None,
     engine: str = "auto",
+    channel: int | str | None = None,
+    channel_names: Sequence[str] | None = None,
+    invert: str | bool = "auto",
     z_mode: str | None = None,
     anisotropy: float = 1.0,
     stitch_threshold: float = zstack.DEFAULT_STITCH_THRESHOLD,
     stop: threading.Event | None = None,
+    axes_source: str | None = None,
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
@@ -212,22 +242,49 @@ def segment_iter(
         Set it from another thread (with closing the generator) to stop at once, inside the
         batch of tiles in flight (:mod:`.interrupt`), in-process tiling only; resuming the
         generator afterwards raises :class:`~napari_unet.common.errors.Cancelled`.
+    axes_source : str, optional
+        Where given ``axes`` came from, for the report: ``"file"`` (its metadata) or
+        ``"layer"``; default ``"given"``.
+
+    The last event (stage ``"done"``) carries a :class:`~.domain.SegmentReport`: what was
+    decided about the input (axes, channel, colour, inversion, model) and, where the image
+    looks unlike the model's training images, a warning.
     """
     check_numbers(tile_shape, overlap, batch_size, min_size, scale, diameter)
-    model = resolve_model(model)
+    default_model = model is None
+    model = builtin_model("nuclei") if default_model else resolve_model(model)
     output = check_output(output, model)
     array = as_array(image)
-    axes = resolve_axes(array, axes, model)
-    # 1. axes: the image in canonical TCZYX order
+    axes, source = resolve_axes(array, axes, model)
+    if axes_source is not None and source == "given":
+        source = axes_source
+    # 1. axes: the image in canonical TCZYX order; 2. what the network sees of it
     canon, caxes = ax.to_canonical(array, axes)
+    if not is_dask(canon):
+        check_finite(canon)
+    colour = ax.is_colour(axes, array.shape)
+    model = _model_for(model, default_model, colour, channel, canon, caxes)
+    choice = InputChoice(axes=axes, axes_source=source, model=model_name(model))
+    if model is not None and default_model and model.card.get("colour_input"):
+        choice = replace(choice, model_reason="built-in for stained colour images")
+    canon, caxes, choice = prepare_input(
+        canon,
+        caxes,
+        in_channels=model.in_channels,
+        colour=colour,
+        channel=channel,
+        channel_names=channel_names,
+        invert=invert,
+        colour_input=model.card.get("colour_input"),
+        choice=choice,
+    )
+    log.info("input: %s", choice.describe())
     ax.check_model_fit(canon.shape, caxes, model.in_channels, model.ndim)
     lazy = is_dask(canon)
     bounded = lazy or client is not None  # "stitch" by default: memory bounded by tiles
     zmode = zstack.resolve_z_mode(
         z_mode, caxes, model, output, anisotropy, stitch_threshold, bounded
     )
-    if not lazy:
-        check_finite(canon)
     tiling = {
         "tile_shape": tile_shape,
         "overlap": overlap,
@@ -280,11 +337,47 @@ def segment_iter(
         )
     if resampled:
         labels, probs = rescale.restore(labels, probs, canon.shape, caxes, output)
-    # 6. back to the caller's axes
+    # 6. back to the caller's axes, 7. what was decided and whether the image looked familiar
+    report = _report(choice, canon, labels, output, job, size, factor)
+    if report.warning:
+        log.warning("%s", report.warning)
+    yield SegmentProgress("done", 1, 1, 0, 1, factor, size.diameter, report=report)
     labels = ax.from_canonical(labels, caxes, axes, leading=1 if output == "probabilities" else 0)
     if not return_probabilities or output == "probabilities":
         return labels
     return labels, ax.from_canonical(probs, caxes, axes, leading=1)
+
+
+def model_name(model) -> str:
+    """The model's name from its card (``"model"`` when it has none)."""
+    card = getattr(model, "card", None) or {}
+    return str(card.get("name") or "model")
+
+
+def _model_for(model, default_model: bool, colour: bool, channel, canon, caxes: str):
+    """The built-in H&E model instead of the default one for a stained colour image."""
+    if not (default_model and colour and channel is None and model.in_channels == 1):
+        return model
+    if not is_stained(canon, caxes):
+        return model
+    return builtin_model(STAINED_MODEL)
+
+
+@functools.lru_cache(maxsize=4)
+def builtin_model(name: str):
+    """A built-in model, loaded once per process (inference never changes it)."""
+    return resolve_model(name)
+
+
+def _report(choice, canon, labels, output: str, job, size, factor: float) -> SegmentReport:
+    """The run's :class:`SegmentReport`: decisions, object count and the domain check."""
+    objects = None
+    if output == "instance" and isinstance(labels, np.ndarray):
+        objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+    background = median_position(canon)
+    doubt = job.doubt.share
+    warning = check_domain(choice, background, doubt)
+    return SegmentReport(choice, objects, size.diameter, factor, background, doubt, warning)
 
 
 def _prepare_engine(

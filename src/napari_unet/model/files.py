@@ -24,7 +24,7 @@ from .unet import UNet, UNetConfig, build_model
 
 FORMAT_VERSION = 1
 METADATA_KEY = "napari_unet"
-BUILTIN_MODELS = ("nuclei",)
+BUILTIN_MODELS = ("nuclei", "nuclei-he")
 
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 TASKS = ("instance", "semantic")
