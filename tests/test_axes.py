@@ -38,7 +38,11 @@ def test_parse_axes_rejects_with_reason(text, ndim, match):
         ((3, 64, 64), {"in_channels": 3, "model_ndim": 3}, "ZYX"),
         ((64, 64, 3), {"rgb": True}, "YXC"),
         ((64, 64, 3), {"in_channels": 3}, "YXC"),
-        ((4, 5, 64, 64), {}, "TZYX"),
+        ((8, 6, 64, 64), {}, "TZYX"),
+        ((64, 64, 3), {}, "YXC"),  # colour, whatever the model takes
+        ((64, 80, 4), {}, "YXC"),  # RGBA
+        ((5, 64, 64, 3), {}, "ZYXC"),
+        ((2, 64, 64), {"model_ndim": 3}, "ZYX"),  # a 3D model takes Z stacks
         ((4, 2, 64, 64), {"in_channels": 2}, "TCYX"),
         ((5, 64, 64), {"axis_labels": ("t", "y", "x")}, "TYX"),
         ((5, 64, 64), {"axis_labels": ("-3", "-2", "-1")}, "ZYX"),  # napari's defaults
@@ -48,6 +52,19 @@ def test_parse_axes_rejects_with_reason(text, ndim, match):
 )
 def test_guess_axes(shape, kwargs, expected):
     assert ax.guess_axes(shape, **kwargs) == expected
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 64), (3, 520, 696), (4, 64, 64), (4, 5, 64, 64)])
+def test_guess_axes_refuses_channels_or_z(shape):
+    """A short unlabelled leading axis may be channels or Z: never silently Z."""
+    with pytest.raises(ax.AmbiguousAxesError, match=r"channels or Z.*--axes C"):
+        ax.guess_axes(shape)
+
+
+def test_is_colour_needs_a_trailing_colour_axis():
+    assert ax.is_colour("YXC", (64, 64, 3))
+    assert not ax.is_colour("CYX", (3, 64, 64))
+    assert not ax.is_colour("YXC", (64, 64, 2))
 
 
 def test_guess_axes_refuses_what_it_cannot_guess():

@@ -57,6 +57,8 @@ def ws(tmp_path_factory) -> dict[str, Path]:
     tifffile.imwrite(p["image"], image)
     p["rgb"] = root / "rgb.tif"
     tifffile.imwrite(p["rgb"], np.stack([image] * 3, -1), photometric="rgb")
+    p["two_channel"] = root / "two_channel.tif"  # no axes in its metadata: channels or Z?
+    tifffile.imwrite(p["two_channel"], np.stack([image] * 2))
     p["corrupt"] = root / "corrupt.tif"
     p["corrupt"].write_bytes(b"II*\x00garbage" * 3)
     p["text"] = root / "notes.txt"
@@ -143,8 +145,14 @@ CASES = [
     ("seg-nan-image", ["segment", "{nan_tif}", "-o", "{root}/o1", "--model", "{model}"], 2, "NaN"),
     ("seg-wrong-axes", [*_SEG, "{root}/o1", "--axes", "ZYX"], 2, "axes"),
     ("seg-bad-axes-letters", [*_SEG, "{root}/o1", "--axes", "QX"], 2, "axes"),
-    ("seg-rgb-to-1-channel", ["segment", "{rgb}", "--model", "{model}", "-o", "{root}/o1",
-                              "--axes", "YXC"], 2, "channel"),
+    ("seg-channel-missing", ["segment", "{rgb}", "--model", "{model}", "-o", "{root}/o1",
+                             "--axes", "YXC", "--channel", "5"], 2, "channel 5 does not exist"),
+    ("seg-channel-unknown-name", ["segment", "{rgb}", "--model", "{model}", "-o", "{root}/o1",
+                                  "--channel", "GFP"], 2, "no channel named 'GFP'"),
+    ("seg-ambiguous-axes", ["segment", "{two_channel}", "--model", "{model}", "-o",
+                            "{root}/o1"], 2, "channels or Z slices"),
+    ("seg-invert-bad", ["segment", "{image}", "-o", "{root}/o1", "--invert", "maybe"], 2,
+     "invalid choice"),
     # -- segment: models
     ("seg-model-is-folder", ["segment", "{image}", "-o", "{root}/o1", "--model", "{empty_dir}"], 2,
      "is a folder"),
@@ -304,7 +312,8 @@ def test_no_output_is_left_by_the_refused_commands(ws):
         (lambda m: segment(np.zeros((16, 16)), m, overlap=float("inf")), UserInputError, "overlap"),
         (lambda m: segment(np.zeros((16, 16)), m, diameter=-3), UserInputError, "diameter"),
         (lambda m: segment(np.array([["a"]]), m), UserInputError, "numbers"),
-        (lambda m: segment(np.zeros((16, 16, 3)), m, axes="YXC"), UserInputError, "channel"),
+        (lambda m: segment(np.zeros((16, 16, 3)), m, axes="YXC", channel=3), UserInputError,
+         "channel 3 does not exist"),
         (lambda m: train([_blobs()[0]], [_blobs()[1]], learning_rate=float("nan")),
          UserInputError, "learning_rate"),
         (lambda m: train([_blobs()[0]], [_blobs()[1]], w0=float("nan")), UserInputError, "w0"),

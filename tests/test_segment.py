@@ -116,8 +116,14 @@ def test_channels_feed_the_model_and_rgb_axes_last(net):
     assert _same_partition(labels, ndi.label(image > 100)[0])
     tcyx = np.stack([np.moveaxis(rgb, -1, 0)] * 2)
     assert segment(tcyx, rgb_net, axes="TCYX").shape == (2, 60, 70)
-    with pytest.raises(ShapeError, match=r"takes 1 input channel.*has 3"):
-        segment(rgb, net, axes="YXC")
+    # a single-channel model: colour becomes grey, separate channels need a choice
+    events = []
+    grey = segment(rgb, net, axes="YXC", progress=events.append)
+    assert _same_partition(grey, ndi.label(image > 100)[0])
+    assert events[-1].report.choice.colour == "luminance"
+    with pytest.raises(ShapeError, match=r"has 3 channels.*--channel N"):
+        segment(np.moveaxis(rgb, -1, 0), net, axes="CYX")
+    assert _same_partition(segment(np.moveaxis(rgb, -1, 0), net, axes="CYX", channel=0), grey)
 
 
 def test_3d_model_takes_the_volume():

@@ -102,7 +102,8 @@ def test_dask_layer_gives_a_zarr_backed_labels_layer(widget, qtbot):
     ("data", "message"),
     [
         (np.full((32, 32), np.nan, np.float32), "NaN"),
-        (np.zeros((3, 32, 32), np.uint8), "input channel"),  # axes CYX vs a 1-channel model
+        # axes CYX, no channel chosen, a 1-channel model: the channels are listed
+        (np.zeros((3, 32, 32), np.uint8), "3 channels"),
     ],
 )
 def test_bad_inputs_report_an_error_and_add_no_layer(widget, qtbot, data, message):
@@ -236,7 +237,8 @@ def test_z_stack_settings_follow_the_layer(widget, qtbot):
     viewer = widget._viewer
     viewer.add_image(_image((64, 80)), name="plane")
     assert widget.z_mode.native.isHidden() and widget.anisotropy.native.isHidden()
-    viewer.add_image(np.stack([_image(seed=i) for i in range(4)]), name="stack", scale=(3, 1, 1))
+    stack = np.stack([_image(seed=i) for i in range(4)])
+    viewer.add_image(stack, name="stack", scale=(3, 1, 1), axis_labels=("z", "y", "x"))
     widget.image.value = viewer.layers["stack"]
     assert widget.axes.value == "ZYX"
     assert not widget.z_mode.native.isHidden()

@@ -8,6 +8,7 @@ the technical detail (exception type, traceback) goes to the log, not into the d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("napari_unet")
@@ -80,6 +81,13 @@ def plain_message(err: BaseException) -> str:
     return f"unexpected error ({name}{': ' + first if first else ''}); the details are in the log"
 
 
-def report_failure(status: Any, err: BaseException, title: str) -> None:
-    """A job failed: plain message in ``status`` and a notification, traceback in the log."""
-    report_error(status, plain_message(err), title, error=err)
+def report_failure(
+    status: Any, err: BaseException, title: str, words: Callable[[str], str] | None = None
+) -> None:
+    """A job failed: plain message in ``status`` and a notification, traceback in the log.
+
+    ``words``, if given, rewrites the message for the dock (e.g. command-line options as the
+    dock's settings).
+    """
+    text = plain_message(err)
+    report_error(status, words(text) if words is not None else text, title, error=err)

@@ -42,20 +42,101 @@ def layer_array(layer: napari.layers.Image) -> Any:
     return layer.data[0] if layer.multiscale else layer.data
 
 
+@dataclass(frozen=True)
+class AxesProposal:
+    """The axes proposed for a layer, where they come from, and why there are none.
+
+    Attributes
+    ----------
+    axes : str
+        One letter per axis of the layer's data (``""`` when they cannot be told).
+    source : str
+        ``"layer"`` (its axis labels, its rgb flag, or a plain YX image) or ``"guessed"``
+        (from the shape alone), as ``segment_iter``'s ``axes_source`` takes it.
+    problem : str
+        Why no axes are proposed (``""`` when they are), in words for the dock.
+    """
+
+    axes: str
+    source: str = "layer"
+    problem: str = ""
+
+
 def propose_axes(layer: napari.layers.Image, viewer: napari.viewer.Viewer | None = None) -> str:
     """Axes for ``layer``'s data from its rgb flag, its shape and the axis labels."""
+    return axes_proposal(layer, viewer).axes
+
+
+def axes_proposal(
+    layer: napari.layers.Image, viewer: napari.viewer.Viewer | None = None
+) -> AxesProposal:
+    """:func:`propose_axes` with where the axes come from, or why there are none.
+
+    A short unlabelled leading axis (channels or Z slices?) gives no axes and a
+    ``problem`` that says to type them, with examples.
+    """
+    from ..inference.axes import AmbiguousAxesError
+
     data = layer_array(layer)
+    rgb = bool(layer.rgb)
     labels = tuple(getattr(layer, "axis_labels", ()) or ())
     if viewer is not None and not _letters_only(labels):
         labels = tuple(viewer.dims.axis_labels)[-layer.ndim :]
     try:
-        return guess_axes(data.shape, rgb=bool(layer.rgb), axis_labels=labels)
-    except ValueError:
-        return ""
+        axes = guess_axes(data.shape, rgb=rgb, axis_labels=labels)
+    except AmbiguousAxesError:
+        return AxesProposal("", "", _ambiguous(data.shape))
+    except ValueError as err:
+        return AxesProposal("", "", f"{err}; type one letter per axis from TCZYX in Axes")
+    spatial = data.ndim - (1 if rgb else 0)
+    told = spatial <= 2 or _axis_letters(labels, spatial)
+    return AxesProposal(axes, "layer" if told else "guessed")
+
+
+def _ambiguous(shape: tuple[int, ...]) -> str:
+    if len(shape) == 3:
+        first = f"the first axis ({shape[0]}) of shape {tuple(shape)} holds"
+        examples = "CYX for channels, ZYX for a z-stack, TYX for a time series"
+    else:
+        first = f"the first axes of shape {tuple(shape)} hold"
+        examples = "CZYX, TCYX or TZYX"
+    return (
+        f"cannot tell whether {first} channels, Z slices or time points: type the axes "
+        f"in Axes (Advanced), e.g. {examples}"
+    )
 
 
 def _letters_only(labels: tuple[str, ...]) -> bool:
     return bool(labels) and all(len(str(a)) == 1 and str(a).isalpha() for a in labels)
+
+
+def _axis_letters(labels: tuple[str, ...], n: int) -> bool:
+    """Whether the last ``n`` labels name the axes (distinct letters of TCZYX, Y and X)."""
+    letters = [str(a).strip().upper() for a in labels[-n:]] if len(labels) >= n else []
+    return (
+        bool(letters)
+        and all(len(a) == 1 and a in "TCZYX" for a in letters)
+        and len(set(letters)) == n
+        and {"Y", "X"} <= set(letters)
+    )
+
+
+def channel_count(shape: tuple[int, ...], axes: str) -> int:
+    """Channels a channel picker offers: the C axis's length, 0 for colour or no C axis."""
+    from ..inference.axes import is_colour
+
+    if "C" not in axes or len(axes) != len(shape) or is_colour(axes, shape):
+        return 0
+    return int(shape[axes.index("C")])
+
+
+def channel_names(layer: napari.layers.Image, n: int) -> list[str] | None:
+    """The layer's ``metadata["channel_names"]`` when it names ``n`` channels, else None."""
+    names = (getattr(layer, "metadata", None) or {}).get("channel_names")
+    if names is None or isinstance(names, str):
+        return None
+    names = [str(name) for name in names]
+    return names if len(names) == n and n > 0 else None
 
 
 def output_placement(layer: napari.layers.Image, axes: str) -> Placement:

@@ -10,6 +10,7 @@ is recorded (:mod:`._results`) for *Retrain on corrections*.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,28 @@ def describe(labels: Any) -> str:
     return f"{int(labels.max())} label(s) in {tuple(labels.shape)}"
 
 
+#: the engine's messages name command-line options; the dock names its own settings
+_DOCK_WORDS = (
+    (
+        re.compile(
+            r"with --channel N \(channel=N in Python, the Channel box in the Segment dock\)"
+        ),
+        "in the Channel box",
+    ),
+    (re.compile(r"--invert (yes|no)"), r"Invert \1 (Advanced)"),
+    (re.compile(r"--channel\b"), "Channel"),
+    (re.compile(r"--axes "), "Axes "),
+    (re.compile(r"\(Correct and retrain in napari\)"), "(Correct and retrain, below)"),
+)
+
+
+def in_dock_words(text: str) -> str:
+    """``text`` from the engine with its command-line options named as the dock's settings."""
+    for pattern, words in _DOCK_WORDS:
+        text = pattern.sub(words, text)
+    return text
+
+
 def drive(gen):
     """Run ``gen`` in the worker thread, passing its events on (and its result back)."""
     return (yield from gen)
@@ -151,4 +174,12 @@ def ask_replace(name: str) -> bool:
     return answer == QMessageBox.StandardButton.Yes
 
 
-__all__ = ["ask_replace", "chosen_model", "describe", "drive", "model_record", "put_result"]
+__all__ = [
+    "ask_replace",
+    "chosen_model",
+    "describe",
+    "drive",
+    "in_dock_words",
+    "model_record",
+    "put_result",
+]

@@ -14,10 +14,14 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from ..inference.modality import INVERT_CHOICES
 from ._dock import header
 from ._segment_output import BUILTIN
 
 OUTPUT_KINDS = ("instance", "semantic")
+#: the Channel box's first entry: segment_iter's channel=None (a nuclear stain by name, or all
+#: channels for a multichannel model; otherwise the run is refused with the list of channels)
+AUTO_CHANNEL = "auto"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: napari_unet.inference.zstack.Z_MODES, with plain words
 Z_MODES = (
@@ -30,8 +34,17 @@ ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 
 
 def add_first_settings(widget: Any) -> None:
-    """Image, model, object size and Z-stack rows, as attributes of the Segment ``widget``."""
+    """Image, channel, model, object size and Z-stack rows, as attributes of ``widget``.
+
+    The Channel box shows for a multichannel (not colour) layer only; the widget fills it.
+    """
     widget.image = ComboBox(label="Image", choices=widget._image_choices)
+    widget.channel = ComboBox(
+        label="Channel", choices=[(AUTO_CHANNEL, None)], value=None, visible=False,
+        tooltip="the channel the model segments, of a multichannel image (0-based on its C "
+        "axis). auto: a channel named for a nuclear stain (DAPI, Hoechst, ...) or, for a "
+        "model that takes several channels, all of them; otherwise choose one",
+    )  # fmt: skip
     widget.model_source = ComboBox(label="Model", choices=widget._model_choices, value=BUILTIN)
     widget.model_file = FileEdit(
         label="Model file", mode="r", visible=False,
@@ -67,7 +80,16 @@ def add_first_settings(widget: Any) -> None:
 
 def add_advanced_settings(widget: Any) -> None:
     """The collapsed *Advanced* rows of the Segment ``widget`` (``widget.advanced``)."""
-    widget.axes = LineEdit(label="Axes", tooltip="one letter per axis of the data: T C Z Y X")
+    widget.axes = LineEdit(
+        label="Axes",
+        tooltip="one letter per axis of the layer's data, from T C Z Y X (e.g. CYX: channels, "
+        "then the image; ZYX: a z-stack; YXC: RGB colour); proposed from the layer",
+    )
+    widget.invert = ComboBox(
+        label="Invert", choices=INVERT_CHOICES, value="auto",
+        tooltip="invert the image for the model (dark nuclei on a bright background, e.g. "
+        "brightfield); auto: when the background is brighter than the objects",
+    )  # fmt: skip
     widget.output = ComboBox(
         label="Output", choices=OUTPUT_KINDS, value="instance",
         tooltip="instance: one label per object; semantic: one label per class",
@@ -113,7 +135,8 @@ def add_advanced_settings(widget: Any) -> None:
     )  # fmt: skip
     widget.export_button = PushButton(text="Export model to BioImage.IO")
     widget.advanced.add(
-        widget.axes, widget.output, widget.tile, widget.overlap, widget.device, widget.engine,
-        widget.probabilities, widget.stitch_threshold, widget.scheduler, widget.retrain.learning_rate,
+        widget.axes, widget.invert, widget.output, widget.tile, widget.overlap, widget.device,
+        widget.engine, widget.probabilities, widget.stitch_threshold, widget.scheduler,
+        widget.retrain.learning_rate,
         header("BioImage.IO"), widget.export_path, widget.export_button,
     )  # fmt: skip

@@ -1,11 +1,16 @@
 """The U-Net Segment dock widget: an image layer in, a Labels layer out.
 
 The widget only collects parameters and moves data: it turns the chosen layer into an array
-and its axes, runs :func:`napari_unet.inference.pipeline.segment_iter` in a thread worker (progress
-in napari's activity dock, counted for post-processing too; Cancel stops the batch of tiles in
-flight at once, :mod:`napari_unet.inference.interrupt`), and puts the result into a
-Labels layer named ``"<image> labels"`` with the image's scale, translate and axis labels.
-Running again updates that layer. torch is imported when a run starts, not before.
+and its axes (proposed from the layer and shown in the status line, editable under Advanced; a
+layer whose axes cannot be told asks for them), the channel of a multichannel layer (the
+Channel box) and the inversion setting, runs :func:`napari_unet.inference.pipeline.segment_iter`
+in a thread worker (progress in napari's activity dock, counted for post-processing too; Cancel
+stops the batch of tiles in flight at once, :mod:`napari_unet.inference.interrupt`), and puts
+the result into a Labels layer named ``"<image> labels"`` with the image's scale, translate and
+axis labels. What the run decided (axes, channel, colour, inversion, model: the
+:class:`~napari_unet.inference.domain.SegmentReport`) and the object count go to the status
+line and to the layer's ``metadata["napari_unet"]``; an image unlike the model's training
+images adds a warning (also a notification). Running again updates that layer. torch is imported when a run starts, not before.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from magicgui.widgets import (
 from . import _model_registry as registry
 from ._dock import Advanced, Dock, header, wrapping_label
 from ._feedback import report_error, report_failure
-from ._layers import layer_array, propose_axes
+from ._layers import AxesProposal, axes_proposal, channel_count, channel_names, layer_array
 from ._retrain import RetrainBox
 from ._segment_output import (
     BUILTIN,
@@ -33,10 +38,11 @@ from ._segment_output import (
     chosen_model,
     describe,
     drive,
+    in_dock_words,
     model_record,
     put_result,
 )
-from ._segment_settings import add_advanced_settings, add_first_settings
+from ._segment_settings import AUTO_CHANNEL, add_advanced_settings, add_first_settings
 from ._stage_bar import StageBar
 
 if TYPE_CHECKING:
@@ -65,6 +71,8 @@ class SegmentWidget(Dock):
         self.result_layer: Any = None
         self._scale = 1.0  # the resampling factor of the current run, from its progress
         self._diameter: float | None = None  # the object diameter it measured (or was given)
+        self._report: Any = None  # the SegmentReport of the current run, from its last event
+        self._proposal = AxesProposal("")  # the axes proposed for the selected layer
         self._cancelled = False
         self._stop = threading.Event()
         self._build()
@@ -88,6 +96,7 @@ class SegmentWidget(Dock):
                 Container(
                     widgets=[
                         self.image,
+                        self.channel,
                         self.model_source,
                         self.model_file,
                         self.auto_size,
@@ -119,7 +128,7 @@ class SegmentWidget(Dock):
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self._refresh_images)
         self.image.changed.connect(self._on_image_changed)
-        self.axes.changed.connect(self._show_z_settings)
+        self.axes.changed.connect(self._on_axes_changed)
         self.model_source.changed.connect(self._on_source_changed)
         self.export_button.changed.connect(lambda: self.export_model())
         registry.models_changed.connect(self._on_models_changed)
@@ -145,11 +154,85 @@ class SegmentWidget(Dock):
             self.image.value = self.image.choices[0]
 
     def _on_image_changed(self, _value: Any = None) -> None:
+        """A new layer: propose its axes (or ask for them) and fill the Channel box."""
         layer = self.image.value
-        self.axes.value = propose_axes(layer, self._viewer) if layer is not None else ""
+        self._proposal = (
+            axes_proposal(layer, self._viewer) if layer is not None else AxesProposal("")
+        )
+        with self.axes.changed.blocked():
+            self.axes.value = self._proposal.axes
+        self._on_axes_changed()
+        if layer is not None and self._proposal.axes:
+            self.anisotropy.value = layer_anisotropy(layer, self._proposal.axes)
+        if self._proposal.problem:
+            self.advanced.set_expanded(True)  # the Axes box must be filled in
+
+    def _on_axes_changed(self, _value: Any = None) -> None:
+        """Proposed or typed axes: Z-stack settings, the Channel box and the status follow."""
+        layer = self.image.value
+        axes = self._valid_axes(layer)
+        had_z = not self.anisotropy.native.isHidden()
         self._show_z_settings()
-        if layer is not None:
-            self.anisotropy.value = layer_anisotropy(layer, self.axes.value)
+        self._show_channels(layer, axes)
+        if layer is not None and axes and not had_z:  # Z typed in: its step from the layer
+            self.anisotropy.value = layer_anisotropy(layer, axes)
+        if not self.running:
+            self.status.value = self._input_line(layer, axes)
+
+    def _valid_axes(self, layer: Any) -> str:
+        """The Axes box as axes of ``layer``'s data, ``""`` when empty or not fitting."""
+        from ..inference.axes import parse_axes
+
+        text = (self.axes.value or "").strip()
+        if layer is None or not text:
+            return ""
+        try:
+            return parse_axes(text, layer_array(layer).ndim)
+        except ValueError:
+            return ""
+
+    def _axes_source(self, axes: str) -> str | None:
+        """``segment_iter``'s ``axes_source``: None (typed: "given") unless as proposed."""
+        return self._proposal.source if axes and axes == self._proposal.axes else None
+
+    def _show_channels(self, layer: Any, axes: str) -> None:
+        """The Channel box lists the channels of a multichannel (not colour) layer, else hides."""
+        n = channel_count(tuple(layer_array(layer).shape), axes) if axes else 0
+        names = channel_names(layer, n) if n > 1 else None
+        entries = [(f"{i}: {names[i]}" if names else str(i), i) for i in range(n if n > 1 else 0)]
+        previous = self.channel.value
+        self.channel.choices = [(AUTO_CHANNEL, None), *entries]
+        self.channel.value = previous if previous in self.channel.choices else None
+        self.channel.visible = n > 1
+
+    def _input_line(self, layer: Any, axes: str) -> str:
+        """The status before a run: the axes used for ``layer`` and where they come from."""
+        from ..inference.axes import is_colour, parse_axes
+
+        if layer is None:
+            return ""
+        shape = tuple(layer_array(layer).shape)
+        text = (self.axes.value or "").strip()
+        if not text:
+            problem = self._proposal.problem or "type one letter per axis in Axes (Advanced)"
+            return f"axes needed for {layer.name!r}: {problem}"
+        if not axes:
+            try:
+                parse_axes(text, len(shape))
+                why = ""
+            except ValueError as err:
+                why = f"{err}; "
+            return f"axes do not fit {layer.name!r} (shape {shape}): {why}see Axes (Advanced)"
+        origin = {"layer": "from the layer", "guessed": "guessed from the shape"}.get(
+            self._axes_source(axes) or "", "as typed"
+        )
+        line = f"{layer.name!r}: axes {axes} ({origin}; change them under Advanced)"
+        n = channel_count(shape, axes)
+        if is_colour(axes, shape):
+            line += ", colour"
+        elif n > 1:
+            line += f", {n} channels: choose the one to segment in Channel"
+        return line
 
     def _show_z_settings(self, _value: Any = None) -> None:
         """The Z stack settings show for images with a Z axis."""
@@ -213,6 +296,7 @@ class SegmentWidget(Dock):
             },
         )
         self._worker, self._cancelled, self._scale, self._diameter = worker, False, 1.0, None
+        self._report = None
         self._pbar = StageBar(f"U-Net Segment {layer.name}", "U-Net Segment")
         self._set_running(True)
         self.status.value = "loading the model..."
@@ -259,10 +343,25 @@ class SegmentWidget(Dock):
             raise UserInputError("choose an image layer to segment")
         model = chosen_model(self.model_source.value, self.model_file.value)
         data = layer_array(layer)
+        axes = self._valid_axes(layer)
+        if not axes:
+            self.advanced.set_expanded(True)  # show the Axes box
+            text = (self.axes.value or "").strip()
+            if not text:
+                raise UserInputError(
+                    self._proposal.problem
+                    or f"type the axes of {layer.name!r} in Axes (Advanced), one letter per axis"
+                )
+            parse_axes(text, data.ndim)  # raises, saying why they do not fit
+        n = channel_count(tuple(data.shape), axes)
         return {
             "image": data,
             "model": model,
-            "axes": parse_axes(self.axes.value or propose_axes(layer, self._viewer), data.ndim),
+            "axes": axes,
+            "axes_source": self._axes_source(axes),
+            "channel": self.channel.value if n > 1 else None,
+            "channel_names": channel_names(layer, n) if n > 1 else None,
+            "invert": self.invert.value,
             "output": self.output.value,
             "tile_shape": self.tile.value or None,
             "overlap": self.overlap.value or None,
@@ -279,6 +378,9 @@ class SegmentWidget(Dock):
     def _on_progress(self, event: Any) -> None:
         # napari's progress bar pumps the event loop in update(), so _on_finished may run in
         # the middle of this handler: write the status first and ignore a cancelled run.
+        if event.stage == "done":  # the last event: what the run decided and found
+            self._report = event.report
+            return
         pbar = self._pbar
         if pbar is None or self._cancelled:
             return
@@ -299,13 +401,31 @@ class SegmentWidget(Dock):
             return
         labels, probs = result if isinstance(result, tuple) else (result, None)
         record = record or model_record(layer.name, self.model_source.value, None)
+        report = self._report
+        if report is not None and record.model_ref == "nuclei":
+            record = _routed_model(record, report)
         out = put_result(self._viewer, layer, axes, labels, probs, record, self.confirm_replace)
         self.result_layer = out
-        # what the automatic object size measured, for the record (None: not measured)
-        out.metadata["napari_unet"] = {"object_diameter": self._diameter, "scale": self._scale}
+        # what the run decided and found; the object size it measured (None: not measured)
+        meta = report.as_metadata() if report is not None else {}
+        meta.update(object_diameter=self._diameter, scale=self._scale)
+        out.metadata["napari_unet"] = meta
         self.retrain.select(out)
         per_time = "; each time point has its own ids (no tracking)" if "T" in axes else ""
-        self.status.value = f"done: {describe(labels)}{self._scale_note()}{per_time}"
+        found = describe(labels)
+        if report is not None and report.objects is not None:
+            plural = "" if report.objects == 1 else "s"
+            found = f"{report.objects} object{plural} in {tuple(labels.shape)}"
+        lines = [f"done: {found}{self._scale_note()}{per_time}"]
+        if report is not None:
+            lines.append(f"input: {report.choice.describe()}")
+            if report.warning:
+                warning = in_dock_words(report.warning)
+                lines.append(f"warning: {warning}")
+                from napari.utils.notifications import show_warning
+
+                show_warning(f"U-Net Segment {layer.name!r}: {warning}")
+        self.status.value = "\n".join(lines)
 
     def _scale_note(self) -> str:
         """Object size and resampling for the status line ("" when neither is known)."""
@@ -333,10 +453,21 @@ class SegmentWidget(Dock):
 
         if self._cancelled and isinstance(err, Cancelled):
             return  # what Cancel asked for (a Z stack's batch stopped part-way)
-        report_failure(self.status, err, "U-Net Segment")
+        report_failure(self.status, err, "U-Net Segment", in_dock_words)
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Segment")
+
+
+def _routed_model(record: Any, report: Any) -> Any:
+    """The record of a built-in run that the engine sent to the H&E model instead."""
+    from dataclasses import replace
+
+    from ..inference.pipeline import STAINED_MODEL
+
+    if report.choice.model_reason == "given":  # the built-in nuclei model it was asked for
+        return record
+    return replace(record, model_ref=STAINED_MODEL, model_name=STAINED_MODEL)
 
 
 def layer_anisotropy(layer: Any, axes: str) -> float:

@@ -75,6 +75,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
     p.add_argument(
+        "--update-norm-statistics",
+        action="store_true",
+        help="with --init: let the fine-tune replace the batch-norm statistics (default: kept, "
+        "so a few images do not overwrite statistics gathered over the parent's training set; "
+        "update them for a new kind of input with many images, e.g. a new stain)",
+    )
+    p.add_argument(
         "--no-contact-weight",
         action="store_true",
         help="instance task: weight only the background gaps between objects, as the U-Net "

@@ -118,6 +118,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         tune_postprocessing=not args.no_tune,
         batch_norm=not args.no_batch_norm,
         object_diameter=_object_diameter(args.object_diameter),
+        freeze_norm_statistics=False if args.update_norm_statistics else None,
     )
     model = None
     if args.init is not None:

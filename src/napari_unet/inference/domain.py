@@ -124,5 +124,5 @@ def _tips(choice: InputChoice) -> str:
         tips.append("--invert no")
     if choice.channel is not None or choice.modality == "multichannel":
         tips.append("another --channel")
-    tips.append("or correct a few objects and retrain (Correct and retrain in napari)")
-    return "try " + ", ".join(tips)
+    retrain = "correct a few objects and retrain (Correct and retrain in napari)"
+    return "try " + ", ".join(tips) + f", or {retrain}" if tips else f"try to {retrain}"

@@ -1,0 +1,167 @@
+"""What the network sees: colour, channels, inversion, the report, and folder batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from skimage.io import imsave
+
+from napari_unet import segment
+from napari_unet.cli import main
+from napari_unet.common.errors import ShapeError, UserInputError
+from napari_unet.common.readers import channel_names, read_image
+from napari_unet.inference import modality
+from napari_unet.inference.domain import check_domain
+from napari_unet.inference.modality import InputChoice
+
+
+def _nuclei(shape=(96, 96), seed=0) -> np.ndarray:
+    """Bright round nuclei on a dark background, uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = np.full(shape, 10.0)
+    for _ in range(8):
+        cy, cx = rng.uniform(10, shape[0] - 10), rng.uniform(10, shape[1] - 10)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = 200
+    return (image + rng.normal(0, 3, shape)).clip(0, 255).astype(np.uint8)
+
+
+def _prepare(image, caxes, colour=False, **kwargs):
+    choice = InputChoice(axes=caxes)
+    return modality.prepare_input(
+        image, caxes, in_channels=1, colour=colour, choice=choice, **kwargs
+    )
+
+
+# -- the decisions -------------------------------------------------------------------------
+
+
+def test_median_position_separates_dark_and_bright_backgrounds():
+    image = _nuclei()
+    assert modality.median_position(image) < 0.2
+    assert modality.median_position(255 - image) > 0.8
+    assert modality.median_position(np.zeros((8, 8))) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("invert", "dark", "inverted"),
+    [("auto", False, False), ("auto", True, True), ("yes", False, True), ("no", True, False)],
+)
+def test_inversion_auto_and_given(invert, dark, inverted):
+    image = _nuclei()
+    image = 255 - image if dark else image
+    seen, _, choice = _prepare(image, "YX", invert=invert)
+    assert choice.inverted is inverted
+    assert ("given" in choice.invert_reason) == (inverted and invert == "yes")
+    if inverted:  # the model sees bright nuclei
+        assert modality.median_position(seen) < 0.5 or invert == "yes"
+
+
+def test_grey_saved_as_colour_is_grey():
+    image = _nuclei()
+    rgb = np.stack([image] * 3)
+    seen, caxes, choice = _prepare(rgb, "CYX", colour=True)
+    assert caxes == "YX" and choice.colour == "grey" and not choice.inverted
+    np.testing.assert_allclose(seen, image.astype(np.float32))
+
+
+def test_stained_colour_goes_to_the_haematoxylin_channel():
+    """Purple nuclei on a pale pink background: H&E-like colour."""
+    nuclei = _nuclei() > 100
+    rgb = np.empty((3, *nuclei.shape), np.uint8)
+    for c, (fg, bg) in enumerate(((90, 235), (60, 200), (150, 225))):
+        rgb[c] = np.where(nuclei, fg, bg)
+    assert modality.is_stained(rgb, "CYX")
+    seen, caxes, choice = _prepare(rgb, "CYX", colour=True, colour_input="haematoxylin")
+    assert choice.colour == "haematoxylin" and choice.modality == "H&E" and caxes == "YX"
+    assert seen[nuclei].mean() > seen[~nuclei].mean()  # nuclei bright in the H channel
+    # a model without a colour input sees the inverted grey image
+    seen, _, choice = _prepare(rgb, "CYX", colour=True)
+    assert choice.colour == "luminance" and choice.inverted
+    assert seen[nuclei].mean() > seen[~nuclei].mean()
+
+
+def test_channel_by_index_by_name_and_by_nuclear_name():
+    image = _nuclei()
+    stack = np.stack([np.zeros_like(image), image])
+    _, caxes, choice = _prepare(stack, "CYX", channel=1)
+    assert (caxes, choice.channel, choice.channel_reason) == ("YX", 1, "given")
+    names = ["GFP", "Hoechst 33342"]
+    _, _, choice = _prepare(stack, "CYX", channel="gfp", channel_names=names)
+    assert (choice.channel, choice.channel_name) == (0, "GFP")
+    _, _, choice = _prepare(stack, "CYX", channel_names=names)
+    assert choice.channel == 1 and "nuclear stain" in choice.channel_reason
+    with pytest.raises(ShapeError, match=r"2 channels \(0: 'GFP', 1: 'actin'\).*--channel N"):
+        _prepare(stack, "CYX", channel_names=["GFP", "actin"])
+    with pytest.raises(UserInputError, match="no channel named 'DAPI'"):
+        _prepare(stack, "CYX", channel="DAPI", channel_names=names)
+
+
+def test_domain_warning_on_a_bright_background_and_on_doubt():
+    choice = InputChoice(axes="YX")
+    assert check_domain(choice, 0.05, 0.05) is None
+    assert "darker than the background" in check_domain(choice, 0.9, None)
+    assert "--invert yes" in check_domain(choice, 0.9, None)
+    assert "unsure of 60%" in check_domain(choice, 0.05, 0.6)
+
+
+# -- end to end: segment() and the readers ------------------------------------------------
+
+
+def test_encodings_of_one_image_give_the_same_labels(tiny_model, tmp_path):
+    """Grey, an RGB PNG, inverted and a 2-channel TIFF with --channel: the same input."""
+    image = _nuclei()
+    grey = segment(image, tiny_model, diameter=None)
+    path = tmp_path / "rgb.png"
+    imsave(path, np.stack([image] * 3, -1), check_contrast=False)
+    rgb, axes = read_image(path)
+    assert axes == "YXC"
+    np.testing.assert_array_equal(segment(rgb, tiny_model, axes=axes, diameter=None), grey)
+    stack = np.stack([np.full_like(image, 50), image])
+    got = segment(stack, tiny_model, axes="CYX", channel=1, diameter=None)
+    np.testing.assert_array_equal(got, grey)
+    events = []
+    segment(255 - image, tiny_model, diameter=None, progress=events.append)
+    report = events[-1].report
+    assert events[-1].stage == "done" and report.choice.inverted
+    assert report.as_metadata()["choice"]["inverted"] is True
+
+
+def test_channel_names_from_imagej_and_ome_tiff(tmp_path):
+    stack = np.stack([_nuclei(), _nuclei(seed=1)])
+    ij = tmp_path / "ij.tif"
+    tifffile.imwrite(ij, stack, imagej=True, metadata={"axes": "CYX", "Labels": ["GFP", "DAPI"]})
+    assert read_image(ij)[1] == "CYX" and channel_names(ij) == ["GFP", "DAPI"]
+    ome = tmp_path / "a.ome.tif"
+    tifffile.imwrite(ome, stack, metadata={"axes": "CYX", "Channel": {"Name": ["DNA", "Actin"]}})
+    assert channel_names(ome) == ["DNA", "Actin"]
+    assert channel_names(tmp_path / "missing.tif") is None
+
+
+# -- the CLI: one line per image, batches that go on --------------------------------------
+
+
+def test_cli_line_and_batch_that_goes_on(tiny_model_file, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = _nuclei()
+    tifffile.imwrite(folder / "a.tif", image)
+    imsave(folder / "b.png", np.stack([image] * 3, -1), check_contrast=False)
+    tifffile.imwrite(folder / "c.tif", np.stack([image] * 2))  # channels or Z? refused
+    (folder / "d.tif").write_bytes(b"not a tiff")
+    out = tmp_path / "out"
+    args = ["segment", str(folder), "-o", str(out), "--model", str(tiny_model_file)]
+    assert main([*args, "--diameter", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "2 written, 2 failed: c.tif (" in err and "d.tif (" in err
+    assert "--skip-existing" in err
+    assert "b.png: " in err and "axes YXC" in err and "grey" in err and " s" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "b_labels.tif"]
+    # resume: the written ones are skipped, the fixed one is segmented
+    tifffile.imwrite(folder / "c.tif", np.stack([image] * 2), imagej=True, metadata={"axes": "CYX"})
+    (folder / "d.tif").unlink()
+    assert main([*args, "--skip-existing", "--channel", "0", "--diameter", "none"]) == 0
+    err = capsys.readouterr().err
+    assert "a.tif: skipped" in err and "c.tif: " in err and "channel 0" in err
+    assert (out / "c_labels.tif").exists()
