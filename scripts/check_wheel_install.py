@@ -28,6 +28,8 @@ PACKAGE_DATA = [
     "napari_unet/data/nuclei_labels.tif",
 ]
 MODEL_IN_WHEEL = "napari_unet/models/nuclei.safetensors"
+#: the built-in H&E model, routed to for stained colour images
+HE_MODEL_IN_WHEEL = "napari_unet/models/nuclei-he.safetensors"
 
 failures: list[str] = []
 
@@ -63,6 +65,7 @@ def check_wheel_contents(wheel: Path, max_mb: float) -> bool:
     size_mb = wheel.stat().st_size / 1e6
     check(size_mb <= max_mb, f"wheel size {size_mb:.2f} MB <= {max_mb} MB")
     has_model = MODEL_IN_WHEEL in names
+    check(HE_MODEL_IN_WHEEL in names, "wheel contains the built-in H&E model")
     print(f"[info] built-in model in the wheel: {'yes' if has_model else 'NO (not built yet)'}")
     return has_model
 

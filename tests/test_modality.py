@@ -165,3 +165,11 @@ def test_cli_line_and_batch_that_goes_on(tiny_model_file, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "a.tif: skipped" in err and "c.tif: " in err and "channel 0" in err
     assert (out / "c_labels.tif").exists()
+
+
+def test_haematoxylin_of_a_dask_image_equals_numpy():
+    import dask.array as da
+
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    lazy = modality.haematoxylin(da.from_array(rgb, chunks=(1, 32, 32)), channel_axis=0)
+    np.testing.assert_array_equal(lazy.compute(), modality.haematoxylin(rgb, channel_axis=0))

@@ -268,11 +268,16 @@ def test_model_files(tiny_model, tiny_model_file, tmp_path):
 
 
 def test_missing_builtin_model_says_how_to_pass_one(tmp_path, monkeypatch):
+    from napari_unet.inference.pipeline import builtin_model
     from napari_unet.model import files as model_io
 
     monkeypatch.setattr(model_io.resources, "files", lambda package: tmp_path)
-    with pytest.raises(ModelFileError, match="pass a model file"):
-        segment(np.zeros((32, 32)))
+    builtin_model.cache_clear()  # built-in models are loaded once per process
+    try:
+        with pytest.raises(ModelFileError, match="pass a model file"):
+            segment(np.zeros((32, 32)))
+    finally:
+        builtin_model.cache_clear()
 
 
 def test_the_model_cards_postprocessing_settings_are_used():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -161,11 +162,8 @@ def haematoxylin(rgb: Any, channel_axis: int = 0) -> Any:
         Haematoxylin concentration (optical density; nuclei bright, background dark), from
         :func:`skimage.color.rgb2hed` (Ruifrok & Johnston stain vectors).
     """
-    from .frames import is_dask
-
-    if is_dask(rgb):  # block by block, each block holding all the colour samples
-        import dask.array as da
-
+    da = sys.modules.get("dask.array")  # loaded already if rgb is a dask array
+    if da is not None and isinstance(rgb, da.Array):  # block by block, all samples in each
         moved = da.moveaxis(rgb, channel_axis, -1)
         moved = moved.rechunk({moved.ndim - 1: -1})
         return moved.map_blocks(_hed0, drop_axis=moved.ndim - 1, dtype=np.float32)
