@@ -173,3 +173,36 @@ def test_haematoxylin_of_a_dask_image_equals_numpy():
     rgb = np.random.default_rng(0).integers(0, 255, (3, 64, 64)).astype(np.uint8)
     lazy = modality.haematoxylin(da.from_array(rgb, chunks=(1, 32, 32)), channel_axis=0)
     np.testing.assert_array_equal(lazy.compute(), modality.haematoxylin(rgb, channel_axis=0))
+
+
+def test_global_flags_work_after_the_subcommand(tiny_model_file, tmp_path):
+    from napari_unet.cli import build_parser
+
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, _nuclei())
+    args = ["segment", str(image), "-o", str(tmp_path / "o"), "--model", str(tiny_model_file)]
+    assert build_parser().parse_args([*args, "-v"]).verbose is True
+    assert main([*args, "--diameter", "none", "-v"]) == 0  # was: unrecognized arguments
+
+
+def test_labels_given_as_the_image_are_said_to_be_labels(tiny_model):
+    from skimage.measure import label
+
+    labels = label(_nuclei() > 100).astype(np.uint16)
+    events = []
+    segment(labels, tiny_model, diameter=None, progress=events.append)
+    assert "looks like a label image" in events[-1].report.warning
+    events.clear()
+    segment(_nuclei(), tiny_model, diameter=None, progress=events.append)
+    assert "label image" not in (events[-1].report.warning or "")
+
+
+def test_evaluate_refuses_an_intensity_image_as_ground_truth(tmp_path, capsys):
+    from skimage.measure import label
+
+    image = _nuclei()
+    for folder, data in (("gt", image), ("pred", label(image > 100).astype(np.uint16))):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", data)
+    assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]) == 2
+    assert "does not look like a label image" in capsys.readouterr().err

@@ -44,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
         module.add_parser(sub)
-    for command in sub.choices.values():  # `napari-unet CMD ... --debug` works too
+    for command in sub.choices.values():  # `napari-unet CMD ... --debug / -v` work too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="print the traceback of an error")  # fmt: skip
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details")  # fmt: skip
     return parser
 
 

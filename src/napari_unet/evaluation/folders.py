@@ -22,6 +22,7 @@ from ..common.atomic import atomic_write
 from ..common.errors import UserInputError
 from ..common.progress import run_to_end
 from ..common.readers import read_labels as _read_labels
+from ..common.validate import check_looks_like_labels
 from .metrics import DEFAULT_THRESHOLDS
 from .pairs import EvaluationProgress, PairEvaluation, Record, evaluate_pair, summary_rows
 
@@ -105,7 +106,9 @@ def read_labels(path: Path) -> NDArray:
     Goes through :func:`napari_unet.common.readers.read_labels`: a corrupt, empty, negative or
     non-integer file is a :class:`UserInputError` naming it.
     """
-    return _read_labels(path)
+    labels = _read_labels(path)
+    check_looks_like_labels(labels, f"labels {path}")
+    return labels
 
 
 @dataclass

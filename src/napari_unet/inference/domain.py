@@ -94,7 +94,9 @@ class SegmentReport:
         return out
 
 
-def check_domain(choice: InputChoice, background: float, doubt: float | None) -> str | None:
+def check_domain(
+    choice: InputChoice, background: float, doubt: float | None, labels_like: bool = False
+) -> str | None:
     """One sentence on why the image looks unlike the model's training images, or ``None``.
 
     Parameters
@@ -105,7 +107,16 @@ def check_domain(choice: InputChoice, background: float, doubt: float | None) ->
         :func:`~.modality.median_position` of the image the network saw.
     doubt : float or None
         :attr:`Doubt.share` of the run, ``None`` when not measured.
+    labels_like : bool
+        The image itself looks like a label image or a mask
+        (:func:`~napari_unet.common.validate.looks_like_labels`).
     """
+    if labels_like:
+        return (
+            "the image looks like a label image or a mask (whole numbers, piecewise constant, "
+            "with a background), not intensities: segmenting it gives nonsense; pass the "
+            "microscope image instead"
+        )
     tips = _tips(choice)
     if background > BRIGHT_BACKGROUND:
         return (

@@ -42,6 +42,7 @@ __all__ = [
     "InputChoice",
     "haematoxylin",
     "median_position",
+    "optical_density",
     "prepare_input",
 ]
 
@@ -170,6 +171,28 @@ def haematoxylin(rgb: Any, channel_axis: int = 0) -> Any:
     return _hed0(np.moveaxis(np.asarray(rgb), channel_axis, -1))
 
 
+def optical_density(rgb: Any, channel_axis: int = 0) -> Any:
+    """Optical density ``-log((I + 1) / (I_max + 1))`` of the colour samples (alpha dropped).
+
+    Stains absorb light: optical density is proportional to the amount of stain, so a stained
+    slide becomes bright objects on a dark background in every channel.
+
+    Parameters
+    ----------
+    rgb : ndarray or dask array with 3 or 4 samples on ``channel_axis``
+        uint8 (``I_max`` 255), uint16 (65535) or float in [0, 1] (1).
+
+    Returns
+    -------
+    ndarray or dask array of float32, 3 samples on ``channel_axis``
+    """
+    top = {"u1": 255.0, "u2": 65535.0}.get(f"{rgb.dtype.kind}{rgb.dtype.itemsize}", 1.0)
+    key = (slice(None),) * channel_axis + (slice(0, 3),)
+    values = rgb[key].astype(np.float32)
+    scale = 1.0 if top > 1 else 255.0  # floats in [0, 1]: the uint8 grid
+    return -np.log((values * scale + 1.0) / (top * scale + 1.0)).astype(np.float32)
+
+
 def _hed0(block: np.ndarray) -> np.ndarray:
     from skimage.color import rgb2hed
 
@@ -233,6 +256,9 @@ def prepare_input(
     """
     invert = _invert_setting(invert)
     n = canon.shape[caxes.index("C")] if "C" in caxes else 1
+    if colour_input == "optical_density" and colour and n in (3, 4) and channel is None:
+        choice = replace(choice, colour="optical density", modality="H&E")
+        return optical_density(canon, caxes.index("C")), caxes, choice
     if channel is not None:
         index, name = _channel_index(channel, n, channel_names, caxes)
         canon, caxes = _take_channel(canon, caxes, index)

@@ -27,6 +27,7 @@ import numpy as np
 from ..common.device import resolve_device
 from ..common.errors import UserInputError
 from ..common.progress import relay, run_with_progress
+from ..common.validate import looks_like_labels
 from ..zoo.resolve import resolve_model
 from . import axes as ax
 from . import cluster, rescale, zstack
@@ -263,6 +264,7 @@ def segment_iter(
     if not is_dask(canon):
         check_finite(canon)
     colour = ax.is_colour(axes, array.shape)
+    labels_like = looks_like_labels(array)  # told in the report: labels are not an image
     model = _model_for(model, default_model, colour, channel, canon, caxes)
     choice = InputChoice(axes=axes, axes_source=source, model=model_name(model))
     if model is not None and default_model and model.card.get("colour_input"):
@@ -338,7 +340,7 @@ def segment_iter(
     if resampled:
         labels, probs = rescale.restore(labels, probs, canon.shape, caxes, output)
     # 6. back to the caller's axes, 7. what was decided and whether the image looked familiar
-    report = _report(choice, canon, labels, output, job, size, factor)
+    report = _report(choice, canon, labels, output, job, size, factor, labels_like)
     if report.warning:
         log.warning("%s", report.warning)
     yield SegmentProgress("done", 1, 1, 0, 1, factor, size.diameter, report=report)
@@ -369,14 +371,16 @@ def builtin_model(name: str):
     return resolve_model(name)
 
 
-def _report(choice, canon, labels, output: str, job, size, factor: float) -> SegmentReport:
+def _report(
+    choice, canon, labels, output: str, job, size, factor: float, labels_like: bool
+) -> SegmentReport:
     """The run's :class:`SegmentReport`: decisions, object count and the domain check."""
     objects = None
     if output == "instance" and isinstance(labels, np.ndarray):
         objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
     background = median_position(canon)
     doubt = job.doubt.share
-    warning = check_domain(choice, background, doubt)
+    warning = check_domain(choice, background, doubt, labels_like)
     return SegmentReport(choice, objects, size.diameter, factor, background, doubt, warning)
 
 

@@ -133,8 +133,17 @@ def _sample(array: np.ndarray, coords: np.ndarray, order: int, mode: str) -> np.
 
 
 def _intensity(image: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
-    """Random contrast (scale), brightness (shift), gamma and Gaussian noise."""
-    image = image * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15)
+    """Random contrast (scale), brightness (shift), gamma and Gaussian noise.
+
+    ``image`` is ``(C, *spatial)``. With several channels the contrast and brightness are drawn
+    per channel: stains and fluorophores vary independently (a colour jitter for RGB input).
+    """
+    if image.shape[0] > 1:
+        shape = (image.shape[0],) + (1,) * (image.ndim - 1)
+        scale, shift = rng.uniform(0.7, 1.3, shape), rng.uniform(-0.15, 0.15, shape)
+        image = (image * scale + shift).astype(np.float32)
+    else:
+        image = image * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15)
     if rng.random() < 0.3:
         gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
         image = np.sign(image) * np.abs(image) ** gamma
