@@ -28,12 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--license", default="BSD-3-Clause", help="SPDX license id of the weights")
     p.add_argument("--training-data", metavar="TEXT", help="what the model was trained on")
+    p.add_argument("--overwrite", action="store_true", help="replace the package file if it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..common.outputs import check_output_target
     from ..zoo.export import export_bioimageio
 
+    check_output_target(args.output, "-o/--output", overwrite=args.overwrite)  # before any work
     path = export_bioimageio(
         args.model,
         args.output,

@@ -338,11 +338,19 @@ def segment_file(
 
 def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``z_mode``, ``anisotropy`` (given, else from the file) and ``stitch_threshold``."""
+    from ..common.errors import UserInputError
+    from ..inference.zstack import MAX_ANISOTROPY, MIN_ANISOTROPY
     from .voxel_size import anisotropy_of
 
     anisotropy = args.anisotropy
     if anisotropy is None:
         anisotropy = anisotropy_of(path) or 1.0
+        if not MIN_ANISOTROPY <= anisotropy <= MAX_ANISOTROPY:
+            raise UserInputError(
+                f"its voxel size gives an anisotropy (z step / XY pixel size) of "
+                f"{anisotropy:g}, outside [{MIN_ANISOTROPY:g}, {MAX_ANISOTROPY:g}]: the metadata "
+                "looks wrong; pass the real value with --anisotropy F"
+            )
         if anisotropy != 1.0:
             log.info("%s: anisotropy %.3g from the file's voxel size", path, anisotropy)
     found = {"z_mode": args.z_mode, "anisotropy": anisotropy}

@@ -35,3 +35,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             "device 'mps' was asked for but Apple MPS is not available; use 'auto' or 'cpu'"
         )
     return torch.device(name)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for this process now (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

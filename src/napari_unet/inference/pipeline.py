@@ -86,6 +86,7 @@ def segment(
     channel: int | str | None = None,
     channel_names: Sequence[str] | None = None,
     invert: str | bool = "auto",
+    table: bool = False,
 ):
     """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
 
@@ -116,6 +117,12 @@ def segment(
         directory when omitted. Ignored for numpy input.
     return_probabilities : bool
         Also return the probabilities: ``(labels, probabilities)``.
+    table : bool
+        Also return a per-object table (:func:`~.objects.object_table`: label, area,
+        centroid, mean intensity of the image the model saw, the model's confidence), last in
+        the result: ``(labels, table)`` or ``(labels, probabilities, table)``. Instance labels
+        of in-memory images only (computed in this process): ``None`` for semantic output,
+        dask / zarr images and clusters.
     scale : float
         Resample the spatial axes the model sees (YX, or ZYX for a 3D model) by this factor
         before segmenting, and the result back to the image's shape afterwards: use it for
@@ -174,6 +181,8 @@ def segment(
         (for ``output="probabilities"``: float32 of shape ``(K, *labels_shape)``)
     probabilities : ndarray or dask array of float32, shape ``(K, *labels_shape)``
         Only with ``return_probabilities=True``.
+    table : dict of str to ndarray of shape (N,), or None
+        Only with ``table=True``: one row per object.
 
     Raises
     ------
@@ -203,8 +212,19 @@ def segment(
         channel=channel,
         channel_names=channel_names,
         invert=invert,
+        table=table,
     )
-    return run_with_progress(gen, progress)
+    if not table:
+        return run_with_progress(gen, progress)
+    last: list[SegmentProgress] = []
+
+    def keep(event: SegmentProgress) -> SegmentProgress:
+        last[:] = [event]
+        return event
+
+    result = run_with_progress(relay(gen, keep), progress)
+    found = last[0].table if last else None  # the "done" event's
+    return (*result, found) if isinstance(result, tuple) else (result, found)
 
 
 def segment_iter(
@@ -232,6 +252,7 @@ def segment_iter(
     stitch_threshold: float = zstack.DEFAULT_STITCH_THRESHOLD,
     stop: threading.Event | None = None,
     axes_source: str | None = None,
+    table: bool = False,
 ) -> Generator[SegmentProgress, None, Any]:
     """:func:`segment` as a generator: yields :class:`SegmentProgress`, returns the result.
 
@@ -246,6 +267,11 @@ def segment_iter(
     axes_source : str, optional
         Where given ``axes`` came from, for the report: ``"file"`` (its metadata) or
         ``"layer"``; default ``"given"``.
+    table : bool
+        Put a per-object table (:func:`~.objects.object_table`) on the last event
+        (``SegmentProgress.table``); the result is unchanged. Instance labels of in-memory
+        images segmented in this process only (the probabilities are kept in memory for it);
+        dask / zarr images and clusters get ``None``.
 
     The last event (stage ``"done"``) carries a :class:`~.domain.SegmentReport`: what was
     decided about the input (axes, channel, colour, inversion, model) and, where the image
@@ -309,13 +335,16 @@ def segment_iter(
         raise UserInputError(
             "scale/diameter work on in-memory images; rescale a dask or zarr image first"
         )
+    if zmode == "3d":  # known before the work: a volume that cannot fit is refused now
+        zstack.check_3d_memory(canon.shape, caxes, anisotropy, factor)
     seen = rescale.resample(canon, factors, order=1) if resampled else canon
     if client is not None:  # on a dask.distributed cluster
         from .cluster_job import as_lazy, run_on_cluster
 
         seen = as_lazy(seen, caxes)
     post = postprocessing_settings(model, min_size)
-    job = SegmentJob(model, seen, caxes, output, post, return_probabilities)
+    table = table and output == "instance" and not lazy and client is None
+    job = SegmentJob(model, seen, caxes, output, post, return_probabilities or table)
     # the measuring pass's labels, when made with these settings
     known_labels = size.labels if post == postprocessing_settings(model) else None
     if zmode == "3d":  # a 2D model on a Z stack: three plane orientations, 3D objects
@@ -343,7 +372,10 @@ def segment_iter(
     report = _report(choice, canon, labels, output, job, size, factor, labels_like)
     if report.warning:
         log.warning("%s", report.warning)
-    yield SegmentProgress("done", 1, 1, 0, 1, factor, size.diameter, report=report)
+    objects = _object_table(labels, probs, canon, caxes, report.choice) if table else None
+    yield SegmentProgress(
+        "done", 1, 1, 0, 1, factor, size.diameter, report=report, table=objects
+    )
     labels = ax.from_canonical(labels, caxes, axes, leading=1 if output == "probabilities" else 0)
     if not return_probabilities or output == "probabilities":
         return labels
@@ -382,6 +414,25 @@ def _report(
     doubt = job.doubt.share
     warning = check_domain(choice, background, doubt, labels_like)
     return SegmentReport(choice, objects, size.diameter, factor, background, doubt, warning)
+
+
+def _object_table(labels, probs, canon, caxes: str, choice: InputChoice) -> dict | None:
+    """The per-object table of in-memory instance labels (canonical axes), or ``None``.
+
+    The intensities are those of the image the model saw (the chosen channel, the grey or
+    haematoxylin of a colour image, the mean of a multichannel model's channels), before any
+    inversion.
+    """
+    if not (isinstance(labels, np.ndarray) and isinstance(probs, np.ndarray)):
+        return None
+    from .objects import object_table
+
+    image = np.asarray(canon, np.float32)
+    if "C" in caxes:
+        image = image.mean(axis=caxes.index("C"))
+    if choice.inverted:  # prepare_input inverts by negation
+        image = -image
+    return object_table(labels, probs, image, axes=ax.labels_axes(caxes))
 
 
 def _prepare_engine(

@@ -14,6 +14,9 @@ from scipy import ndimage as ndi
 
 from ..common.errors import UserInputError
 
+#: the resampling factors a run accepts
+MIN_SCALE, MAX_SCALE = 0.05, 20
+
 
 def resolve_scale(scale: float, diameter: float | None, model) -> float:
     """The resampling factor from ``scale`` or from an object ``diameter`` in pixels.
@@ -34,9 +37,19 @@ def resolve_scale(scale: float, diameter: float | None, model) -> float:
                 "this model's card does not record the object diameter it expects "
                 "(object_diameter); use scale= instead of diameter="
             )
-        return float(expected) / float(diameter)
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 0.05 <= scale <= 20):
-        raise UserInputError(f"scale must be a number in [0.05, 20], got {scale!r}")
+        factor = float(expected) / float(diameter)
+        if not MIN_SCALE <= factor <= MAX_SCALE:
+            raise UserInputError(
+                f"diameter {diameter!r} px would resample the image by {factor:.3g} (this model "
+                f"expects objects of about {float(expected):g} px), outside [{MIN_SCALE}, "
+                f"{MAX_SCALE}]; give a diameter between {float(expected) / MAX_SCALE:.3g} and "
+                f"{float(expected) / MIN_SCALE:.3g} px"
+            )
+        return factor
+    if not (
+        isinstance(scale, (int, float)) and math.isfinite(scale) and MIN_SCALE <= scale <= MAX_SCALE
+    ):
+        raise UserInputError(f"scale must be a number in [{MIN_SCALE}, {MAX_SCALE}], got {scale!r}")
     return float(scale)
 
 

@@ -69,6 +69,41 @@ CHUNKED_VOXELS = 8 * 512 * 512
 CHUNK = 128
 
 
+#: the z step / XY pixel size of real stacks lies far inside these bounds (light sheet: ~1-10)
+MIN_ANISOTROPY, MAX_ANISOTROPY = 0.01, 100.0
+#: bytes per voxel of a time point that z_mode "3d" holds (probabilities, sums, labels)
+BYTES_PER_VOXEL_3D = 25
+
+
+def check_3d_memory(shape, caxes: str, anisotropy: float, scale: float) -> None:
+    """Refuse, before any work, a ``"3d"`` run whose resampled time point cannot fit in memory.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The canonical image's shape (axes ``caxes``, with Z).
+    anisotropy, scale : float
+        The z resampling (anisotropy) and the XY scale of the run.
+    """
+    from ..common.device import available_memory
+
+    voxels = 1.0
+    for a, n in zip(caxes, shape):
+        if a in "YX":
+            voxels *= max(1.0, n * scale)
+        elif a == "Z":
+            voxels *= max(1.0, n * anisotropy * scale)
+    need = voxels * BYTES_PER_VOXEL_3D
+    free = available_memory()
+    if free is not None and need > free:
+        raise UserInputError(
+            f"z_mode '3d' would resample each time point to {voxels:.3g} voxels (anisotropy "
+            f"{anisotropy:g}, scale {scale:.3g}): about {need / 1e9:.1f} GB, and "
+            f"{free / 1e9:.1f} GB are free; check the anisotropy (z step / XY pixel size) or use "
+            "--z-mode stitch (z_mode='stitch')"
+        )
+
+
 def resolve_z_mode(
     z_mode: str | None,
     caxes: str,
@@ -94,9 +129,14 @@ def resolve_z_mode(
     """
     if z_mode is not None and z_mode not in Z_MODES:
         raise UserInputError(f"z_mode must be one of {Z_MODES} or None, got {z_mode!r}")
-    if not (isinstance(anisotropy, (int, float)) and np.isfinite(anisotropy) and anisotropy > 0):
+    if not (
+        isinstance(anisotropy, (int, float))
+        and np.isfinite(anisotropy)
+        and MIN_ANISOTROPY <= anisotropy <= MAX_ANISOTROPY
+    ):
         raise UserInputError(
-            f"anisotropy must be a positive number (z step / XY pixel size), got {anisotropy!r}"
+            f"anisotropy must be a number in [{MIN_ANISOTROPY}, {MAX_ANISOTROPY}] (z step / XY "
+            f"pixel size, e.g. 3 for 0.6 um slices of 0.2 um pixels), got {anisotropy!r}"
         )
     if not (isinstance(stitch_threshold, (int, float)) and 0 < stitch_threshold <= 1):
         raise UserInputError(f"stitch_threshold must be an IoU in (0, 1], got {stitch_threshold!r}")
