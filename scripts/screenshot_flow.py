@@ -23,6 +23,8 @@ import numpy as np
 from qtpy.QtWidgets import QApplication
 from screenshot import wait_until as _wait_until  # scripts/ is on sys.path
 
+from napari_unet._napari import _model_registry as registry
+
 
 def wait_until(condition) -> None:
     """:func:`screenshot.wait_until` with room for a retrain on the CPU (30 min)."""
@@ -96,6 +98,8 @@ def main() -> None:
 
     labels.mode = "pan_zoom"
     labels.visible = False
+    # one corrected image: nothing held back to compare on, so the user picks the new model
+    seg.model_source.value = registry.trained_choice(seg.retrain.model_name)
     seg.run()
     wait_until(lambda: not seg.running)
     print("segment again:", seg.status.value)

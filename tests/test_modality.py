@@ -206,3 +206,30 @@ def test_evaluate_refuses_an_intensity_image_as_ground_truth(tmp_path, capsys):
         tifffile.imwrite(tmp_path / folder / "a.tif", data)
     assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]) == 2
     assert "does not look like a label image" in capsys.readouterr().err
+
+
+def test_noise_is_not_resampled_and_is_said_to_be_noise(tiny_model):
+    from napari_unet.inference.domain import has_structure
+
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8)
+    assert not has_structure(noise, "YX") and has_structure(_nuclei(), "YX")
+    events = []
+    segment(noise, tiny_model, progress=events.append)
+    assert events[-1].scale == 1.0 and "looks like noise" in events[-1].report.warning
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda a: a.astype(np.int64) + 2**40,  # precision kept: float64 for 64-bit data
+        lambda a: np.where(np.arange(a.size).reshape(a.shape) == 500, 1e30, a).astype(np.float32),
+    ],
+    ids=["int64-offset", "float-no-data-pixel"],
+)
+def test_wide_integers_and_outliers_segment_like_the_plain_image(tiny_model, encode):
+    image = _nuclei()
+    plain = segment(image, tiny_model, diameter=None)
+    events = []
+    got = segment(encode(image), tiny_model, diameter=None, progress=events.append)
+    assert np.mean(got[image > 100] > 0) == pytest.approx(np.mean(plain[image > 100] > 0), abs=0.02)
+    assert "noise" not in (events[-1].report.warning or "")

@@ -156,8 +156,12 @@ def test_a_dock_opened_after_training_offers_the_trained_model(make_napari_viewe
 
 
 def test_correct_and_retrain_offers_the_fine_tuned_model_in_every_segment_dock(
-    segment, qtbot, make_napari_viewer
+    segment, qtbot, make_napari_viewer, monkeypatch
 ):
+    import napari.utils.notifications as notes
+
+    shown: list[str] = []
+    monkeypatch.setattr(notes, "show_info", shown.append)
     from napari_unet._napari._retrain import correction_region
 
     viewer, widget = segment
@@ -185,9 +189,17 @@ def test_correct_and_retrain_offers_the_fine_tuned_model_in_every_segment_dock(
         name = widget.retrain.model_name
         assert name == "tiny corrected"
         assert registry.get_model(name) is widget.retrain.model
-        assert widget.model_source.value == TRAINED + name
-        assert other.model_source.value == TRAINED + name
+        # offered in every Segment dock, used in none: one corrected image, nothing held back
+        for dock in (widget, other):
+            assert TRAINED + name in dock.model_source.choices
+            assert dock.model_source.value == FROM_FILE
+        assert widget.retrain.scores.n_images == 0 and not widget.retrain.scores.beats
+        said = widget.retrain.status.value
+        assert "kept 'tiny': no image was held back" in said, said
+        assert "pick it in Model to use it" in said
+        assert shown and shown[-1] == said  # and a notification says the same
         assert widget.retrain.model.card["name"] == name
+        widget.model_source.value = TRAINED + name  # the user picks it
         widget.confirm_replace = lambda name: True
         _segment(widget, qtbot)  # segment again with the new model
         assert widget.status.value.startswith("done")

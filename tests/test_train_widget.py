@@ -11,6 +11,7 @@ import pytest
 
 from napari_unet._napari import _model_registry as registry
 from napari_unet._napari._train_inputs import PairSource, channel_axis, expand_sources
+from napari_unet._napari._train_settings import START_NEW
 from napari_unet._napari.train_widget import TrainWidget
 from napari_unet.common.errors import ShapeError, UserInputError
 from napari_unet.common.sample import load_sample
@@ -32,6 +33,7 @@ def viewer(make_napari_viewer):
 
 
 def _tiny(widget: TrainWidget, *, epochs: int = 2, steps: int = 3) -> None:
+    widget.architecture.start_from.value = START_NEW  # one image would fine-tune the built-in
     widget.architecture.depth.value = 2
     widget.architecture.base_filters.value = 4
     h = widget.hyper
@@ -77,9 +79,11 @@ def test_tiny_training_plots_registers_previews_and_saves(viewer, qtbot, crop, t
     assert f"AP@0.5 {tuned.ap50:.4f}" in widget.status.value
     assert result.model.card["postprocessing"]["seed_threshold"] == tuned.settings["seed_threshold"]
     assert widget.start_button.enabled and not widget.stop_button.enabled
-    # selectable in the Segment widget at once
+    # offered in the Segment widget at once, not used: nothing was held back to compare on
     assert registry.get_model("tiny nuclei") is result.model
-    assert "selectable" in widget.message.value
+    assert registry.current_choice() is None
+    assert "kept 'built-in nuclei': no image was held back" in widget.message.value
+    assert "pick it in U-Net Segment's Model box" in widget.message.value
     # one pair: validation reuses the training image, and the dock says so
     assert "validation reuses the training image" in widget.monitor.note.value
     assert "(on the training image)" in widget.message.value

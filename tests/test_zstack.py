@@ -159,7 +159,8 @@ def test_link_slices_follows_the_iou_threshold():
     ("kwargs", "match"),
     [
         ({"z_mode": "volume"}, "z_mode must be one of"),
-        ({"anisotropy": 0}, "anisotropy must be a positive"),
+        ({"anisotropy": 0}, "anisotropy must be a number in"),
+        ({"anisotropy": 1e9}, "anisotropy must be a number in"),
         ({"z_mode": "stitch", "stitch_threshold": 1.5}, "stitch_threshold must be"),
     ],
 )
@@ -194,3 +195,22 @@ def test_large_volumes_are_post_processed_in_chunks_with_the_same_objects(net, m
     chunked = segment(image, net, axes="ZYX", z_mode="3d", min_size=1, progress=events.append)
     assert _same_partition(chunked, whole)
     assert sum(e.stage == "postprocess" for e in events) > 9  # per chunk step
+
+
+def test_zarr_stack_output_has_no_final_name_until_linked(tiny_model, tmp_path):
+    """The slices are linked under the temporary name: a kill at any moment leaves no store
+    under the final name (issue 29: a SIGKILL left an unlinked store that read as a result)."""
+    rng = np.random.default_rng(0)
+    stack = da.from_array((rng.random((4, 48, 48)) * 200).astype(np.uint8), chunks=(1, 48, 48))
+    final = tmp_path / "out_labels.zarr"
+    seen_linking = []
+
+    def watch(event):
+        if event.stage == "linking slices":
+            seen_linking.append(final.exists())
+
+    labels = segment(
+        stack, tiny_model, axes="ZYX", z_mode="stitch", out=final, diameter=None, progress=watch
+    )
+    assert seen_linking and not any(seen_linking)
+    assert final.exists() and labels.shape == (4, 48, 48)

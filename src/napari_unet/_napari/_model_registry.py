@@ -1,9 +1,14 @@
-"""Models trained in this napari session, so the Segment widget can pick them at once.
+"""Models trained in this napari session, and the model the Segment docks use.
 
-The Train widget calls :func:`register_model` when a training run ends; the Segment widget
-lists :func:`registered_models` in its model choice and refreshes that list when
-:data:`models_changed` fires. The registry lives in memory only (a saved model file is the
-durable form) and is touched on the GUI thread only.
+The Train widget and Correct and retrain call :func:`register_model` when a training run
+ends; the Segment widget lists :func:`registered_models` in its model choice and refreshes
+that list when :data:`models_changed` fires. A model from a training run is only offered
+(``select=False``) unless it beat the current model on held-back data; :func:`use_model`
+switches every Segment dock to a model (a trained one, the built-in model or a file), as
+*Undo retrain* does. The registry also remembers the Segment model last chosen
+(:func:`current_choice`), which a training run compares its model with and a Segment dock
+opened later starts from. It lives in memory only (a saved model file is the durable form)
+and is touched on the GUI thread only.
 
 Examples
 --------
@@ -28,22 +33,34 @@ if TYPE_CHECKING:
 
 __all__ = [
     "clear_models",
+    "current_choice",
     "get_model",
+    "model_used",
     "models_changed",
+    "note_choice",
     "register_model",
     "registered_models",
+    "trained_choice",
     "unique_name",
     "unregister_model",
+    "use_model",
 ]
+
+#: the Segment dock's model choice of a trained model: ``TRAINED + name`` (the same as
+#: ``_segment_output.TRAINED``, which tests/test_model_choice.py checks)
+TRAINED = "trained: "
 
 
 class _Registry:
-    """The session's trained models by name, with a signal emitting the changed name."""
+    """The session's trained models by name, and the Segment model last chosen."""
 
     changed = Signal(str)
+    used = Signal(str, str)
 
     def __init__(self) -> None:
         self.models: dict[str, UNet] = {}
+        #: the Segment dock's (model source, model file) last chosen; None: the default
+        self.current: tuple[str, str] | None = None
 
 
 _REGISTRY = _Registry()
@@ -52,9 +69,18 @@ _REGISTRY = _Registry()
 #: (with "" after :func:`clear_models`). Connect a callable taking one ``str``.
 models_changed = _REGISTRY.changed
 
+#: psygnal signal emitted with ``(model source, model file)`` when every Segment dock is to
+#: use that model (:func:`use_model`): the dock's Model choice and, for a file, its path.
+model_used = _REGISTRY.used
 
-def register_model(name: str, model: UNet) -> None:
-    """Make ``model`` selectable under ``name``; a model of the same name is replaced.
+
+def trained_choice(name: str) -> str:
+    """The Segment dock's model choice for the registered model ``name``."""
+    return TRAINED + name
+
+
+def register_model(name: str, model: UNet, *, select: bool = True) -> None:
+    """Offer ``model`` under ``name``; a model of the same name is replaced.
 
     Parameters
     ----------
@@ -62,6 +88,9 @@ def register_model(name: str, model: UNet) -> None:
         The name shown in the Segment widget; must not be empty.
     model : UNet
         A trained network in eval mode, with its ``card`` filled in.
+    select : bool, default True
+        Also make it the model of every Segment dock (:func:`use_model`). A training run
+        passes False unless its model beat the current one on held-back data.
     """
     name = str(name).strip()
     if not name:
@@ -69,6 +98,28 @@ def register_model(name: str, model: UNet) -> None:
     _REGISTRY.models.pop(name, None)  # the newest model is listed last
     _REGISTRY.models[name] = model
     models_changed.emit(name)
+    if select:
+        use_model(trained_choice(name))
+
+
+def use_model(source: str, model_file: str = "") -> None:
+    """Make every Segment dock use the model choice ``source`` (a file: ``model_file``)."""
+    note_choice(source, model_file)
+    model_used.emit(source, model_file)
+
+
+def note_choice(source: str, model_file: str = "") -> None:
+    """Remember the Segment model the user chose (what a training run compares with)."""
+    _REGISTRY.current = (str(source), str(model_file or ""))
+
+
+def current_choice() -> tuple[str, str] | None:
+    """The Segment dock's ``(model source, model file)`` last chosen, None before any."""
+    current = _REGISTRY.current
+    if current is not None and current[0].startswith(TRAINED):
+        if current[0][len(TRAINED) :] not in _REGISTRY.models:  # forgotten since
+            return None
+    return current
 
 
 def unregister_model(name: str) -> None:
@@ -78,8 +129,9 @@ def unregister_model(name: str) -> None:
 
 
 def clear_models() -> None:
-    """Forget every registered model."""
+    """Forget every registered model (and the Segment model last chosen)."""
     _REGISTRY.models.clear()
+    _REGISTRY.current = None
     models_changed.emit("")
 
 

@@ -8,8 +8,15 @@ file or trained in this session) is fine-tuned by the training engine
 with a fine-tuning learning rate on every corrected result of that model in the viewer. Where
 the corrections are sparse (they and the objects they touch cover less than half of the image)
 only the corrected area, widened by a margin, counts as annotated; elsewhere the unchecked
-prediction would be learnt as truth. The new model is registered under a new name, which every
-Segment dock offers and selects at once.
+prediction would be learnt as truth. The result retrained on is the one the user edited: a new
+result written beside it (the answer "No" to replacing edited labels) leaves the choice alone.
+
+The new model is registered under a new name, which every Segment dock offers. It becomes the
+Segment model only when it beats the model it was fine-tuned from on held-back corrected images
+(with two or more corrected images, the run holds one back and both models segment it as
+Segment would, :class:`._train_job.HeldBackScores`); otherwise the user picks it. The status
+and a notification say which model is used and why. **Undo retrain** makes every Segment dock
+use the model before the retraining again.
 """
 
 from __future__ import annotations
@@ -24,14 +31,15 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, Spin
 from . import _model_registry as registry
 from . import _results
 from ._dock import wrapping_label
-from ._feedback import report_error, report_failure
+from ._feedback import report_error, report_failure, show_message
 from ._layers import layer_array
+from ._segment_output import FROM_FILE
 from ._train_inputs import PairSource
+from ._train_job import Comparing, HeldBackScores, model_task
 from ._train_monitor import InOrder
+from ._train_settings import FINE_TUNE_EPOCHS, FINE_TUNE_LR
 
-#: learning rate of a fine-tuning run (AdamW): napari_unet.training.config.FINE_TUNE_LR, written
-#: out here because that module imports torch (tests/test_train_lr.py checks they agree)
-FINE_TUNE_LR = 1e-4
+__all__ = ["FINE_TUNE_EPOCHS", "FINE_TUNE_LR", "RetrainBox", "correction_region"]
 
 #: corrections covering more than this fraction of an image make the whole image annotated
 SPARSE_FRACTION = 0.5
@@ -67,7 +75,8 @@ def correction_region(labels: np.ndarray, changed: np.ndarray) -> np.ndarray | N
 
 
 class RetrainBox(Container):
-    """The Segment dock's *Correct and retrain* rows: result, epochs, Retrain / Stop, status.
+    """The Segment dock's *Correct and retrain* rows: result, epochs, Retrain / Stop / Undo
+    retrain, status.
 
     Parameters
     ----------
@@ -83,7 +92,7 @@ class RetrainBox(Container):
             "erase); its model is fine-tuned on every corrected result it produced",
         )  # fmt: skip
         self.epochs = SpinBox(
-            label="Retrain epochs", value=10, min=1, max=10_000,
+            label="Retrain epochs", value=FINE_TUNE_EPOCHS, min=1, max=10_000,
             tooltip="passes over the corrected images; more learn more and take longer",
         )  # fmt: skip
         self.learning_rate = FloatSpinBox(
@@ -93,11 +102,22 @@ class RetrainBox(Container):
         self.learning_rate.native.setDecimals(6)
         self.retrain_button = PushButton(text="Retrain on corrections")
         self.stop_button = PushButton(text="Stop", enabled=False)
+        self.undo_button = PushButton(
+            text="Undo retrain", enabled=False,
+            tooltip="every Segment dock uses the model from before the last retraining again",
+        )  # fmt: skip
         self.status = wrapping_label()
         self.worker: Any = None
         #: the model of the last finished retraining, and its registered name
         self.model: Any = None
         self.model_name = ""
+        #: the last retraining's held-back comparison with the model it started from
+        self.scores: HeldBackScores | None = None
+        #: the Segment dock's (model source, model file) of the model last retrained, and its
+        #: name (what Undo retrain goes back to); of the run in progress in ``_retraining``
+        self._parent: tuple[str, str] = ("", "")
+        self._parent_name = ""
+        self._retraining: tuple[tuple[str, str], str] = (("", ""), "")
         self._stop = threading.Event()
         self._in_order = InOrder()
         self._epochs = 0
@@ -108,7 +128,7 @@ class RetrainBox(Container):
                 Container(
                     layout="horizontal",
                     labels=False,
-                    widgets=[self.retrain_button, self.stop_button],
+                    widgets=[self.retrain_button, self.stop_button, self.undo_button],
                 ),
                 self.status,
             ],
@@ -119,6 +139,7 @@ class RetrainBox(Container):
             event.connect(self._refresh)
         self.retrain_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
+        self.undo_button.changed.connect(self.undo)
 
     def _result_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [
@@ -129,8 +150,16 @@ class RetrainBox(Container):
         self.result.reset_choices()
 
     def select(self, layer: Any) -> None:
-        """Offer ``layer`` (a new Segment result) as the result to correct."""
+        """Offer ``layer`` (a new Segment result) as the result to correct, unless the
+        result chosen is one the user edited and ``layer`` is not (e.g. the result written
+        beside it when the user kept the edits)."""
         self._refresh()
+        chosen = self.result.value
+        if chosen is not None and _results.was_edited(chosen) and not _results.was_edited(layer):
+            return
+        self._choose(layer)
+
+    def _choose(self, layer: Any) -> None:
         for _name, choice in self._result_choices():
             if choice.unique_id == layer.unique_id:
                 self.result.value = choice
@@ -154,7 +183,7 @@ class RetrainBox(Container):
             init = _trainable(record.model_ref)
             patch = min(128, *(min(s.labels.shape[-2:]) for s in sources))
             config = TrainConfig(
-                task=_model_task(init),
+                task=model_task(init),
                 epochs=self.epochs.value,
                 learning_rate=float(self.learning_rate.value),
                 patch_size=patch,
@@ -169,10 +198,11 @@ class RetrainBox(Container):
             def quit(self) -> None:  # the activity dock's cancel keeps the best model
                 outer.stop()
 
-        self._stop, self._epochs = threading.Event(), config.epochs
+        self._stop, self._epochs, self.scores = threading.Event(), config.epochs, None
         base = record.model_name
+        self._retraining = ((record.model_source, _model_file(record)), base)
         worker = create_worker(
-            training_job, sources, config, self._stop, init=init,
+            training_job, sources, config, self._stop, init=init, compare_with=init,
             _progress={"desc": f"Retraining {base}"}, _worker_class=_GracefulWorker,
             _start_thread=False,
             _connect={
@@ -201,6 +231,19 @@ class RetrainBox(Container):
             self.stop_button.enabled = False
             self.status.value = "stopping after this batch ..."
 
+    def undo(self, *_: Any) -> None:
+        """Every Segment dock uses the model from before the last retraining again (the
+        retrained model stays offered)."""
+        if not self._parent_name:
+            return
+        registry.use_model(*self._parent)
+        self.undo_button.enabled = False
+        show_message(
+            self.status,
+            f"Undo retrain: using {self._parent_name!r} again; {self.model_name!r} is still "
+            "offered in Model",
+        )
+
     def _sources(self) -> tuple[_results.ResultRecord, list[PairSource]]:
         """The record of the chosen result and a training pair per corrected result."""
         from ..common.errors import UserInputError
@@ -210,9 +253,13 @@ class RetrainBox(Container):
         if record is None:
             raise UserInputError("segment an image first, then paint corrections into the result")
         if not _results.was_edited(layer):
-            raise UserInputError(
-                f"paint corrections into {layer.name!r} first (paint, fill or erase objects)"
-            )
+            edited = self._edited_result_of(record)
+            if edited is None:
+                raise UserInputError(
+                    f"paint corrections into {layer.name!r} first (paint, fill or erase objects)"
+                )
+            self._choose(edited)  # the result the user edited, of the same model
+            layer, record = edited, _results.result_record(edited)
         sources = []
         for result in _results.corrected_results(self._viewer):
             other = _results.result_record(result)
@@ -239,10 +286,27 @@ class RetrainBox(Container):
             )
         return record, sources
 
+    def _edited_result_of(self, record: _results.ResultRecord) -> Any:
+        """The topmost result the user edited that the model of ``record`` produced."""
+        edited = [
+            result
+            for result in _results.corrected_results(self._viewer)
+            if _same_model(_results.result_record(result).model_ref, record.model_ref)
+        ]
+        return edited[-1] if edited else None
+
     def _on_event(self, event: Any) -> None:
         from ..training.events import BatchEnd, EpochEnd
 
-        if isinstance(event, BatchEnd) and event.step == event.steps - 1:
+        if isinstance(event, Comparing):
+            plural = "s" if event.n_images != 1 else ""
+            self.status.value = (
+                f"comparing the new model with {self._retraining[1]!r} on {event.n_images} "
+                f"held-back corrected image{plural} ..."
+            )
+        elif isinstance(event, HeldBackScores):
+            self.scores = event
+        elif isinstance(event, BatchEnd) and event.step == event.steps - 1:
             self.status.value = f"fine-tuning: epoch {event.epoch + 1}/{self._epochs} ..."
             pbar = getattr(self.worker, "pbar", None)
             if pbar is not None:
@@ -267,16 +331,29 @@ class RetrainBox(Container):
             + ", ".join(s.labels_name for s in sources),
         }
         self.model, self.model_name = result.model, name
-        registry.register_model(name, result.model)  # every Segment dock selects it
+        self._parent, self._parent_name = self._retraining
+        scores = self.scores or HeldBackScores(None, None, 0, "nothing was held back")
+        # offered in every Segment dock; used there only if it beat its parent
+        registry.register_model(name, result.model, select=scores.beats)
+        self.undo_button.enabled = True
         same = ", on the training image" if len(sources) == 1 else ""
-        self.status.value = (
-            f"done: model {name!r} (validation Dice {result.best_dice:.3f}{same}) is "
-            "selected; press Segment to see its result"
+        verdict = scores.describe(name, base)
+        if scores.new_ap50 is None and len(sources) == 1:
+            verdict += " (correct a second image to have one held back)"
+        then = "; press Segment to see its result" if scores.beats else ""
+        show_message(
+            self.status,
+            f"Retrain done (validation Dice {result.best_dice:.3f}{same}): {verdict}{then}",
         )
 
     def _on_finished(self) -> None:
         self.worker = None
         self.retrain_button.enabled, self.stop_button.enabled = True, False
+
+
+def _model_file(record: _results.ResultRecord) -> str:
+    """The model file of a result made with a model file ("" for other models)."""
+    return str(record.model_ref) if record.model_source == FROM_FILE else ""
 
 
 def _same_model(a: Any, b: Any) -> bool:
@@ -295,14 +372,3 @@ def _trainable(ref: Any) -> Any:
     if hasattr(ref, "predict_iter") or (isinstance(ref, str) and is_package(ref)):
         return trainable_model(ref)
     return ref
-
-
-def _model_task(ref: Any) -> str:
-    """The task of a model, a built-in model or a model file (from its card, no weights)."""
-    from ..model.files import BUILTIN_MODELS, builtin_model_path, read_card
-
-    if not isinstance(ref, str):
-        card = getattr(ref, "card", None) or {}
-    else:
-        card = read_card(builtin_model_path(ref) if ref in BUILTIN_MODELS else ref)
-    return str(card.get("task", "instance"))

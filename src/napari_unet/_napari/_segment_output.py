@@ -19,11 +19,12 @@ import numpy as np
 
 from . import _results
 from ._layers import output_placement, upsert_layer
+from ._model_registry import TRAINED
 
 #: the Segment dock's model choices: the built-in model, a file, a model trained this session
+#: (``TRAINED`` + its name)
 BUILTIN = "built-in nuclei"
 FROM_FILE = "model file"
-TRAINED = "trained: "
 
 
 def put_result(

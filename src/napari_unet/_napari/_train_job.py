@@ -1,15 +1,18 @@
 """The Train widget's worker job: read the pairs, train, and preview now and then.
 
 :func:`training_job` is a generator run by napari's ``thread_worker``. It relays every event
-of :func:`napari_unet.training.loop.train_iter` and adds two of its own: :class:`DataReady`
-once the data is prepared, and :class:`PreviewReady` every few epochs with a prediction of the
-best model so far on the slice the user is looking at. It returns the core's
+of :func:`napari_unet.training.loop.train_iter` and adds its own: :class:`DataReady` once the
+data is prepared, :class:`PreviewReady` every few epochs with a prediction of the best model
+so far on the slice the user is looking at and, on request, :class:`HeldBackScores` at the
+end: the new model and the model it would replace segment the held-back (validation) images
+as Segment would, and are scored there. It returns the core's
 :class:`~napari_unet.training.loop.TrainResult`. It gets arrays, never layers.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from ._train_inputs import PairSource, channel_axis, expand_sources, lead_channe
 
 if TYPE_CHECKING:
     from ..model.unet import UNet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,70 @@ class PreviewSpec:
     index: Callable[[], tuple[int, ...]]
 
 
+@dataclass(frozen=True)
+class Comparing:
+    """The run is over; the new model and the current one now segment ``n_images`` images."""
+
+    n_images: int
+
+
+@dataclass(frozen=True)
+class HeldBackScores:
+    """AP@0.5 of the new model and of the model it would replace, on held-back images.
+
+    The held-back images are the run's validation images, which it did not train on; each
+    model segments them as the Segment dock does (its own post-processing and object size).
+
+    Attributes
+    ----------
+    new_ap50, old_ap50 : float or None
+        Mean over the images of AP at IoU 0.5 (``TP / (TP + FP + FN)``) inside the annotated
+        region; None when there was nothing to compare on (``reason`` says why).
+    n_images : int
+        Held-back images (0: the run validated on its training images).
+    reason : str
+        Why there are no scores, in plain words ("" when there are).
+    """
+
+    new_ap50: float | None
+    old_ap50: float | None
+    n_images: int
+    reason: str = ""
+
+    @property
+    def beats(self) -> bool:
+        """Whether the new model scored strictly higher than the one it would replace."""
+        if self.new_ap50 is None or self.old_ap50 is None:
+            return False
+        return self.new_ap50 > self.old_ap50
+
+    def describe(self, new_name: str, old_name: str, where: str = "Model") -> str:
+        """Which model the Segment docks use now, and why, in plain words.
+
+        ``where`` names the box in which the user can pick the new model anyway.
+        """
+        images = f"{self.n_images} held-back image{'s' if self.n_images != 1 else ''}"
+        if self.beats:
+            return (
+                f"now using the new model {new_name!r}: it scored AP@0.5 {self.new_ap50:.3f} "
+                f"on {images} against {self.old_ap50:.3f} for {old_name!r}"
+            )
+        if self.new_ap50 is not None:
+            return (
+                f"kept {old_name!r}: the new model {new_name!r} scored AP@0.5 "
+                f"{self.new_ap50:.3f} on {images} against {self.old_ap50:.3f}; pick it in "
+                f"{where} to use it anyway"
+            )
+        return (
+            f"kept {old_name!r}: {self.reason}, so the new model {new_name!r} was not "
+            f"compared with it; pick it in {where} to use it"
+        )
+
+
+#: ``compare_with`` of :func:`training_job` when nothing is to be compared
+NO_COMPARISON = object()
+
+
 def training_job(
     sources: list[PairSource],
     config: Any,
@@ -69,6 +138,7 @@ def training_job(
     init: str | Path | UNet | None = None,
     ignore_label: int | None = None,
     preview: PreviewSpec | None = None,
+    compare_with: Any = NO_COMPARISON,
 ) -> Generator[Any, None, Any]:
     """Prepare the data, train, and return the :class:`TrainResult`.
 
@@ -88,10 +158,15 @@ def training_job(
         Label value of unannotated pixels.
     preview : PreviewSpec, optional
         Predict a slice every ``preview.every`` epochs.
+    compare_with : model, optional
+        The model the new one would replace (as :func:`napari_unet.segment` takes it: None is
+        the built-in model of the image's kind): after training, both segment the held-back
+        images and a :class:`HeldBackScores` is yielded (after :class:`Comparing`).
     """
     from ..training.arrays import prepare_data
     from ..training.events import EpochEnd
     from ..training.loop import new_model, train_iter
+    from ..training.validation import split_validation
 
     model = None
     if init is not None:
@@ -107,18 +182,27 @@ def training_job(
     pairs = prepare_data(
         images, labels, config, regions=regions, names=names, ignore_label=ignore_label
     )
+    # the split train_iter would make, made here to know the held-back images
+    train_pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
+    held = [i for i, p in enumerate(pairs) if val_pairs is not train_pairs and _among(p, val_pairs)]
+    held_back = [_annotated(images[i], labels[i], regions[i], ignore_label) for i in held]
     del images, labels, regions
     yield DataReady(len(pairs), tuple(names))
     if model is None:  # made here, not in train_iter: the preview reads its weights
         model = new_model(config, pairs[0].image.shape[0], config.resolved_num_classes(pairs))
     working = working_diameter(pairs, config, model) if preview is not None else None
-    gen = train_iter(pairs, None, config, model=model, stop=stop)
+    gen = train_iter(train_pairs, val_pairs, config, model=model, stop=stop)
     best_state = None
     while True:
         try:
             event = next(gen)
         except StopIteration as done:
-            return done.value
+            result = done.value
+            if compare_with is not NO_COMPARISON and result.best_epoch >= 0:
+                if held_back and not stop.is_set():
+                    yield Comparing(len(held_back))
+                yield held_back_scores(result.model, compare_with, held_back, config, stop)
+            return result
         yield event
         if not isinstance(event, EpochEnd):
             continue
@@ -131,6 +215,98 @@ def training_job(
             index = tuple(preview.index())
             labels = predict_slice(net, preview.source, index, config, working)
             yield PreviewReady(event.epoch, index, labels)
+
+
+def held_back_scores(
+    model: Any,
+    rival: Any,
+    held_back: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    config: Any,
+    stop: threading.Event | None = None,
+) -> HeldBackScores:
+    """AP@0.5 of ``model`` and of ``rival`` on the held-back ``(image, labels, region)``.
+
+    Parameters
+    ----------
+    model : UNet
+        The new model.
+    rival : UNet, path, built-in name or None
+        The model it would replace, as :func:`napari_unet.segment` takes it.
+    held_back : list of (ndarray of shape (C, *spatial), ndarray of int, bool ndarray or None)
+        Images (channels first, as :func:`expand_sources` gives them), their labels and the
+        annotated region.
+    config : TrainConfig
+        The run's settings (its ``ndim``, ``task`` and ``device``).
+    stop : threading.Event, optional
+        Set: no comparison (the user stopped the run).
+
+    Returns
+    -------
+    HeldBackScores
+        Without scores (and with the reason) when nothing was held back, the run was
+        stopped, a model is not an instance model, or a model could not segment the images.
+    """
+    n = len(held_back)
+    if not held_back:
+        why = "no image was held back (the run validated on its training images)"
+        return HeldBackScores(None, None, 0, why)
+    if stop is not None and stop.is_set():
+        return HeldBackScores(None, None, n, "the run was stopped")
+    try:
+        if config.task != "instance" or model_task(rival) != "instance":
+            return HeldBackScores(None, None, n, "AP@0.5 compares instance models only")
+        new = _mean_ap50(model, held_back, config)
+        old = _mean_ap50(rival, held_back, config)
+    except Exception as err:  # the trained model must survive a failed comparison
+        log.warning("held-back comparison failed", exc_info=err)
+        return HeldBackScores(None, None, n, f"they could not be compared ({err})")
+    return HeldBackScores(new, old, n)
+
+
+def _annotated(
+    image: np.ndarray, labels: np.ndarray, region: np.ndarray | None, ignore_label: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(image, labels, region)`` with the ignore label's pixels out of the region."""
+    if ignore_label is None or not np.any(labels == ignore_label):
+        return image, labels, region
+    unlabelled = labels == ignore_label
+    region = ~unlabelled if region is None else (region & ~unlabelled)
+    return image, np.where(unlabelled, 0, labels), region
+
+
+def _among(pair: Any, pairs: list) -> bool:
+    return any(pair is p for p in pairs)
+
+
+def _mean_ap50(model: Any, held_back: list, config: Any) -> float:
+    """Mean AP@0.5 of ``model`` (segmenting as the Segment dock does) on ``held_back``."""
+    from ..evaluation.instances import average_precision
+    from ..inference.pipeline import segment
+
+    axes = "C" + "ZYX"[-config.ndim :]
+    scores = []
+    for image, labels, region in held_back:
+        predicted = segment(
+            image, model, axes=axes, output="instance", device=config.device, engine="torch"
+        )
+        ap = average_precision(labels, np.asarray(predicted), (0.5,), region=region)
+        scores.append(float(ap.mean))
+    return float(np.mean(scores))
+
+
+def model_task(ref: Any) -> str:
+    """The task of a model, a built-in model or a model file (from its card, no weights);
+    ``None`` is the built-in model."""
+    from ..model.files import BUILTIN_MODELS, builtin_model_path, read_card
+
+    if ref is None:
+        return "instance"
+    if isinstance(ref, str | Path):
+        ref = str(ref)
+        card = read_card(builtin_model_path(ref) if ref in BUILTIN_MODELS else ref)
+    else:
+        card = getattr(ref, "card", None) or {}
+    return str(card.get("task", "instance"))
 
 
 def working_diameter(pairs: list, config: Any, model: Any) -> float | None:

@@ -16,10 +16,10 @@ from typing import Any
 from magicgui.widgets import Label
 
 from ._dock import wrapping_label
-from ._train_job import DataReady, PreviewReady
+from ._train_job import Comparing, DataReady, PreviewReady
 
 #: status lines of a run in progress, cleared when the run ends
-_TRANSIENT = ("reading", "stopping", "training on", "choosing")
+_TRANSIENT = ("reading", "stopping", "training on", "choosing", "comparing")
 
 
 class TrainingMonitor:
@@ -102,6 +102,12 @@ class TrainingMonitor:
                 )
         elif isinstance(event, PreviewReady) and self.preview is not None:
             self.preview.show(event)
+        elif isinstance(event, Comparing):
+            plural = "s" if event.n_images != 1 else ""
+            self.status.value = (
+                f"comparing the new model with the Segment model in use on {event.n_images} "
+                f"held-back image{plural} ..."
+            )
 
     def _update_progress(self, event: Any) -> None:
         pbar = self.pbar

@@ -2,7 +2,8 @@
 
 The defaults are those of :class:`napari_unet.training.config.TrainConfig`: a depth-4,
 base-16 U-Net on 128x128 patches, batch 8, AdamW at 1e-3 - good for 2D fluorescence nuclei on
-a CPU.
+a CPU. Starting from the built-in model switches to a fine-tune's settings
+(:data:`FINE_TUNE_EPOCHS` epochs at :data:`FINE_TUNE_LR`), as Correct and retrain uses.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ _INT_MAX = 2**31 - 1
 #: the "start from" choices: a new, randomly initialised network, or fine-tune a shipped model
 START_NEW = "new network"
 START_BUILTIN = "built-in nuclei model"
+
+#: learning rate of a fine-tune (AdamW): napari_unet.training.config.FINE_TUNE_LR, written out
+#: here because that module imports torch (tests/test_train_lr.py checks they agree)
+FINE_TUNE_LR = 1e-4
+#: epochs of a fine-tune (Correct and retrain, the Train dock starting from the built-in model)
+FINE_TUNE_EPOCHS = 10
+#: a new network's epochs and learning rate (TrainConfig's defaults)
+NEW_EPOCHS, NEW_LR = 20, 1e-3
 
 
 class ArchitectureBox(Container):
@@ -136,7 +145,7 @@ class HyperParameters(Container):
 
     def __init__(self) -> None:
         self.epochs = SpinBox(
-            value=20, min=1, max=100_000, label="epochs",
+            value=NEW_EPOCHS, min=1, max=100_000, label="epochs",
             tooltip="passes over the training data; more epochs learn more, and take longer",
         )  # fmt: skip
         self.steps = SpinBox(
@@ -153,7 +162,7 @@ class HyperParameters(Container):
             "the pixel size) train well on flat patches, e.g. 16 x 128 x 128",
         )  # fmt: skip
         self.learning_rate = FloatSpinBox(
-            value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate"
+            value=NEW_LR, min=1e-6, max=1.0, step=1e-4, label="learning rate"
         )
         self.learning_rate.native.setDecimals(6)
         self.val_fraction = FloatSpinBox(
@@ -203,6 +212,19 @@ class HyperParameters(Container):
     @property
     def ignore(self) -> int | None:
         return None if self.ignore_label.value < 0 else int(self.ignore_label.value)
+
+    def suit(self, fine_tune: bool) -> None:
+        """Epochs and learning rate of a fine-tune (or of a new network); a value the user
+        changed from the other preset is kept."""
+        (epochs, rate), (old_epochs, old_rate) = (
+            ((FINE_TUNE_EPOCHS, FINE_TUNE_LR), (NEW_EPOCHS, NEW_LR))
+            if fine_tune
+            else ((NEW_EPOCHS, NEW_LR), (FINE_TUNE_EPOCHS, FINE_TUNE_LR))
+        )
+        if self.epochs.value == old_epochs:
+            self.epochs.value = epochs
+        if abs(self.learning_rate.value - old_rate) < 1e-9:
+            self.learning_rate.value = rate
 
 
 def make_config(arch: ArchitectureBox, hyper: HyperParameters) -> Any:

@@ -10,7 +10,10 @@ the result into a Labels layer named ``"<image> labels"`` with the image's scale
 axis labels. What the run decided (axes, channel, colour, inversion, model: the
 :class:`~napari_unet.inference.domain.SegmentReport`) and the object count go to the status
 line and to the layer's ``metadata["napari_unet"]``; an image unlike the model's training
-images adds a warning (also a notification). Running again updates that layer. torch is imported when a run starts, not before.
+images adds a warning (also a notification). An instance result of an in-memory image carries a
+per-object table (area, centroid, mean intensity, confidence) in the layer's ``features``, listed
+least confident first under *Where to correct first* (:mod:`._object_list`). Running again
+updates that layer. torch is imported when a run starts, not before.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from . import _model_registry as registry
 from ._dock import Advanced, Dock, header, wrapping_label
 from ._feedback import report_error, report_failure
 from ._layers import AxesProposal, axes_proposal, channel_count, channel_names, layer_array
+from ._object_list import ObjectList
 from ._retrain import RetrainBox
 from ._segment_output import (
     BUILTIN,
@@ -72,15 +76,16 @@ class SegmentWidget(Dock):
         self._scale = 1.0  # the resampling factor of the current run, from its progress
         self._diameter: float | None = None  # the object diameter it measured (or was given)
         self._report: Any = None  # the SegmentReport of the current run, from its last event
+        self._table: Any = None  # its per-object table, from its last event
         self._proposal = AxesProposal("")  # the axes proposed for the selected layer
         self._cancelled = False
         self._stop = threading.Event()
         self._build()
         self._connect()
         self._on_image_changed()
-        trained = list(registry.registered_models())
-        if trained:  # a dock opened after training offers the newest trained model
-            self.model_source.value = TRAINED + trained[-1]
+        choice = registry.current_choice()
+        if choice is not None and choice[0].startswith(TRAINED):
+            self.use_model(*choice)  # a dock opened later uses the trained model in use
 
     # -- construction ----------------------------------------------------------------------
     def _build(self) -> None:
@@ -88,6 +93,8 @@ class SegmentWidget(Dock):
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = wrapping_label()
+        #: the result's objects, least confident first (shown once a result has a table)
+        self.objects = ObjectList(self._viewer)
         self.retrain = RetrainBox(self._viewer)
         self.advanced = Advanced()
         self._build_advanced()
@@ -109,6 +116,7 @@ class SegmentWidget(Dock):
                     layout="horizontal", labels=False, widgets=[self.run_button, self.cancel_button]
                 ),
                 self.status,
+                self.objects,
                 header("Correct and retrain"),
                 self.retrain,
                 self.advanced,
@@ -131,11 +139,15 @@ class SegmentWidget(Dock):
         self.axes.changed.connect(self._on_axes_changed)
         self.model_source.changed.connect(self._on_source_changed)
         self.export_button.changed.connect(lambda: self.export_model())
+        self.model_file.changed.connect(self._note_choice)
         registry.models_changed.connect(self._on_models_changed)
+        registry.model_used.connect(self.use_model)
         # stop listening when napari deletes the dock (the registry outlives it)
-        self.native.destroyed.connect(
-            partial(registry.models_changed.disconnect, self._on_models_changed, missing_ok=True)
-        )
+        for signal, slot in (
+            (registry.models_changed, self._on_models_changed),
+            (registry.model_used, self.use_model),
+        ):
+            self.native.destroyed.connect(partial(signal.disconnect, slot, missing_ok=True))
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
 
@@ -242,14 +254,28 @@ class SegmentWidget(Dock):
     def _model_choices(self, _widget: Any = None) -> list[str]:
         return [BUILTIN, *(TRAINED + n for n in registry.registered_models()), FROM_FILE]
 
-    def _on_models_changed(self, name: str) -> None:
-        """A model was trained in the Train widget: offer it, and select it."""
+    def _on_models_changed(self, _name: str) -> None:
+        """A model was trained (or forgotten): offer the session's models, keep the choice."""
         self.model_source.reset_choices()
-        if name in registry.registered_models():
-            self.model_source.value = TRAINED + name
+
+    def use_model(self, source: str, model_file: str = "") -> None:
+        """Use the model choice ``source`` (for a file, ``model_file``): every dock is told
+        (``_model_registry.use_model``) when a trained model beat the one in use, or on Undo
+        retrain."""
+        self.model_source.reset_choices()
+        if model_file:
+            self.model_file.value = model_file
+        if source in self.model_source.choices:
+            self.model_source.value = source
 
     def _on_source_changed(self, value: str) -> None:
         self.model_file.visible = value == FROM_FILE
+        self._note_choice()
+
+    def _note_choice(self, _value: Any = None) -> None:
+        """The model in use, for training runs to compare with (``_model_registry``)."""
+        source = self.model_source.value
+        registry.note_choice(source, str(self.model_file.value) if source == FROM_FILE else "")
 
     # -- running ---------------------------------------------------------------------------
     @property
@@ -282,6 +308,7 @@ class SegmentWidget(Dock):
             job.pop("model"),
             return_probabilities=self.probabilities.value,
             stop=self._stop,
+            table=True,
             **job,
         )
         worker = create_worker(
@@ -296,7 +323,7 @@ class SegmentWidget(Dock):
             },
         )
         self._worker, self._cancelled, self._scale, self._diameter = worker, False, 1.0, None
-        self._report = None
+        self._report = self._table = None
         self._pbar = StageBar(f"U-Net Segment {layer.name}", "U-Net Segment")
         self._set_running(True)
         self.status.value = "loading the model..."
@@ -379,7 +406,7 @@ class SegmentWidget(Dock):
         # napari's progress bar pumps the event loop in update(), so _on_finished may run in
         # the middle of this handler: write the status first and ignore a cancelled run.
         if event.stage == "done":  # the last event: what the run decided and found
-            self._report = event.report
+            self._report, self._table = event.report, event.table
             return
         pbar = self._pbar
         if pbar is None or self._cancelled:
@@ -397,6 +424,8 @@ class SegmentWidget(Dock):
         pbar.show(stage, event.done, event.total)
 
     def _on_result(self, layer: Any, axes: str, result: Any, record: Any = None) -> None:
+        from ..inference.axes import labels_axes
+
         if self._cancelled:
             return
         labels, probs = result if isinstance(result, tuple) else (result, None)
@@ -410,6 +439,7 @@ class SegmentWidget(Dock):
         meta = report.as_metadata() if report is not None else {}
         meta.update(object_diameter=self._diameter, scale=self._scale)
         out.metadata["napari_unet"] = meta
+        self.objects.show_table(out, self._table, labels_axes(axes))
         self.retrain.select(out)
         per_time = "; each time point has its own ids (no tracking)" if "T" in axes else ""
         found = describe(labels)

@@ -3,8 +3,11 @@
 The widget is thin: it collects the layer pairs and the settings, runs
 :func:`._train_job.training_job` (which drives :func:`napari_unet.training.loop.train_iter`) in
 napari's ``thread_worker``, shows the events in a live plot, a label and napari's activity
-dock, and turns the returned model into a registered model (selectable at once in the Segment
-widget) and, on request, a model file. :meth:`TrainWidget.run` is what the Train button calls.
+dock, and turns the returned model into a registered model (offered at once in the Segment
+widget) and, on request, a model file. The new model becomes the Segment model only if it beats
+the one in use on the run's held-back (validation) images; the message says which is used and
+why. With a single annotated image, the dock starts from the built-in model (a fine-tune) until
+the user chooses otherwise. :meth:`TrainWidget.run` is what the Train button calls.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ from ._model_save import ask_overwrite, save_trained
 from ._network_summary import check_patch, import_torch_then, io_channels
 from ._preview import TrainingPreview
 from ._train_inputs import PairSource, check_sources
-from ._train_job import training_job
+from ._train_job import NO_COMPARISON, HeldBackScores, training_job
 from ._train_monitor import InOrder, TrainingMonitor
-from ._train_settings import ArchitectureBox, HyperParameters, make_config
+from ._train_settings import (
+    START_BUILTIN,
+    START_NEW,
+    ArchitectureBox,
+    HyperParameters,
+    make_config,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -62,9 +71,15 @@ class TrainWidget(Dock):
         self._config: Any = None
         self._sources: list[PairSource] = []
         self._in_order = InOrder()
+        #: the held-back comparison of the current run, and the model compared with
+        self._scores: HeldBackScores | None = None
+        self._rival_name = ""
+        #: "start from" follows the data until the user chooses (``_suggesting``: not the user)
+        self._start_chosen = self._suggesting = False
         self._build()
         self.finish_layout()
         self._connect()
+        self._default_start()
         self._refresh_summary()
 
     def _build(self) -> None:
@@ -213,7 +228,30 @@ class TrainWidget(Dock):
             w.changed.connect(self._refresh_summary)
         arch.depth.changed.connect(lambda d: setattr(hyper.patch, "step", 2**d))
         arch.start_from.changed.connect(arch.follow_start_from)
+        arch.start_from.changed.connect(self._on_start_from)
         self.pairs.changed.connect(self._refresh_summary)
+        self.pairs.changed.connect(self._default_start)
+        events = self._viewer.layers.events
+        for event in (events.inserted, events.removed):
+            event.connect(self._default_start)
+
+    def _default_start(self, *_: Any) -> None:
+        """Until the user chooses: fine-tune the built-in model on a single annotated image
+        (one 2D single-channel pair), train a new network otherwise."""
+        if self._start_chosen or self.worker is not None:
+            return
+        choice = START_BUILTIN if _single_annotated_image(self.pairs.sources()) else START_NEW
+        if self.architecture.start_from.value != choice:
+            self._suggesting = True
+            try:
+                self.architecture.start_from.value = choice
+            finally:
+                self._suggesting = False
+
+    def _on_start_from(self, value: str) -> None:
+        """The user chose (or the data suggested) where to start: a fine-tune's settings."""
+        self._start_chosen = self._start_chosen or not self._suggesting
+        self.hyper.suit(fine_tune=value == START_BUILTIN)
 
     def _start(self, sources: list[PairSource], config: Any) -> None:
         from napari.qt.threading import GeneratorWorker, create_worker
@@ -227,6 +265,7 @@ class TrainWidget(Dock):
         self._stop = threading.Event()
         self._config, self._sources = config, sources
         self.result = None
+        compare_with, self._rival_name, self._scores = _segment_model_in_use()
         self.save_button.enabled = self.export_button.enabled = False
         preview = None
         if self.hyper.preview.value:
@@ -241,6 +280,7 @@ class TrainWidget(Dock):
             init=self.architecture.init,
             ignore_label=self.hyper.ignore,
             preview=preview,
+            compare_with=compare_with,
             _progress={"desc": "U-Net training"},
             _worker_class=_GracefulWorker,
             _start_thread=False,
@@ -265,7 +305,10 @@ class TrainWidget(Dock):
 
     # -- worker events (GUI thread, in order: see InOrder) -----------------------------------
     def _on_event(self, event: Any) -> None:
-        self.monitor.on_event(event)
+        if isinstance(event, HeldBackScores):
+            self._scores = event
+        else:
+            self.monitor.on_event(event)
 
     def _on_returned(self, result: Any) -> None:
         if result.best_epoch < 0:  # stopped before the first epoch ended: nothing learnt
@@ -279,13 +322,16 @@ class TrainWidget(Dock):
             "description": "Trained in napari on "
             + ", ".join(f"{s.image_name} / {s.labels_name}" for s in self._sources),
         }
-        _model_registry.register_model(name, result.model)
+        scores = self._scores or HeldBackScores(None, None, 0, "nothing was held back")
+        # offered in every Segment dock; used there only if it beat the model in use
+        _model_registry.register_model(name, result.model, select=scores.beats)
         self.save_button.enabled = self.export_button.enabled = True
         how = "stopped" if result.stopped else "done"
         same = " (on the training image)" if self.monitor.validates_on_training_data else ""
+        verdict = scores.describe(name, self._rival_name, "U-Net Segment's Model box")
         self._show_info(
             f"{how}: best epoch {result.best_epoch + 1}, validation Dice "
-            f"{result.best_dice:.3f}{same}. Model {name!r} is selectable in U-Net Segment."
+            f"{result.best_dice:.3f}{same}. U-Net Segment: {verdict}."
         )
 
     def _on_errored(self, err: BaseException) -> None:
@@ -328,6 +374,35 @@ class TrainWidget(Dock):
 
     def _show_info(self, text: str) -> None:
         show_message(self.message, text)
+
+
+def _single_annotated_image(sources: list[PairSource]) -> bool:
+    """Whether the pairs are one 2D single-channel image and its labels (rows repeating a
+    pair count once)."""
+    from ._network_summary import io_channels
+
+    if len({(s.image_name, s.labels_name) for s in sources}) != 1:
+        return False
+    if sources[0].rgb or len(sources[0].labels.shape) != 2:
+        return False
+    return io_channels(sources, "instance")[0] == 1
+
+
+def _segment_model_in_use() -> tuple[Any, str, HeldBackScores | None]:
+    """The Segment model a new model is compared with: ``(compare_with, name, scores)``.
+
+    ``compare_with`` is the model as :func:`napari_unet.segment` takes it (None: the built-in
+    model), or :data:`NO_COMPARISON` with ``scores`` saying why when it cannot be used.
+    """
+    from ._segment_output import BUILTIN, chosen_model, model_record
+
+    source, model_file = _model_registry.current_choice() or (BUILTIN, "")
+    try:
+        model = chosen_model(source, model_file)
+    except UserInputError as err:
+        why = f"the Segment model in use cannot be loaded ({err})"
+        return NO_COMPARISON, source, HeldBackScores(None, None, 0, why)
+    return model, model_record("", source, model).model_name, None
 
 
 __all__ = ["TrainWidget"]

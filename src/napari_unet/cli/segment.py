@@ -30,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Segment TIFF (OME-TIFF, ImageJ), PNG, JPEG, .npy or zarr / OME-Zarr images, "
         "grey, multichannel or colour (H&E). Writes <name>_labels.tif per file input "
         "(<name>_labels.zarr per zarr input) into OUTDIR, or <name>_probabilities.* with "
-        "--output probabilities. Prints one line per image; a failing file in a batch is "
-        "reported and skipped, and the run exits 2 at the end.",
+        "--output probabilities, and with --table <name>_objects.csv (one row per object). "
+        "Prints one line per image; a failing file in a batch is reported and skipped, and "
+        "the run exits 2 at the end.",
     )
     p.add_argument(
         "inputs",
@@ -150,6 +151,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="--z-mode stitch: the smallest IoU that links objects of neighbouring slices "
         "(default 0.2)",
     )
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="also write <name>_objects.csv beside the labels: one row per object with "
+        "label, area, centroid_y, centroid_x (centroid_z before them for 3D; t for time "
+        "series), mean_intensity and the model's confidence (0-1: correct the least "
+        "confident objects first); instance output of file inputs (not zarr)",
+    )
     existing = p.add_mutually_exclusive_group()
     existing.add_argument(
         "--overwrite", action="store_true", help="replace output files that already exist"
@@ -203,6 +212,8 @@ def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
     from ..common.errors import UserInputError
     from ..common.outputs import check_output_target
 
+    if args.table and args.output in ("semantic", "probabilities"):
+        raise UserInputError(f"--table needs instance labels, not --output {args.output}")
     targets = [output_path(path, outdir, args) for path in inputs]
     seen: dict[Path, Path] = {}
     todo: list[tuple[Path, Path]] = []
@@ -213,10 +224,14 @@ def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
                 "segment them into different -o folders"
             )
         seen[target] = path
-        if args.skip_existing and target.exists():
-            print(f"{path.name}: skipped, {target.name} exists (--skip-existing)", file=sys.stderr)
+        with_table = args.table and target.suffix != ".zarr"  # in-memory images only
+        outputs = [target, *([table_path(target)] if with_table else [])]
+        if args.skip_existing and all(out.exists() for out in outputs):
+            names = " and ".join(out.name for out in outputs)
+            print(f"{path.name}: skipped, {names} exist(s) (--skip-existing)", file=sys.stderr)
             continue
-        check_output_target(target, "-o/--outdir", overwrite=args.overwrite)
+        for out in outputs:  # --skip-existing with only some of them: refused as without it
+            check_output_target(out, "-o/--outdir", overwrite=args.overwrite)
         todo.append((path, target))
     overlap_pixels(args.overlap, args.tile)
     model = _model(args.model)
@@ -289,6 +304,12 @@ def output_path(path: Path, outdir: Path, args: argparse.Namespace) -> Path:
     return outdir / f"{image_name(path)}_{kind}.{suffix}"
 
 
+def table_path(target: Path) -> Path:
+    """Where ``--table`` writes the objects of the labels ``target``: ``<name>_objects.csv``."""
+    name = target.name.rsplit("_labels.", 1)[0]
+    return target.with_name(f"{name}_objects.csv")
+
+
 def segment_file(
     path: Path, target: Path, model, args: argparse.Namespace, client: Any = None
 ) -> Path:
@@ -322,6 +343,7 @@ def segment_file(
             channel_names=channel_names(path),
             invert=args.invert,
             axes_source=None if args.axes else "file",
+            table=args.table,
             **z_arguments(path, args),
         )
         events: list = []
@@ -330,10 +352,24 @@ def segment_file(
         raise UserInputError(f"{path}: {err}") from err
     if not zarr_output:
         write_tiff_atomic(target, result)
+    note = ""
+    if args.table:
+        note = _write_table(events[-1].table if events else None, table_path(target))
     if events:  # once written: a failed write leaves its one-line error alone on stderr
         seconds = time.perf_counter() - started
-        print(f"{path.name}: {describe_run(events[-1], args.diameter, seconds)}", file=sys.stderr)
+        line = describe_run(events[-1], args.diameter, seconds)
+        print(f"{path.name}: {line}{note}", file=sys.stderr)
     return target
+
+
+def _write_table(table: dict | None, path: Path) -> str:
+    """Write the objects' table to ``path``; what the image's line says about it."""
+    from ..inference.objects import write_csv
+
+    if table is None:  # the engine measures in-memory instance labels only
+        return "; no object table (zarr input or semantic model)"
+    write_csv(table, path)
+    return f"; objects in {path.name}"
 
 
 def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -49,7 +49,8 @@ def gather(client: Any, futures: list, batch: list, start: int, total: int):
     from distributed import as_completed
 
     futures.extend(batch)
-    for done, future in enumerate(as_completed(batch), start=1):
+    # the client's own loop: a client made for --scheduler is not the default one
+    for done, future in enumerate(as_completed(batch, loop=client.loop), start=1):
         try:
             future.result()
         except OSError as err:

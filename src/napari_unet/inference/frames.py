@@ -23,7 +23,7 @@ import numpy as np
 from ..common.progress import relay
 from . import axes as ax
 from .domain import Doubt
-from .normalize import normalization_stats
+from .normalize import LIMIT, normalization_stats, working_dtype
 from .postprocess import (
     LABEL_DTYPE,
     SEEDS_PREFIX,
@@ -63,6 +63,9 @@ class SegmentProgress:
     report : SegmentReport or None
         Only on the last event (stage ``"done"``): what the run decided and found
         (:class:`~.domain.SegmentReport`).
+    table : dict of str to ndarray, or None
+        Only on the last event of a run asked for it (``table=True``) that has one (instance
+        labels of an in-memory image): one row per object (:func:`~.objects.object_table`).
     """
 
     stage: str
@@ -73,6 +76,7 @@ class SegmentProgress:
     scale: float = 1.0
     diameter: float | None = None
     report: Any = None
+    table: Any = None
 
 
 def is_dask(array: Any) -> bool:
@@ -101,9 +105,12 @@ class SegmentJob:
         offset, scale = self._frame_stats(index)
         block = ax.frame(self.canon, self.caxes, index)
         shape = (-1,) + (1,) * (block.ndim - 1)
+        wide = working_dtype(block.dtype)  # float64 for 64-bit data: no precision lost
         if is_dask(block):  # stays lazy: the tiling reads (and checks) it tile by tile
-            return (block.astype(np.float32) - offset.reshape(shape)) / scale.reshape(shape)
-        return (np.asarray(block, np.float32) - offset.reshape(shape)) / scale.reshape(shape)
+            out = (block.astype(wide) - offset.reshape(shape)) / scale.reshape(shape)
+            return out.clip(-LIMIT, LIMIT).astype(np.float32)
+        out = (np.asarray(block, wide) - offset.reshape(shape)) / scale.reshape(shape)
+        return np.clip(out, -LIMIT, LIMIT).astype(np.float32, copy=False)
 
     def _frame_stats(self, index: tuple[int, ...]):
         t = index[0] if "T" in self.caxes else 0
@@ -187,12 +194,14 @@ class SegmentJob:
         return labels
 
     # -- dask / zarr -------------------------------------------------------------------------
-    def run_lazy(self, tiling: dict, out) -> Generator[SegmentProgress, None, tuple]:
+    def run_lazy(self, tiling: dict, out, finish=None) -> Generator[SegmentProgress, None, tuple]:
         """Tile by tile into zarr stores: probabilities (temporary), then labels (``out``).
 
         ``out`` is written under a hidden temporary name beside it and renamed into place only
         when complete (an existing ``out`` is replaced then); a failure or an interruption
         removes every temporary store, and those of a killed earlier run are removed here.
+        ``finish``: a generator function given the labels store, run before the rename (z-stack
+        ids linked across slices): a run killed at any moment leaves no store under ``out``.
         """
 
         from ..common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
@@ -220,6 +229,8 @@ class SegmentJob:
                     else Path(tempfile.mkdtemp(prefix=f"{_PROBS_PREFIX}{pid}-"))
                 )
                 probs_z, labels_z = yield from self._run_lazy_into(tiling, root, probs_dir)
+                if finish is not None and labels_z is not None:
+                    yield from finish(labels_z)
         except BaseException:  # cancelled (GeneratorExit), interrupted or failed: no partial output
             if probs_dir is not None:
                 shutil.rmtree(probs_dir, ignore_errors=True)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import ShapeError, UserInputError
+from .normalize import working_dtype
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ def median_position(image: Any) -> float:
     image : array of any shape
         Intensities (numpy or dask; a subsample of at most :data:`SAMPLE` pixels is read).
     """
-    values = _sample(image).astype(np.float32, copy=False).ravel()
+    values = _sample(image)
+    values = values.astype(working_dtype(values.dtype), copy=False).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0

@@ -16,6 +16,9 @@ from ..common.errors import UserInputError
 
 METHODS = ("percentile", "minmax", "none")
 _EPS = 1e-6
+#: normalised values are clipped to +-this: a no-data pixel of 1e30 would otherwise swamp the
+#: convolutions around it (real intensities lie within a few units of [0, 1])
+LIMIT = 20.0
 
 
 def check_finite(image: np.ndarray, name: str = "image") -> None:
@@ -56,7 +59,7 @@ def normalization_stats(
         arr = arr[None]
     else:
         arr = np.moveaxis(arr, channel_axis, 0)
-    flat = arr.reshape(arr.shape[0], -1).astype(np.float32, copy=False)
+    flat = arr.reshape(arr.shape[0], -1).astype(working_dtype(arr.dtype), copy=False)
     check_finite(flat)
     if method == "none":
         return np.zeros(len(flat), np.float32), np.ones(len(flat), np.float32)
@@ -65,7 +68,12 @@ def normalization_stats(
     else:
         lo, hi = np.percentile(flat, [spec.get("low", 1.0), spec.get("high", 99.8)], axis=1)
     scale = np.where(hi - lo > _EPS, hi - lo, 1.0).astype(np.float32)
-    return lo.astype(np.float32), scale
+    return np.asarray(lo, working_dtype(arr.dtype)), scale
+
+
+def working_dtype(dtype) -> type:
+    """float64 for 64-bit data (an int64 offset of 2**40 would lose the signal in float32)."""
+    return np.float64 if np.dtype(dtype).itemsize >= 8 else np.float32
 
 
 def normalize(
@@ -73,7 +81,7 @@ def normalize(
 ) -> np.ndarray:
     """Normalise ``image`` per channel as ``spec`` says; returns float32 of the same shape."""
     offset, scale = normalization_stats(image, spec, channel_axis)
-    arr = np.asarray(image, dtype=np.float32)
+    arr = np.asarray(image, dtype=working_dtype(np.asarray(image).dtype))
     shape = [1] * arr.ndim
     if channel_axis is not None:
         shape[channel_axis] = -1

@@ -31,7 +31,7 @@ from ..common.validate import looks_like_labels
 from ..zoo.resolve import resolve_model
 from . import axes as ax
 from . import cluster, rescale, zstack
-from .domain import SegmentReport, check_domain
+from .domain import SegmentReport, check_domain, has_structure
 from .engines import engine_runner, resolve_engine
 from .frames import SegmentJob, SegmentProgress, is_dask
 from .inputs import (
@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 #: the built-in model for stained colour (H&E) images
 STAINED_MODEL = "nuclei-he"
+#: ``table=True`` keeps the probabilities (3 float32 per pixel) in memory up to this many pixels
+#: (voxels) of labels (~400 MB of probabilities); larger images get no table
+MAX_TABLE_PIXELS = 1 << 25
 
 
 def segment(
@@ -122,7 +125,7 @@ def segment(
         centroid, mean intensity of the image the model saw, the model's confidence), last in
         the result: ``(labels, table)`` or ``(labels, probabilities, table)``. Instance labels
         of in-memory images only (computed in this process): ``None`` for semantic output,
-        dask / zarr images and clusters.
+        dask / zarr images, clusters and images above :data:`MAX_TABLE_PIXELS`.
     scale : float
         Resample the spatial axes the model sees (YX, or ZYX for a 3D model) by this factor
         before segmenting, and the result back to the image's shape afterwards: use it for
@@ -270,8 +273,9 @@ def segment_iter(
     table : bool
         Put a per-object table (:func:`~.objects.object_table`) on the last event
         (``SegmentProgress.table``); the result is unchanged. Instance labels of in-memory
-        images segmented in this process only (the probabilities are kept in memory for it);
-        dask / zarr images and clusters get ``None``.
+        images segmented in this process only (the probabilities are kept in memory for it, up
+        to :data:`MAX_TABLE_PIXELS`); dask / zarr images, clusters and larger images get
+        ``None``.
 
     The last event (stage ``"done"``) carries a :class:`~.domain.SegmentReport`: what was
     decided about the input (axes, channel, colour, inversion, model) and, where the image
@@ -326,7 +330,8 @@ def segment_iter(
         engine = cluster.torch_engine(engine)
     tiling["engine"] = yield from _prepare_engine(model, device, engine, pixels)
     # 2. scale: measured (diameter="auto") or given
-    size = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter)
+    noise = not has_structure(canon, caxes)  # no spatial structure: nothing to measure
+    size = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter, noise)
     factor, known = size.scale, size.probabilities
     # 3. resample, 4. normalise + tile + predict + post-process frame by frame, 5. restore size
     factors = rescale.factors(caxes, model.ndim, factor)
@@ -343,23 +348,27 @@ def segment_iter(
 
         seen = as_lazy(seen, caxes)
     post = postprocessing_settings(model, min_size)
-    table = table and output == "instance" and not lazy and client is None
+    table = table and _table_fits(output, lazy, client, canon.shape, caxes)
     job = SegmentJob(model, seen, caxes, output, post, return_probabilities or table)
     # the measuring pass's labels, when made with these settings
     known_labels = size.labels if post == postprocessing_settings(model) else None
+    relink = zmode in ("stitch", "slices") and output == "instance"  # per-slice ids made 3D
     if zmode == "3d":  # a 2D model on a Z stack: three plane orientations, 3D objects
         if client is not None:
             log.warning("z_mode='3d' runs in this process; 'slices' and 'stitch' use the cluster")
         run = zstack.run_3d(job, tiling, anisotropy * factor, out)
     elif client is not None:
         run = run_on_cluster(job, client, tiling, out, in_memory=not lazy)
+    elif lazy:  # the ids are linked before the store gets its final name
+        finish = _relinker(caxes, zmode, stitch_threshold) if relink else None
+        run, relink = job.run_lazy(tiling, out, finish), False
     else:
-        run = job.run_lazy(tiling, out) if lazy else job.run_in_memory(tiling, known, known_labels)
+        run = job.run_in_memory(tiling, known, known_labels)
     # the events report the resampling factor in effect
     labels, probs = yield from relay(
         run, lambda event: replace(event, scale=factor, diameter=size.diameter)
     )
-    if zmode in ("stitch", "slices") and output == "instance":  # per-slice ids made 3D
+    if relink:
         relabel = zstack.relabel_slices_iter(
             labels, ax.labels_axes(caxes), zmode, stitch_threshold, out
         )
@@ -369,17 +378,21 @@ def segment_iter(
     if resampled:
         labels, probs = rescale.restore(labels, probs, canon.shape, caxes, output)
     # 6. back to the caller's axes, 7. what was decided and whether the image looked familiar
-    report = _report(choice, canon, labels, output, job, size, factor, labels_like)
+    report = _report(choice, canon, labels, output, job, size, factor, labels_like, noise)
     if report.warning:
         log.warning("%s", report.warning)
     objects = _object_table(labels, probs, canon, caxes, report.choice) if table else None
-    yield SegmentProgress(
-        "done", 1, 1, 0, 1, factor, size.diameter, report=report, table=objects
-    )
+    yield SegmentProgress("done", 1, 1, 0, 1, factor, size.diameter, report=report, table=objects)
     labels = ax.from_canonical(labels, caxes, axes, leading=1 if output == "probabilities" else 0)
     if not return_probabilities or output == "probabilities":
         return labels
     return labels, ax.from_canonical(probs, caxes, axes, leading=1)
+
+
+def _relinker(caxes: str, zmode: str, threshold: float):
+    """Link per-slice ids across slices (:func:`.zstack.relabel_slices_iter`) in a labels store."""
+    laxes = ax.labels_axes(caxes)
+    return lambda store: zstack.relabel_slices_iter(store, laxes, zmode, threshold, store)
 
 
 def model_name(model) -> str:
@@ -404,7 +417,7 @@ def builtin_model(name: str):
 
 
 def _report(
-    choice, canon, labels, output: str, job, size, factor: float, labels_like: bool
+    choice, canon, labels, output: str, job, size, factor: float, labels_like: bool, noise: bool
 ) -> SegmentReport:
     """The run's :class:`SegmentReport`: decisions, object count and the domain check."""
     objects = None
@@ -412,8 +425,19 @@ def _report(
         objects = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
     background = median_position(canon)
     doubt = job.doubt.share
-    warning = check_domain(choice, background, doubt, labels_like)
+    warning = check_domain(choice, background, doubt, labels_like, noise)
     return SegmentReport(choice, objects, size.diameter, factor, background, doubt, warning)
+
+
+def _table_fits(output: str, lazy: bool, client: Any, shape: tuple, caxes: str) -> bool:
+    """Whether a run can give a per-object table (instance labels of a small enough image)."""
+    if output != "instance" or lazy or client is not None:
+        return False
+    pixels = math.prod(s for a, s in zip(caxes, shape) if a != "C")
+    if pixels > MAX_TABLE_PIXELS:
+        log.info("no object table: %d pixels is above %d (memory)", pixels, MAX_TABLE_PIXELS)
+        return False
+    return True
 
 
 def _object_table(labels, probs, canon, caxes: str, choice: InputChoice) -> dict | None:
@@ -452,12 +476,21 @@ def _prepare_engine(
 
 
 def _choose_scale(
-    canon: Any, caxes: str, model, tiling: dict, scale: float, diameter: float | str | None
+    canon: Any,
+    caxes: str,
+    model,
+    tiling: dict,
+    scale: float,
+    diameter: float | str | None,
+    noise: bool = False,
 ) -> Generator[SegmentProgress, None, SizeEstimate]:
     """The resampling factor (and the measured diameter, and a measuring pass to reuse)."""
     if not (diameter == "auto" and scale == 1.0):
         given = None if diameter == "auto" else diameter
         return SizeEstimate(rescale.resolve_scale(scale, given, model), given, None, "given")
+    if noise:  # noise has no objects to measure
+        log.warning("the image looks like noise (no spatial structure): not resampled")
+        return SizeEstimate(1.0, None, None, "given")
     size = yield from estimate_size_iter(canon, caxes, model, tiling)
     if size.diameter is not None:
         log.info("objects measure ~%.1f px: segmenting at scale %.3f", size.diameter, size.scale)

@@ -47,8 +47,9 @@ def relabel_slices_iter(
     z_mode : {"stitch", "slices"}
     threshold : float
         ``"stitch"``: the smallest IoU that links two objects of neighbouring slices.
-    out : path-like, optional
-        For dask labels: the zarr store they were written to, rewritten slice by slice.
+    out : path-like or zarr array, optional
+        For dask labels: the zarr store they were written to (or that store, open), rewritten
+        slice by slice.
 
     Yields
     ------
@@ -97,9 +98,9 @@ def relabel_slices_iter(
 
 
 def _open_store(out):
-    """The zarr labels store at ``out`` opened for rewriting, or ``None``."""
-    if out is None:
-        return None
+    """The zarr labels store at ``out`` (a path, or the open array) for rewriting, or ``None``."""
+    if out is None or hasattr(out, "shape"):
+        return out
     import zarr
 
     return zarr.open_array(str(out), mode="r+")
