@@ -1,22 +1,34 @@
-"""Take the README's screenshot: the sample, the built-in model's labels and the Segment widget.
+"""Take the README's screenshots at a laptop's 1366x768 with all three U-Net docks open.
 
-Opens napari with the bundled sample, runs the U-Net Segment widget (built-in model) and the
-U-Net Evaluate widget against the annotation, as a user would, then saves
-``docs/screenshot.png``. Needs a display: run it under ``xvfb-run -a``.
+Opens napari with the bundled sample, opens U-Net Segment, U-Net Evaluate and U-Net Train as a
+user doing the whole loop would (they share the right side as tabs), segments the sample with
+the built-in model (Outlines ticked), evaluates the result against the annotation, trains a
+model for a few epochs on the sample, and saves one screenshot per dock with its tab raised:
+
+- ``docs/screenshot.png``: U-Net Segment and its result;
+- ``docs/screenshot_evaluate.png``: U-Net Evaluate's table;
+- ``docs/screenshot_train.png``: U-Net Train with its live plot.
+
+Usage (needs a display: run it under Xvfb at the laptop size)::
+
+    xvfb-run -a -s "-screen 0 1366x768x24" python scripts/screenshot.py [docs/screenshot.png] \
+        [--epochs 2]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
 from pathlib import Path
 
 import napari
 from qtpy.QtWidgets import QApplication
 
+SIZE = (1366, 768)
+
 
 def wait_until(condition, timeout: float = 300.0) -> None:
-    import time
-
     end = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > end:
@@ -25,26 +37,72 @@ def wait_until(condition, timeout: float = 300.0) -> None:
         time.sleep(0.02)
 
 
+def settle(seconds: float = 0.5) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def shot(viewer, dock, path: Path) -> None:
+    """Raise ``dock``'s tab, scroll it to the top and save the whole window to ``path``
+    (without napari's notification pop-ups, which would cover the image)."""
+    from qtpy.QtWidgets import QWidget
+
+    window = viewer.window._qt_window
+    for widget in window.findChildren(QWidget):
+        if type(widget).__name__ == "NapariQtNotification":
+            widget.close()
+    dock.raise_()
+    dock.widget().verticalScrollBar().setValue(0)
+    settle()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    viewer.window._qt_window.grab().save(str(path))
+
+
 def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=Path("docs/screenshot.png"))
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the Train run")
+    args = parser.parse_args()
+    out: Path = args.out
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 900)
+    viewer.window._qt_window.resize(*SIZE)
     viewer.open_sample("napari-unet", "nuclei")
-    _, segment_widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net Segment")
-    segment_widget.run()
-    wait_until(lambda: not segment_widget.running)
-    _, evaluate_widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net Evaluate")
-    evaluate_widget.prediction.value = viewer.layers["nuclei labels"]
-    evaluate_widget.ground_truth.value = viewer.layers["nuclei ground truth"]
-    evaluate_widget.run()
-    wait_until(lambda: evaluate_widget.status.value.startswith("done"))
+    docks = {
+        name: viewer.window.add_plugin_dock_widget("napari-unet", f"U-Net {name}")
+        for name in ("Segment", "Evaluate", "Train")
+    }
+    settle()
+    (segment_dock, segment), (_, evaluate), (_, train) = docks.values()
+
+    segment.outlines.value = True
+    segment.run()
+    wait_until(lambda: not segment.running)
+    evaluate.prediction.value = viewer.layers["nuclei labels"]
+    evaluate.ground_truth.value = viewer.layers["nuclei ground truth"]
+    evaluate.run()
+    wait_until(lambda: not evaluate.running)
+    train.hyper.epochs.value = args.epochs
+    train.run()
+    wait_until(lambda: train.worker is None, timeout=1800.0)
+
     viewer.layers["nuclei ground truth"].visible = False
     for name in [layer.name for layer in viewer.layers if layer.name.endswith("errors")]:
         viewer.layers[name].visible = False
+    viewer.layers.selection.active = viewer.layers["nuclei labels"]  # its contour: Outlines
     viewer.reset_view()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(out), canvas_only=False)
-    print(f"{out}: {segment_widget.status.value}; {evaluate_widget.status.value}")
+    stem, suffix = out.with_suffix(""), out.suffix or ".png"
+    paths = {
+        "Segment": out,
+        "Evaluate": Path(f"{stem}_evaluate{suffix}"),
+        "Train": Path(f"{stem}_train{suffix}"),
+    }
+    for name, (dock, widget) in docks.items():
+        shot(viewer, dock, paths[name])
+        said = widget.message.value if name == "Train" else widget.status.value
+        print(f"{paths[name]}: U-Net {name}: {said}")
+    shot(viewer, segment_dock, out)  # the Segment tab raised, as a user left it
     viewer.close()
 
 

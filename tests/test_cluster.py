@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 
@@ -156,3 +157,108 @@ def test_segment_widget_runs_on_the_scheduler_it_is_given(
     assert len(client.get_task_stream()) > before  # it ran on the cluster
     expected = segment(image, tiny_model, output="semantic", engine="torch")
     np.testing.assert_array_equal(viewer.layers["img labels"].data, expected)
+
+
+# -- addresses that are not a scheduler's: one line, exit 2, no hang --------------------------
+
+
+@pytest.fixture
+def tcp_server():
+    """Start TCP servers on 127.0.0.1 that accept and then write ``answer`` (None: nothing)."""
+    import socket
+    import threading
+
+    servers, connections = [], []
+
+    def start(answer: bytes | None) -> str:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:  # closed at the end of the test
+                    return
+                connections.append(conn)  # kept open: the other side is never told "closed"
+                if answer is not None:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(answer)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+    yield start
+    for sock in servers + connections:
+        sock.close()
+
+
+_GARBAGE = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + bytes(range(256)) * 8
+
+
+@pytest.mark.parametrize(
+    ("where", "address", "needle"),
+    [
+        ("option", "not an address", "is not a dask scheduler address (missing port number"),
+        ("option", "tcp://host:port:x", "is not a dask scheduler address"),
+        ("environment", "garbage!!", "DASK_SCHEDULER_ADDRESS='garbage!!' is not a dask"),
+        ("option", "silent", "did not answer as a dask scheduler within 10 s"),
+        ("environment", "silent", "DASK_SCHEDULER_ADDRESS="),
+        ("option", "garbage", "does not speak the dask protocol"),
+    ],
+)
+def test_a_scheduler_address_that_is_not_one_is_a_line_not_a_hang(
+    tcp_server, tiny_model_file, tmp_path, where, address, needle
+):
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    if address in ("silent", "garbage"):
+        address = tcp_server(None if address == "silent" else _GARBAGE)
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.zeros((32, 32), np.uint8))
+    argv = ["segment", str(image), "-o", str(tmp_path / "out"), "--model", str(tiny_model_file)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env.pop(cluster.ENV_VAR, None)
+    if where == "environment":
+        env[cluster.ENV_VAR] = address
+    else:
+        argv += ["--scheduler", address]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_unet", *argv], env=env, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[tuple[float, str]] = []
+
+    def read():
+        for line in proc.stderr:
+            lines.append((time.monotonic(), line.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=90)  # the servers never close a connection: a hang ends here
+    finally:
+        proc.kill()
+    ended = time.monotonic()
+    reader.join(5)
+    err = "\n".join(text for _, text in lines)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    errors = [text for _, text in lines if text.startswith("napari-unet")]
+    assert len(errors) == 1 and errors[0].startswith("napari-unet segment: error: "), err
+    assert needle in errors[0], errors[0]
+    started = next(t for t, text in lines if text.startswith("computing on the dask cluster"))
+    # the connection and the answer within CONNECT_TIMEOUT, then out (no 20 s wait in a
+    # half-made Client's __del__)
+    assert ended - started < cluster.CONNECT_TIMEOUT + 4, err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_dask_worker_is_not_taken_for_the_scheduler(client):
+    worker = next(iter(client.scheduler_info()["workers"]))
+    with pytest.raises(UserInputError, match="is a dask Worker, not the scheduler"):
+        cluster.probe_scheduler(worker)
+    assert cluster.probe_scheduler(client.scheduler.address)["type"] == "Scheduler"

@@ -103,3 +103,117 @@ def test_interrupted_two_process_run_resumes_to_the_one_process_result(folders, 
     assert resumed.returncode == 0, err
     assert read_card(out)["provenance"]["epochs_trained"] == 4
     _assert_same_weights(reference, out, atol=1e-4)
+
+
+# -- options that cannot work are refused before torchrun starts anything ---------------------
+
+
+@pytest.mark.parametrize(
+    ("nproc", "batch", "needle"),
+    [
+        ("2", "3", "--batch 3 is not a multiple of --nproc 2: each process trains on an equal "
+         "share of every batch (--batch 2 or 4)"),
+        ("4", "2", "--batch 2 is not a multiple of --nproc 4"),
+        ("1000", "1000", "--nproc 1000 is more than this machine's"),
+    ],
+)  # fmt: skip
+def test_impossible_process_options_are_refused_before_the_launch(
+    tmp_path, monkeypatch, capsys, nproc, batch, needle
+):
+    from napari_unet.cli import train as train_cli
+
+    def launch(args):
+        raise AssertionError("torchrun was started")
+
+    monkeypatch.setattr(train_cli, "_launch", launch)
+    argv = ["train", "--images", str(tmp_path / "i"), "--labels", str(tmp_path / "l")]
+    argv += ["-o", str(tmp_path / "m.safetensors"), "--device", "cpu"]
+    assert main([*argv, "--nproc", nproc, "--batch", batch]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("napari-unet train: error: "), err
+    assert needle in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_process_limit_follows_the_machine(monkeypatch):
+    from napari_unet.common.errors import UserInputError
+    from napari_unet.training import ddp
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(ddp.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert ddp.process_limit(cpu) == (6, "CPU cores")
+    ddp.check_world(6, 12, cpu)  # six processes of two samples: fine
+    with pytest.raises(UserInputError, match="more than this machine's 6 CPU cores"):
+        ddp.check_world(8, 16, cpu)
+    monkeypatch.setattr(ddp.os, "sched_getaffinity", lambda pid: set(range(500)), raising=False)
+    assert ddp.process_limit(cpu)[0] == ddp.MAX_PROCESSES
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert ddp.process_limit(torch.device("cuda")) == (2, "GPUs")
+    with pytest.raises(UserInputError, match="one process per GPU"):
+        ddp.check_world(4, 8, torch.device("cuda"))
+    with pytest.raises(UserInputError, match="not on mps"):
+        ddp.check_world(2, 4, torch.device("mps"))
+
+
+def test_a_failing_rank_is_one_line_without_torchruns_traceback(folders, tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for path in (folders / "labels").glob("*.tif"):  # found by the ranks, not before
+        tifffile.imwrite(labels / path.name, tifffile.imread(path).astype(np.int32) - 1)
+    argv = ["train", "--images", str(folders / "images"), "--labels", str(labels)]
+    argv += ["-o", str(tmp_path / "m.safetensors"), *TINY, "--epochs", "1", "--nproc", "2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_unet", *argv], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines[0].startswith("launching 2 training processes: torchrun --standalone")
+    assert len(lines) == 2, run.stderr  # the launch, then rank 0's one line
+    assert "negative label ids" in lines[1] and lines[1].startswith("napari-unet train: error:")
+    assert "Traceback" not in run.stderr and "ChildFailedError" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_the_terminal_stops_or_aborts_all_ranks(folders, tmp_path, presses):
+    """As from a terminal: SIGINT to the launcher's process group (the ranks run in sessions
+    of their own; torchrun's wrapper passes each Ctrl-C on to them)."""
+    import threading
+
+    out = tmp_path / "m.safetensors"
+    argv = [*_args(folders, out, "--epochs", "500", "--steps-per-epoch", "2"), "--nproc", "2"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "napari_unet", *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 180
+    while not out.with_suffix(".ckpt").exists() and run.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGINT)
+    while presses == 2 and not any("press Ctrl-C again" in ln for ln in lines):
+        assert run.poll() is None and time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.02)
+    if presses == 2:
+        os.killpg(run.pid, signal.SIGINT)
+    run.wait(timeout=120)
+    reader.join(10)
+    err = "".join(lines)
+    assert "Traceback" not in err and "ChildFailedError" not in err, err
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])
+    ]  # no rank left running
+    if presses == 1:  # stopped after the batch on every rank; rank 0 saved the best model
+        assert run.returncode == 0, err
+        assert err.count("stopped early") == 1 and read_card(out)["provenance"]["world_size"] == 2
+    else:
+        assert run.returncode == 130, err
+        assert err.strip().splitlines()[-1].startswith("napari-unet train: interrupted")
+        assert err.count("interrupted") == 1 and not out.exists()
+    assert not list(tmp_path.glob(".*.tmp"))

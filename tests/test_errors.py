@@ -564,3 +564,174 @@ def test_resume_with_other_settings_is_one_short_line(ws, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and len(err) < 400
     assert "learning_rate 0.001, now 0.5" in err
+
+
+# -- BioImage.IO packages made to mislead: refused in one line, before anything is read ------
+
+
+def _rezip(source: Path, target: Path, files: dict[str, bytes | None]) -> Path:
+    """``source`` with members replaced (bytes), removed (None) or added."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members.update(files)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            if data is not None:
+                z.writestr(name, data)
+    return target
+
+
+def _mark_encrypted(path: Path, member: str) -> None:
+    """Set the "encrypted" flag of ``member`` in both of the zip's headers (as ``zip -e`` does)."""
+    import struct
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        data[z.getinfo(member).header_offset + 6] |= 0x1  # local header: flags at +6
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start + 1)) != -1:  # central directory entries
+        (length,) = struct.unpack_from("<H", data, start + 28)
+        if data[start + 46 : start + 46 + length] == member.encode():
+            data[start + 8] |= 0x1
+    path.write_bytes(bytes(data))
+
+
+def _zip_bomb(source: Path, target: Path, rdf: str, sha: str) -> Path:
+    """The package with weights.pt swapped for 1 GiB of zeros (~5 MB compressed) and its
+    SHA-256 put in rdf.yaml: a self-consistent package that only its size gives away."""
+    import hashlib
+    import zipfile
+
+    chunk, n = bytes(2**24), 64
+    digest = hashlib.sha256()
+    for _ in range(n):
+        digest.update(chunk)
+    _rezip(source, target, {"weights.pt": None, "rdf.yaml": rdf.replace(sha, digest.hexdigest()).encode()})  # fmt: skip
+    info = zipfile.ZipInfo("weights.pt")
+    info.compress_type, info._compresslevel = zipfile.ZIP_DEFLATED, 1
+    with zipfile.ZipFile(target, "a") as z, z.open(info, "w", force_zip64=True) as member:
+        for _ in range(n):
+            member.write(chunk)
+    return target
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory) -> dict[str, Path]:
+    """A package that `napari-unet export` made, and hostile packages built from it."""
+    import hashlib
+    import stat
+    import zipfile
+
+    from napari_unet.zoo import export_bioimageio
+    from napari_unet.zoo.artifacts import write_state_dict
+
+    root = tmp_path_factory.mktemp("packages")
+    torch.manual_seed(0)
+    good = export_bioimageio(UNet(1, 3, depth=1, base_filters=2), root / "good.zip", onnx=False)
+    with zipfile.ZipFile(good) as z:
+        rdf, weights = z.read("rdf.yaml").decode(), z.read("weights.pt")
+    sha = hashlib.sha256(weights).hexdigest()
+    torch.manual_seed(1)  # another model's weights, of the same architecture
+    outside = write_state_dict(UNet(1, 3, depth=1, base_filters=2), root / "outside.pt")
+    outside_sha = hashlib.sha256(outside.read_bytes()).hexdigest()
+
+    def pointing_at(source: str) -> bytes:
+        return rdf.replace("source: weights.pt", f"source: {source}").replace(sha, outside_sha).encode()  # fmt: skip
+
+    p = {"good": good, "image": root / "img.tif", "marker": root / "code-ran"}
+    tifffile.imwrite(p["image"], _blobs(size=64)[0])
+    p["absolute"] = _rezip(good, root / "absolute.zip", {"rdf.yaml": pointing_at(str(outside))})
+    p["dotdot"] = _rezip(good, root / "dotdot.zip", {"rdf.yaml": pointing_at("../outside.pt")})
+    p["missing"] = _rezip(good, root / "missing.zip", {"weights.pt": None})
+    p["swapped"] = _rezip(good, root / "swapped.zip", {"weights.pt": outside.read_bytes()})
+    p["bad_yaml"] = _rezip(good, root / "bad_yaml.zip", {"rdf.yaml": b"name: [tiny\n  x: {"})
+    tag = f'!!python/object/apply:os.system ["touch {p["marker"]}"]'
+    p["python_tag"] = _rezip(good, root / "tag.zip", {"rdf.yaml": rdf.replace("name: ", f"name: {tag} #", 1).encode()})  # fmt: skip
+    p["two_rdfs"] = _rezip(good, root / "two.zip", {"bioimageio.yaml": rdf.encode()})
+    p["encrypted"] = _rezip(good, root / "encrypted.zip", {})
+    _mark_encrypted(p["encrypted"], "weights.pt")
+    p["symlink"] = _rezip(good, root / "symlink.zip", {"weights.pt": None})
+    link = zipfile.ZipInfo("weights.pt")
+    link.create_system, link.external_attr = 3, (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(p["symlink"], "a") as z:
+        z.writestr(link, str(outside))  # a link to another model's weights
+    p["bomb"] = _zip_bomb(good, root / "bomb.zip", rdf, sha)
+    p["folder_link"] = root / "folder"  # an unpacked package whose weights link out of it
+    with zipfile.ZipFile(good) as z:
+        z.extractall(p["folder_link"])
+    (p["folder_link"] / "weights.pt").unlink()
+    (p["folder_link"] / "weights.pt").symlink_to(outside)
+    return p
+
+
+#: (package, words of the one-line refusal)
+HOSTILE = [
+    ("absolute", "points at '/"),
+    ("dotdot", "points at '../outside.pt', outside the package"),
+    ("missing", "names 'weights.pt', which is not in the package"),
+    ("symlink", "member 'weights.pt' is a symbolic link"),
+    ("swapped", "does not match the SHA-256"),
+    ("bad_yaml", "rdf.yaml is not valid YAML"),
+    ("python_tag", "carries a '!!python/...' tag"),
+    ("encrypted", "member 'weights.pt' is encrypted"),
+    ("bomb", "x compressed; a zip bomb?)"),
+    ("two_rdfs", "holds 2 package descriptions"),
+    ("folder_link", "outside the package's folder"),
+]
+
+
+@pytest.mark.parametrize(("name", "needle"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_a_hostile_package_is_refused_in_one_line(packages, tmp_path, capsys, name, needle):
+    import tracemalloc
+
+    out, package = tmp_path / "out", str(packages[name])
+    commands = {
+        "segment": ["segment", str(packages["image"]), "--model", package, "-o", str(out)],
+        "info": ["info", package],
+    }  # train --init goes through the same door: see the next test
+    for command, argv in commands.items():
+        tracemalloc.start()
+        try:
+            code = main(argv)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        err = capsys.readouterr().err
+        assert code == 2, (command, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"napari-unet {command}: error: "), err
+        assert needle in lines[0], lines[0]
+        assert "internal error" not in err and "weights_only" not in err and "pickle" not in err
+        assert peak < 64 * 2**20, f"{command} read {peak / 2**20:.0f} MiB before refusing"
+    assert not out.exists() or list(out.iterdir()) == []  # nothing segmented, nothing written
+    assert not packages["marker"].exists()  # the YAML tag built nothing
+
+
+def test_an_exported_package_is_described_as_one_and_fine_tunes(ws, packages, tmp_path, capsys):
+    import zipfile
+
+    from napari_unet.zoo.checked import MAX_RATIO
+
+    good = str(packages["good"])
+    assert main(["info", good]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("BioImage.IO model package: ") and "pickle" not in out
+    assert "pytorch_state_dict (runs here)" in out and "Layer summary" in out
+    with pytest.raises(UserInputError, match=r"is a BioImage\.IO model package") as err:
+        load_model(good)  # the Python model-file loader names it, and where it is taken
+    assert "can run code" not in str(err.value)
+    model = tmp_path / "tuned.safetensors"
+    train_args = ["train", "--images", str(ws["root"] / "good" / "images"), "--labels",
+                  str(ws["root"] / "good" / "labels"), *TINY_TRAIN, "-o", str(model)]  # fmt: skip
+    assert main([*train_args, "--init", good]) == 0
+    assert load_model(model).config.base_filters == 2  # the package's network, fine-tuned
+    for name, needle in (("swapped", "SHA-256"), ("bomb", "zip bomb")):
+        assert main([*train_args, "-o", str(tmp_path / f"{name}.safetensors"), "--init",
+                     str(packages[name])]) == 2  # fmt: skip
+        assert needle in capsys.readouterr().err
+    with zipfile.ZipFile(packages["bomb"]) as z:  # refused for its ratio, not its size
+        bomb = z.getinfo("weights.pt")
+    assert bomb.file_size / bomb.compress_size > MAX_RATIO

@@ -210,3 +210,85 @@ def test_training_interrupted_or_killed(tmp_path, sig):
     assert not stale.exists()
     assert load_model(model).card["provenance"]["training"]["epochs"] == int(more)
     assert _temporaries(out) == []
+
+
+class _Lines:
+    """The stderr lines of a running process, read as they come."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def text(self) -> str:
+        self._thread.join(10)
+        return "\n".join(self.lines)
+
+
+@pytest.fixture(scope="module")
+def nuclei_folders(data_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """6 pairs of 128 x 128 crops of real nuclei: the end-of-run tuning and size fit take s."""
+    root = tmp_path_factory.mktemp("finishing")
+    source = data_dir / "dsb2018_fluo"
+    for kind in ("images", "labels"):
+        (root / kind).mkdir()
+        for path in sorted((source / kind).glob("*.tif"))[:6]:
+            tifffile.imwrite(root / kind / path.name, tifffile.imread(path)[:128, :128])
+    return root / "images", root / "labels"
+
+
+@pytest.mark.parametrize("moment", ["right after the first", "during the size fit"])
+def test_a_second_ctrl_c_aborts_the_finishing_run(nuclei_folders, tmp_path, moment):
+    images, labels = nuclei_folders
+    model, ckpt = tmp_path / "run" / "m.safetensors", tmp_path / "run" / "m.ckpt"
+    args = [
+        "train",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "-o",
+        str(model),
+        "--epochs",
+        "500",
+        "--steps-per-epoch",
+        "2",
+        "--patch",
+        "64",
+        "--batch",
+        "2",
+        "--depth",
+        "2",
+        "--base-filters",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--val-fraction",
+        "0.5",
+    ]  # fmt: skip  (post-processing tuning and size fit on)
+    proc = _start(args, tmp_path / "t")
+    err = _Lines(proc)
+    _wait_for(proc, ckpt.is_file, timeout=180)
+    proc.send_signal(signal.SIGINT)  # stop after this batch, then tune and fit: the finishing
+    _wait_for(proc, lambda: err.has("press Ctrl-C again to abort"))
+    if moment == "during the size fit":  # the tuning is done, the size fit takes seconds
+        _wait_for(proc, lambda: err.has("post-processing chosen on"))
+    proc.send_signal(signal.SIGINT)  # well within the 2 s that were once taken for an echo
+    proc.wait(timeout=120)
+    text = err.text()
+    assert proc.returncode == 130, text
+    assert "interrupted" in text.splitlines()[-1] and "Traceback" not in text
+    assert "stopped early" not in text and "saved" not in text
+    assert not model.exists()  # the model file is never written by an aborted run
+    assert "position" in torch.load(ckpt, weights_only=True)  # the checkpoint is whole
+    assert _temporaries(model.parent) == []

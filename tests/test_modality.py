@@ -233,3 +233,15 @@ def test_wide_integers_and_outliers_segment_like_the_plain_image(tiny_model, enc
     got = segment(encode(image), tiny_model, diameter=None, progress=events.append)
     assert np.mean(got[image > 100] > 0) == pytest.approx(np.mean(plain[image > 100] > 0), abs=0.02)
     assert "noise" not in (events[-1].report.warning or "")
+
+
+def test_postprocessing_overrides_reach_the_labels_and_bad_ones_are_refused(tiny_model):
+    image = _nuclei()
+    events = []
+    few = segment(image, tiny_model, diameter=None, postprocessing={"min_size": 10**6})
+    assert few.max() == 0  # every object is smaller than the minimum size
+    with pytest.raises(UserInputError, match="no setting 'seed'"):
+        segment(image, tiny_model, postprocessing={"seed": 0.5}, progress=events.append)
+    assert events == []  # refused before any work
+    with pytest.raises(UserInputError, match="seed_threshold"):
+        segment(image, tiny_model, postprocessing={"seed_threshold": 1.5})

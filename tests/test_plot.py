@@ -20,3 +20,41 @@ def test_redraws_are_spaced_by_the_cost_of_a_draw(qtbot):
     plot._last_draw -= 1.0  # a second later
     assert plot.redraw()
     assert list(plot._lines["batch"].get_xdata()) == [0.1]
+
+
+def test_the_train_dock_plot_takes_napari_theme_colours_and_follows_a_change(
+    make_napari_viewer, qtbot
+):
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+
+    viewer = make_napari_viewer()
+    viewer.theme = "dark"
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net Train")
+    plot = widget.plot
+
+    def colours():
+        ax = plot.ax_loss
+        return {
+            "figure": to_hex(plot.figure.get_facecolor()),
+            "axes": to_hex(ax.get_facecolor()),
+            "label": to_hex(ax.yaxis.label.get_color()),
+            "tick": to_hex(ax.get_yticklabels()[0].get_color()),
+            "spine": to_hex(ax.spines["left"].get_edgecolor()),
+            "legend text": to_hex(ax.get_legend().get_texts()[0].get_color()),
+            "train line": to_hex(plot._lines["train"].get_color()),
+        }
+
+    for theme_id in ("dark", "light", "dark"):
+        viewer.theme = theme_id
+        theme = get_theme(theme_id)
+        background, text = theme.background.as_hex(), theme.text.as_hex()
+        now = colours()
+        assert now["figure"] == now["axes"] == to_hex(background), theme_id
+        assert now["label"] == now["tick"] == now["spine"] == now["legend text"] == to_hex(text)
+        # lines stand out on the background: lighter than it on dark, darker on light
+        luminance = {k: sum(int(now[k][i : i + 2], 16) for i in (1, 3, 5)) for k in now}
+        if theme.type == "dark":
+            assert luminance["train line"] > luminance["figure"] + 200
+        else:
+            assert luminance["train line"] < luminance["figure"] - 200

@@ -335,3 +335,26 @@ def test_bad_input_raises_clear_error(image, kwargs, error, match):
 def test_model_must_be_a_unet():
     with pytest.raises(UserInputError, match="UNet"):
         predict_tiled(torch.nn.Identity(), np.zeros((1, 8, 8), np.float32))
+
+
+def test_tta_views_and_their_inverse_give_back_the_plain_prediction():
+    """An equivariant 'network' (identity on the input): every view maps back to the input."""
+    from napari_unet.inference.predict import augmented, views
+
+    assert len(views((64, 64))) == 8 and len(views((64, 96))) == 4
+    assert len(views((16, 64, 64))) == 8
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(augmented(lambda b: b * 2, (64, 64))(x), x * 2, rtol=1e-6)
+    y = rng.random((1, 3, 8, 64, 48)).astype(np.float32)
+    np.testing.assert_allclose(augmented(lambda b: b + 1, (8, 64, 48))(y), y + 1, rtol=1e-6)
+
+
+def test_segment_with_tta_runs_every_view(tiny_model):
+    from napari_unet import segment
+
+    image = (np.random.default_rng(1).random((64, 64)) * 255).astype(np.uint8)
+    plain = segment(image, tiny_model, diameter=None, output="probabilities")
+    tta = segment(image, tiny_model, diameter=None, output="probabilities", tta=True)
+    assert tta.shape == plain.shape and not np.allclose(tta, plain)
+    np.testing.assert_allclose(tta.sum(axis=0), 1.0, atol=1e-5)

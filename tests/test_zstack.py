@@ -172,7 +172,7 @@ def test_bad_z_arguments_name_the_argument(net, kwargs, match):
 def test_z_mode_does_not_apply_to_3d_models_or_2d_images(net):
     assert zstack.resolve_z_mode(None, "ZYX", net, "instance") == "3d"
     assert zstack.resolve_z_mode(None, "ZYX", net, "semantic") == "slices"
-    assert zstack.resolve_z_mode(None, "ZYX", net, "instance", lazy=True) == "stitch"
+    assert zstack.resolve_z_mode(None, "ZYX", net, "instance", lazy=True) == "3d"  # blockwise
     assert zstack.resolve_z_mode("stitch", "TYX", net, "instance") is None
     net3 = UNet(1, 3, ndim=3, depth=1, base_filters=2)
     assert zstack.resolve_z_mode("3d", "ZYX", net3, "instance") is None

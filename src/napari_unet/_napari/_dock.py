@@ -5,6 +5,10 @@ list, so each dock puts the few settings a biologist needs first and everything 
 collapsed *Advanced* section; the whole dock scrolls when it is still taller than the window,
 and status lines wrap instead of widening the dock.
 
+Several U-Net docks open together share that height as tabs: a dock that opens next to another
+U-Net dock is tabified with it and raised (:func:`tabify_with_siblings`), so each keeps the
+whole height instead of three docks of ~90 px that show only their first rows.
+
 Adding a setting to a dock's Advanced section (the way the other features do it)::
 
     self.advanced.add(SpinBox(label="Batch size", value=8, tooltip="..."))
@@ -29,6 +33,8 @@ from magicgui.widgets.bases import Widget
 
 #: the tallest a dock may ask to be (its minimum size hint), so it fits a 1366x768 screen
 MAX_DOCK_HEIGHT = 700
+#: the Qt property that marks the scroll area of a U-Net dock (for tabifying with siblings)
+DOCK_PROPERTY = "napari_unet_dock"
 
 _CLOSED, _OPEN = "\u25b6 Advanced", "\u25bc Advanced"
 
@@ -48,11 +54,27 @@ class Dock(Container):
         from qtpy.QtWidgets import QFrame
 
         self.root_native_widget.setFrameShape(QFrame.Shape.NoFrame)
+        self.root_native_widget.setProperty(DOCK_PROPERTY, True)
         self.inner.layout().addStretch(1)  # rows stay at the top of a tall dock
+        # napari adds the dock to its window after making the widget and shows it in a later
+        # turn of the event loop: the first Show is the first moment the dock is in place
+        on_event(self.root_native_widget, "Show", tabify_with_siblings, once=True)
 
     def finish_layout(self) -> None:
-        """Call once the widgets are in: combo boxes shrink to short names, width is refit."""
+        """Call once the widgets are in: combo boxes shrink to short names, width is refit.
+
+        The width is refit whenever the rows change later too (a table filled, a row shown):
+        the scroll area never scrolls sideways, so a dock narrower than its rows would cut
+        them off on the right.
+        """
         compact_combos(self.inner)
+        self.fit_width()
+        if not getattr(self, "_fits_width", False):
+            on_event(self.inner, "LayoutRequest", lambda _: self.fit_width())
+            self._fits_width = True
+
+    def fit_width(self) -> None:
+        """Make the dock at least as wide as its rows need (plus the vertical scroll bar)."""
         bar = self.root_native_widget.verticalScrollBar().sizeHint().width()
         self.root_native_widget.setMinimumWidth(self.inner.minimumSizeHint().width() + bar + 4)
 
@@ -65,6 +87,63 @@ class Dock(Container):
     def inner(self) -> Any:
         """The QWidget inside the scroll area, with the dock's layout."""
         return self._widget._mgui_get_native_widget()
+
+
+def on_event(widget: Any, kind: str, callback: Any, *, once: bool = False) -> Any:
+    """Call ``callback(widget)`` when the QWidget ``widget`` gets a Qt event of type ``kind``
+    (e.g. ``"Show"``, ``"LayoutRequest"``); with ``once``, only the first time.
+
+    Returns the event filter (a QObject child of ``widget``: it goes when ``widget`` goes).
+    """
+    from qtpy.QtCore import QEvent, QObject
+
+    wanted = getattr(QEvent.Type, kind)
+
+    class _Hook(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:
+            if event.type() == wanted:
+                if once:
+                    obj.removeEventFilter(self)
+                callback(obj)
+            return False
+
+    hook = _Hook(widget)
+    widget.installEventFilter(hook)
+    return hook
+
+
+def tabify_with_siblings(widget: Any) -> bool:
+    """Put the dock holding the QWidget ``widget`` in a tab with the other open U-Net docks.
+
+    Only docks on the same side of napari's window, not floating, holding a U-Net dock
+    (:data:`DOCK_PROPERTY`) count; other plugins' docks are left where napari put them. The
+    dock is raised (its tab chosen). Returns whether it was tabified.
+    """
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    dock = widget
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    window = dock.parentWidget() if dock is not None else None
+    if not isinstance(window, QMainWindow) or dock.isFloating():
+        return False
+    area = window.dockWidgetArea(dock)
+    siblings = [
+        other
+        for other in window.findChildren(QDockWidget)
+        if other is not dock
+        and not other.isHidden()
+        and not other.isFloating()
+        and window.dockWidgetArea(other) == area
+        and other.widget() is not None
+        and other.widget().property(DOCK_PROPERTY)
+    ]
+    if not siblings or any(other in window.tabifiedDockWidgets(dock) for other in siblings):
+        return False
+    window.tabifyDockWidget(siblings[-1], dock)
+    dock.show()
+    dock.raise_()
+    return True
 
 
 class Advanced(Container):
@@ -114,6 +193,10 @@ def wrapping_label(value: str = "", **kwargs: Any) -> Label:
     native.setMinimumWidth(1)
     policy = native.sizePolicy()
     policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+    # not Fixed (magicgui's): a fixed height is the text's height at the 1 px minimum width,
+    # one word a line, which made the dock scroll over hundreds of empty pixels; the layout
+    # gives the label its height for the dock's width (height-for-width)
+    policy.setVerticalPolicy(QSizePolicy.Policy.Preferred)
     native.setSizePolicy(policy)
     from qtpy.QtCore import Qt
 

@@ -7,12 +7,31 @@ draws at most every ``min_interval`` seconds unless forced, and at most every ``
 times as long as the last draw took, so that drawing takes at most ~1/COST_FACTOR of the time
 (a draw takes ~0.1-0.2 s on a loaded 2-core machine with software rendering, ~20 ms on a
 desktop) and a fast stream of batches never stalls napari's event loop or slows training.
+
+The plot takes napari's colours (:meth:`TrainingPlot.set_theme`, from
+``napari.utils.theme.get_theme``): the dock's background, the theme's text colour for labels,
+ticks and frame, and line colours that stand out on it; :func:`follow_theme` re-colours it when
+the viewer's theme changes.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
+
+#: line colours (batch/train loss, validation loss, Dice, AP@0.5, mean AP) per kind of theme:
+#: matplotlib's "tab" colours on a light background, lighter tints of them on a dark one
+LINE_COLOURS = {
+    "light": {
+        "batch": "#1f77b4", "train": "#1f77b4", "val": "#ff7f0e", "dice": "#2ca02c",
+        "ap50": "#d62728", "mean_ap": "#9467bd",
+    },
+    "dark": {
+        "batch": "#6cb4f0", "train": "#6cb4f0", "val": "#ffa54f", "dice": "#6fdc6f",
+        "ap50": "#ff6b6b", "mean_ap": "#c9a7f2",
+    },
+}  # fmt: skip
 
 
 class TrainingPlot:
@@ -40,34 +59,70 @@ class TrainingPlot:
         self.min_interval = min_interval
         self._last_draw = 0.0
         self._draw_seconds = 0.0  # how long the last draw took
-        figure = Figure(figsize=(3.6, 3.2))  # fixed margins: a layout engine doubles draw time
-        figure.subplots_adjust(left=0.2, right=0.96, top=0.97, bottom=0.16, hspace=0.1)
+        # 260 px high: with the Save row below it, the Train dock fits a 1366x768 screen
+        figure = Figure(figsize=(3.6, 2.6))  # fixed margins: a layout engine doubles draw time
+        figure.subplots_adjust(left=0.2, right=0.96, top=0.97, bottom=0.17, hspace=0.1)
+        self.figure = figure
         self.ax_loss, self.ax_dice = figure.subplots(2, 1, sharex=True)
         self.widget = FigureCanvasQTAgg(figure)
-        self.widget.setMinimumHeight(220)
+        self.widget.setMinimumHeight(200)
         self.widget.setMinimumWidth(200)
         self._canvas_draw = self.widget.draw
         self.widget.draw = self._timed_draw  # draw_idle's deferred draw goes through it
         self._lines: dict[str, Any] = {
-            "batch": self.ax_loss.plot([], [], lw=0.8, alpha=0.45, color="tab:blue", label="batch")[
-                0
-            ],
-            "train": self.ax_loss.plot([], [], "o-", ms=3, color="tab:blue", label="train")[0],
-            "val": self.ax_loss.plot([], [], "s-", ms=3, color="tab:orange", label="validation")[0],
-            "dice": self.ax_dice.plot([], [], "o-", ms=3, color="tab:green", label="Dice")[0],
-            "ap50": self.ax_dice.plot([], [], "*", ms=7, color="tab:red", label="AP@0.5")[0],
-            "mean_ap": self.ax_dice.plot([], [], "D", ms=4, color="tab:purple", label="mean AP")[0],
+            "batch": self.ax_loss.plot([], [], lw=0.8, alpha=0.45, label="batch")[0],
+            "train": self.ax_loss.plot([], [], "o-", ms=3, label="train")[0],
+            "val": self.ax_loss.plot([], [], "s-", ms=3, label="validation")[0],
+            "dice": self.ax_dice.plot([], [], "o-", ms=3, label="Dice")[0],
+            "ap50": self.ax_dice.plot([], [], "*", ms=7, label="AP@0.5")[0],
+            "mean_ap": self.ax_dice.plot([], [], "D", ms=4, label="mean AP")[0],
         }
         self.ax_loss.set_ylabel("loss")
-        self.ax_loss.legend(loc="upper right", fontsize="x-small")
         self.ax_dice.set_ylabel("validation")
-        self.ax_dice.legend(loc="lower right", fontsize="x-small")
         self.ax_dice.set_xlabel("epoch")
         self.ax_dice.set_ylim(0, 1)
         for ax in (self.ax_loss, self.ax_dice):
             ax.tick_params(labelsize="x-small")
-            ax.grid(alpha=0.3)
+        self.colours: dict[str, str] = {}
+        self.set_theme(background="#ffffff", text="#000000", grid="#b0b0b0", kind="light")
         self.reset()
+
+    def set_theme(self, *, background: str, text: str, grid: str, kind: str = "dark") -> None:
+        """Colour the plot: ``background`` behind it, ``text`` for words, ticks and frame,
+        ``grid`` for the grid lines, and the lines for a ``kind`` ("dark"/"light") background.
+
+        Draws at once (a theme change is rare).
+        """
+        colours = LINE_COLOURS["light" if kind == "light" else "dark"]
+        self.colours = {"background": background, "text": text, "grid": grid, **colours}
+        self.figure.set_facecolor(background)
+        for name, line in self._lines.items():
+            line.set_color(colours[name])
+        for ax, corner in ((self.ax_loss, "upper right"), (self.ax_dice, "lower right")):
+            ax.set_facecolor(background)
+            ax.tick_params(colors=text, which="both")
+            ax.yaxis.label.set_color(text)
+            ax.xaxis.label.set_color(text)
+            for spine in ax.spines.values():
+                spine.set_color(text)
+            ax.grid(True, color=grid, alpha=0.5, linewidth=0.6)
+            ax.legend(  # made again: its keys take the lines' new colours
+                loc=corner, fontsize="x-small", facecolor=background, edgecolor=grid,
+                labelcolor=text,
+            )  # fmt: skip
+        self.widget.draw_idle()
+
+    def set_napari_theme(self, theme_id: str) -> None:
+        """Colour the plot like napari's theme ``theme_id`` (``viewer.theme``: "dark", ...)."""
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(theme_id)
+        self.set_theme(
+            background=theme.background.as_hex(),
+            text=theme.text.as_hex(),
+            grid=theme.highlight.as_hex(),
+            kind=theme.type,
+        )
 
     def reset(self) -> None:
         """Forget all data (a new run starts)."""
@@ -132,3 +187,18 @@ class TrainingPlot:
     def interval(self) -> float:
         """Seconds between two unforced redraws: ``min_interval``, longer if drawing is slow."""
         return max(self.min_interval, self.COST_FACTOR * self._draw_seconds)
+
+
+def follow_theme(plot: TrainingPlot, viewer: Any) -> None:
+    """Colour ``plot`` like ``viewer``'s theme now and whenever the theme changes.
+
+    Stops following when the plot's canvas is deleted (napari outlives a closed dock).
+    """
+    plot.set_napari_theme(viewer.theme)
+    on_change = partial(_on_theme_changed, plot, viewer)
+    viewer.events.theme.connect(on_change)
+    plot.widget.destroyed.connect(lambda *_: viewer.events.theme.disconnect(on_change))
+
+
+def _on_theme_changed(plot: TrainingPlot, viewer: Any, _event: Any = None) -> None:
+    plot.set_napari_theme(viewer.theme)

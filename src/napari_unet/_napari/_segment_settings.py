@@ -1,7 +1,13 @@
-"""The settings rows of the U-Net Segment dock: the few up front, the rest under Advanced."""
+"""The settings rows of the U-Net Segment dock: the few up front, the rest under Advanced.
+
+The detection settings under Advanced (seed and foreground thresholds, split, minimum size:
+:func:`napari_unet.inference.postprocess.instance_labels`) start at the values of the chosen
+model's card (:func:`card_postprocessing`); a run passes on only the ones the user changed.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import (
@@ -16,7 +22,8 @@ from magicgui.widgets import (
 
 from ..inference.modality import INVERT_CHOICES
 from ._dock import header
-from ._segment_output import BUILTIN
+from ._model_registry import TRAINED
+from ._segment_output import BUILTIN, FROM_FILE
 
 OUTPUT_KINDS = ("instance", "semantic")
 #: the Channel box's first entry: segment_iter's channel=None (a nuclear stain by name, or all
@@ -31,6 +38,11 @@ Z_MODES = (
 )
 #: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
 ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
+#: the instance post-processing settings of a model card (``postprocessing`` entry), in the
+#: order of the Advanced rows
+POST_KEYS = ("seed_threshold", "foreground_threshold", "split", "min_size")
+#: the width (pixels) of the result's outlines when Outlines is ticked (napari's ``contour``)
+OUTLINE_WIDTH = 2
 
 
 def add_first_settings(widget: Any) -> None:
@@ -76,6 +88,11 @@ def add_first_settings(widget: Any) -> None:
         tooltip="the anisotropy of the stack: z step divided by the XY pixel size (0.6 um "
         "slices of 0.2 um pixels: 3); from the layer's scale",
     )  # fmt: skip
+    widget.outlines = CheckBox(
+        label="Outlines", value=False,
+        tooltip=f"show the objects as outlines ({OUTLINE_WIDTH} px, napari's contour) instead "
+        "of filled; applies to the result at once and to every run",
+    )  # fmt: skip
 
 
 def add_advanced_settings(widget: Any) -> None:
@@ -94,6 +111,7 @@ def add_advanced_settings(widget: Any) -> None:
         label="Output", choices=OUTPUT_KINDS, value="instance",
         tooltip="instance: one label per object; semantic: one label per class",
     )  # fmt: skip
+    add_detection_settings(widget)
     widget.tile = SpinBox(
         label="Tile size (0 = auto)", value=0, min=0, max=4096, step=16,
         tooltip="the image is predicted in square tiles of this edge in pixels; "
@@ -122,6 +140,12 @@ def add_advanced_settings(widget: Any) -> None:
         tooltip="Z stack linked by overlap: objects of neighbouring slices with at least "
         "this intersection over union become one object",
     )  # fmt: skip
+    widget.block = LineEdit(
+        label="Block Z Y X",
+        tooltip="Z stack in 3D objects: segment it block by block, objects joined across "
+        "blocks, memory bounded by a block of this many voxels (e.g. 64 512 512); empty: "
+        "whole for in-memory layers, from the chunks and the free memory for dask/zarr",
+    )
     widget.scheduler = LineEdit(
         label="Dask scheduler",
         tooltip="compute on a dask.distributed cluster: its scheduler's address, e.g. "
@@ -135,8 +159,86 @@ def add_advanced_settings(widget: Any) -> None:
     )  # fmt: skip
     widget.export_button = PushButton(text="Export model to BioImage.IO")
     widget.advanced.add(
-        widget.axes, widget.invert, widget.output, widget.tile, widget.overlap, widget.device,
-        widget.engine, widget.probabilities, widget.stitch_threshold, widget.scheduler,
+        widget.axes, widget.invert, widget.output,
+        header("Detection (instance output)"), widget.seed_threshold,
+        widget.foreground_threshold, widget.split, widget.min_size,
+        header("Computation"), widget.tile, widget.overlap, widget.device,
+        widget.engine, widget.probabilities, widget.stitch_threshold, widget.block,
+        widget.scheduler,
         widget.retrain.learning_rate,
         header("BioImage.IO"), widget.export_path, widget.export_button,
     )  # fmt: skip
+
+
+def add_detection_settings(widget: Any) -> None:
+    """The instance post-processing rows (values: the engine's defaults until a card is read)."""
+    widget.seed_threshold = FloatSpinBox(
+        label="Seed threshold", value=0.5, min=0.05, max=0.95, step=0.05,
+        tooltip="interior probability above which a pixel seeds an object: higher finds fewer, "
+        "surer objects and splits fewer touching ones (from the model card)",
+    )  # fmt: skip
+    widget.foreground_threshold = FloatSpinBox(
+        label="Foreground threshold", value=0.5, min=0.05, max=0.95, step=0.05,
+        tooltip="foreground probability above which a pixel belongs to an object: higher "
+        "gives smaller objects (from the model card)",
+    )  # fmt: skip
+    widget.split = FloatSpinBox(
+        label="Split touching (px)", value=0.0, min=0.0, max=100.0, step=0.5,
+        tooltip="split a blob of touching objects where its distance map has peaks at least "
+        "this many pixels high; 0 = one object per blob of interior (from the model card)",
+    )  # fmt: skip
+    widget.min_size = SpinBox(
+        label="Min. object size (px)", value=10, min=0, max=10_000_000,
+        tooltip="objects with fewer pixels (voxels in 3D) are removed (from the model card)",
+    )  # fmt: skip
+
+
+def model_card(source: str, model_file: Any) -> dict[str, Any]:
+    """The card of the Segment dock's model choice (``{}`` when it cannot be read).
+
+    Reads a model file's JSON document only, not its weights; imports torch (call it when
+    torch is imported, or from a run). A BioImage.IO package brings its own post-processing:
+    ``{}``.
+    """
+    from ..common.errors import UserInputError
+    from ..model.files import builtin_model_path, read_card
+    from . import _model_registry as registry
+
+    try:
+        if source == FROM_FILE:
+            path = Path(model_file)
+            if path.suffix != ".safetensors" or not path.is_file():
+                return {}
+            return read_card(path)
+        if source.startswith(TRAINED):
+            return dict(registry.get_model(source[len(TRAINED) :]).card or {})
+        return read_card(builtin_model_path("nuclei"))
+    except (UserInputError, OSError):  # ModelFileError is a UserInputError
+        return {}
+
+
+def card_postprocessing(card: dict[str, Any]) -> dict[str, float]:
+    """The instance post-processing a run uses with a model of this ``card`` (keys
+    :data:`POST_KEYS`): the card's ``postprocessing`` entry over the engine's defaults."""
+    import inspect
+    from types import SimpleNamespace
+
+    from ..inference.inputs import postprocessing_settings
+    from ..inference.postprocess import instance_labels
+
+    params = inspect.signature(instance_labels).parameters
+    engine = {key: params[key].default for key in POST_KEYS}
+    return {**engine, **postprocessing_settings(SimpleNamespace(card=card or {}))}
+
+
+def changed_postprocessing(
+    values: dict[str, float], defaults: dict[str, float]
+) -> dict[str, float]:
+    """The settings in ``values`` that differ from the card's ``defaults`` (what a run passes
+    on: the model actually used, e.g. the H&E model a stained image is routed to, keeps its own
+    card's values for the rest)."""
+    return {
+        key: value
+        for key, value in values.items()
+        if key not in defaults or abs(float(value) - float(defaults[key])) > 1e-6
+    }

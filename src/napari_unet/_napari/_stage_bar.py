@@ -3,11 +3,22 @@
 napari's ``progress.update`` pumps the Qt event loop, so the next queued event may be handled
 while the bar is still showing the previous one. :class:`StageBar` keeps the events in order:
 an event that arrives during an update waits, and only the newest waiting event is shown next.
+
+The engine counts the steps of each pass of a stage: the automatic object size looks at the
+image once, twice or three times, each look a prediction and a post-processing counted from 0
+under the one stage ``"measuring objects"`` (``1/3 ... 3/3 ... 1/2 ... 0/3``).
+:class:`~napari_unet.common.progress.StageCounts` turns those into one count per stage that
+only goes up (``1/3 ... 3/3 ... 4/5 ... 5/8``): the steps of the earlier passes are added to the
+later ones.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..common.progress import StageCounts
+
+__all__ = ["StageBar", "StageCounts"]
 
 
 class StageBar:
@@ -45,10 +56,11 @@ class StageBar:
 
     def _show(self, stage: str, done: int, total: int) -> None:
         bar = self._bar
-        if (self._stage, bar.total) != (stage, total):
+        if self._stage != stage:
             self._stage = stage
             bar.n = 0
             bar.set_description(f"{self._prefix}: {stage}")
+        if bar.total != total:  # a stage whose total grows (StageCounts) keeps its count
             bar.total = total
         bar.update(done - bar.n)
 

@@ -20,7 +20,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
     PushButton,
     Table,
@@ -80,7 +79,7 @@ class EvaluateWidget(Dock):
         self.status = wrapping_label()
         self.table = Table(value=[])
         self.table.min_height = 240  # ~8 metric rows visible; the table scrolls for the rest
-        self.legend = Label(value=f"Error layer:<br>{legend_html()}")
+        self.legend = wrapping_label(f"Error layer:<br>{legend_html()}")  # wraps, never cut
         self.csv_file = FileEdit(label="CSV file", mode="w", filter="*.csv")
         self.export_button = PushButton(text="Export CSV", enabled=False)
         self.advanced = Advanced()

@@ -13,7 +13,11 @@ line and to the layer's ``metadata["napari_unet"]``; an image unlike the model's
 images adds a warning (also a notification). An instance result of an in-memory image carries a
 per-object table (area, centroid, mean intensity, confidence) in the layer's ``features``, listed
 least confident first under *Where to correct first* (:mod:`._object_list`). Running again
-updates that layer. torch is imported when a run starts, not before.
+updates that layer; *Outlines* shows it as outlines. The detection settings under Advanced
+(thresholds, split, minimum size) start at the model card's values, read once torch is imported
+(in a worker thread when the dock opens); a run passes on only those the user changed. The
+status line and napari's progress bar count each stage's steps up over all its passes
+(:class:`._stage_bar.StageCounts`). torch is imported when a run starts, not before.
 """
 
 from __future__ import annotations
@@ -46,8 +50,17 @@ from ._segment_output import (
     model_record,
     put_result,
 )
-from ._segment_settings import AUTO_CHANNEL, add_advanced_settings, add_first_settings
-from ._stage_bar import StageBar
+from ._segment_settings import (
+    AUTO_CHANNEL,
+    OUTLINE_WIDTH,
+    POST_KEYS,
+    add_advanced_settings,
+    add_first_settings,
+    card_postprocessing,
+    changed_postprocessing,
+    model_card,
+)
+from ._stage_bar import StageBar, StageCounts
 
 if TYPE_CHECKING:
     import napari
@@ -78,11 +91,15 @@ class SegmentWidget(Dock):
         self._report: Any = None  # the SegmentReport of the current run, from its last event
         self._table: Any = None  # its per-object table, from its last event
         self._proposal = AxesProposal("")  # the axes proposed for the selected layer
+        self._counts = StageCounts()  # each stage's steps over all its passes, this run
+        #: the chosen model's card post-processing (None: not read yet), see _read_card_settings
+        self._card_post: dict[str, float] | None = None
         self._cancelled = False
         self._stop = threading.Event()
         self._build()
         self._connect()
         self._on_image_changed()
+        self._card_settings_follow()
         choice = registry.current_choice()
         if choice is not None and choice[0].startswith(TRAINED):
             self.use_model(*choice)  # a dock opened later uses the trained model in use
@@ -110,6 +127,7 @@ class SegmentWidget(Dock):
                         self.diameter,
                         self.z_mode,
                         self.anisotropy,
+                        self.outlines,
                     ]
                 ),
                 Container(
@@ -140,6 +158,8 @@ class SegmentWidget(Dock):
         self.model_source.changed.connect(self._on_source_changed)
         self.export_button.changed.connect(lambda: self.export_model())
         self.model_file.changed.connect(self._note_choice)
+        self.model_file.changed.connect(self._card_settings_follow)
+        self.outlines.changed.connect(self._show_outlines)
         registry.models_changed.connect(self._on_models_changed)
         registry.model_used.connect(self.use_model)
         # stop listening when napari deletes the dock (the registry outlives it)
@@ -270,7 +290,47 @@ class SegmentWidget(Dock):
 
     def _on_source_changed(self, value: str) -> None:
         self.model_file.visible = value == FROM_FILE
+        self.model_source.tooltip = f"the model that segments: {value}"  # a long name is cut
         self._note_choice()
+        self._card_settings_follow()
+
+    def _card_settings_follow(self, _value: Any = None) -> None:
+        """Fill the detection settings from the chosen model's card, once torch is imported."""
+        import sys
+
+        self._card_post = None
+        if "torch" in sys.modules:
+            self._read_card_settings()
+        else:  # reading a model file imports torch: off the GUI thread
+            from ._network_summary import import_torch_then
+
+            import_torch_then(self._read_card_settings)
+
+    def _read_card_settings(self) -> None:
+        """The detection rows show the post-processing of the chosen model's card."""
+        try:
+            post = card_postprocessing(model_card(self.model_source.value, self.model_file.value))
+            for key, widget in self._post_widgets().items():
+                widget.value = post[key]
+        except RuntimeError:  # the dock was closed before torch was imported
+            return
+        self._card_post = post
+
+    def _post_widgets(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in POST_KEYS}
+
+    def _postprocessing(self) -> dict[str, float]:
+        """The detection settings the user changed from the model card's (what a run passes)."""
+        if self._card_post is None:  # torch is being imported: read the card now
+            self._read_card_settings()
+        values = {key: widget.value for key, widget in self._post_widgets().items()}
+        return changed_postprocessing(values, self._card_post or {})
+
+    def _show_outlines(self, _value: Any = None) -> None:
+        """Outlines ticked or not: the result layer follows at once."""
+        layer = self.result_layer
+        if layer is not None and any(ly is layer for ly in self._viewer.layers):
+            layer.contour = OUTLINE_WIDTH if self.outlines.value else 0
 
     def _note_choice(self, _value: Any = None) -> None:
         """The model in use, for training runs to compare with (``_model_registry``)."""
@@ -324,6 +384,7 @@ class SegmentWidget(Dock):
         )
         self._worker, self._cancelled, self._scale, self._diameter = worker, False, 1.0, None
         self._report = self._table = None
+        self._counts = StageCounts()
         self._pbar = StageBar(f"U-Net Segment {layer.name}", "U-Net Segment")
         self._set_running(True)
         self.status.value = "loading the model..."
@@ -364,6 +425,7 @@ class SegmentWidget(Dock):
     def _job(self, layer: Any) -> dict[str, Any]:
         from ..common.errors import UserInputError
         from ..inference.axes import parse_axes
+        from ..inference.blockwise.plan import block_from_text
         from ..inference.cluster import scheduler_address
 
         if layer is None:
@@ -382,6 +444,7 @@ class SegmentWidget(Dock):
             parse_axes(text, data.ndim)  # raises, saying why they do not fit
         n = channel_count(tuple(data.shape), axes)
         return {
+            **_post_arguments(self._postprocessing()),
             "image": data,
             "model": model,
             "axes": axes,
@@ -399,6 +462,7 @@ class SegmentWidget(Dock):
             "z_mode": self.z_mode.value,
             "anisotropy": self.anisotropy.value,
             "stitch_threshold": self.stitch_threshold.value,
+            "block": block_from_text(self.block.value),
         }
 
     # -- results (GUI thread) --------------------------------------------------------------
@@ -415,13 +479,14 @@ class SegmentWidget(Dock):
         self._scale, self._diameter = event.scale, event.diameter
         post = event.stage == "postprocess"
         stage = "post-processing" if post else event.stage
+        # the engine counts each pass of a stage from 0 (the object size looks several times)
+        done, total = self._counts.count(stage, event.done, event.total)
         self.status.value = (
-            f"post-processing: labels from the probabilities, step {event.done}/{event.total}"
-            f"{frames} ..."
+            f"post-processing: labels from the probabilities, step {done}/{total}{frames} ..."
             if post
-            else f"{stage}: {event.done}/{event.total}{frames}{self._scale_note()}"
+            else f"{stage}: {done}/{total}{frames}{self._scale_note()}"
         )
-        pbar.show(stage, event.done, event.total)
+        pbar.show(stage, done, total)
 
     def _on_result(self, layer: Any, axes: str, result: Any, record: Any = None) -> None:
         from ..inference.axes import labels_axes
@@ -435,6 +500,8 @@ class SegmentWidget(Dock):
             record = _routed_model(record, report)
         out = put_result(self._viewer, layer, axes, labels, probs, record, self.confirm_replace)
         self.result_layer = out
+        if self.outlines.value:
+            out.contour = OUTLINE_WIDTH
         # what the run decided and found; the object size it measured (None: not measured)
         meta = report.as_metadata() if report is not None else {}
         meta.update(object_diameter=self._diameter, scale=self._scale)
@@ -487,6 +554,31 @@ class SegmentWidget(Dock):
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Segment")
+
+
+def _post_arguments(changed: dict[str, float]) -> dict[str, Any]:
+    """``segment_iter``'s keywords for the detection settings the user changed.
+
+    ``min_size=`` for the minimum size; ``postprocessing=`` (a dict) for the thresholds and
+    split, which ``segment_iter`` must accept.
+    """
+    import inspect
+
+    from ..common.errors import UserInputError
+    from ..inference.pipeline import segment_iter
+
+    changed = dict(changed)
+    arguments: dict[str, Any] = {}
+    if "min_size" in changed:
+        arguments["min_size"] = int(changed.pop("min_size"))
+    if changed:
+        if "postprocessing" not in inspect.signature(segment_iter).parameters:
+            raise UserInputError(
+                "this version of napari-unet segments with the model card's thresholds and "
+                f"split only: set {', '.join(changed)} back under Advanced"
+            )
+        arguments["postprocessing"] = changed
+    return arguments
 
 
 def _routed_model(record: Any, report: Any) -> Any:

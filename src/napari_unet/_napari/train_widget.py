@@ -28,6 +28,7 @@ from ._feedback import plain_message, show_message
 from ._layer_pairs import LayerPairs
 from ._model_save import ask_overwrite, save_trained
 from ._network_summary import check_patch, import_torch_then, io_channels
+from ._plot import follow_theme
 from ._preview import TrainingPreview
 from ._train_inputs import PairSource, check_sources
 from ._train_job import NO_COMPARISON, HeldBackScores, training_job
@@ -92,6 +93,7 @@ class TrainWidget(Dock):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.monitor = TrainingMonitor()
         self.status, self.plot = self.monitor.status, self.monitor.plot
+        follow_theme(self.plot, self._viewer)  # napari's colours, also after a theme change
         self.message = wrapping_label()
         plot_box = Container(labels=False)
         plot_box.native.layout().addWidget(self.plot.widget)
@@ -120,13 +122,17 @@ class TrainWidget(Dock):
                     layout="horizontal", labels=False, widgets=[self.start_button, self.stop_button]
                 ),
                 self.status,
-                plot_box,
                 self.monitor.note,
                 self.message,
+                # Save above the plot: on a 1366x768 screen it stays in view after a run,
+                # when the status, note and message lines have grown
+                Container(widgets=[self.save_path]),  # a row of its own: room for the path
                 Container(
                     layout="horizontal",
-                    widgets=[self.save_path, self.save_button, self.export_button],
+                    labels=False,
+                    widgets=[self.save_button, self.export_button],
                 ),
+                plot_box,
                 self.advanced,
             ]
         )

@@ -125,7 +125,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--init",
         default=None,
         metavar="MODEL",
-        help="fine-tune: start from this model file, or 'nuclei' for the built-in model "
+        help="fine-tune: start from this model file, a BioImage.IO package that napari-unet "
+        "exported, or 'nuclei' for the built-in model "
         "(its architecture and normalisation are kept; --depth/--base-filters are ignored)",
     )
     p.add_argument(
@@ -157,9 +158,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=1,
         metavar="N",
-        help="train data-parallel in N processes on this machine (one per GPU, or sharing the "
-        "CPU cores): launches `torchrun --nproc-per-node N -m napari_unet train ...`; --batch "
-        "is the global batch (a multiple of N). Across machines, call torchrun yourself",
+        help="train data-parallel in N processes on this machine (at most one per GPU, or one "
+        "per CPU core): launches `torchrun --nproc-per-node N -m napari_unet train ...`; "
+        "--batch is the global batch (a multiple of N). Across machines, call torchrun yourself",
     )
     p.add_argument(
         "--overwrite",

@@ -32,6 +32,14 @@ def check_train_outputs(args: argparse.Namespace) -> Path:
     return checkpoint
 
 
+def check_processes(args: argparse.Namespace) -> None:
+    """``--nproc`` against ``--batch``, ``--device`` and the machine, before torchrun starts."""
+    from ..common.device import resolve_device
+    from ..training.ddp import check_world
+
+    check_world(args.nproc, args.batch, resolve_device(args.device))
+
+
 def _check_checkpoint(checkpoint: Path, args: argparse.Namespace) -> None:
     """A fresh run never overwrites the checkpoint of another (interrupted) run silently."""
     from ..common.errors import UserInputError

@@ -60,6 +60,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "channels listed)",
     )
     p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the probabilities over flips and 90-degree "
+        "rotations (8 forward passes per tile)",
+    )
+    p.add_argument(
         "--invert",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -152,6 +158,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default 0.2)",
     )
     p.add_argument(
+        "--block",
+        type=positive_int,
+        nargs=3,
+        default=None,
+        metavar=("Z", "Y", "X"),
+        help="--z-mode 3d on zarr input (its default there) runs block by block, objects joined "
+        "across blocks, memory bounded by a block: its size in voxels (default: from the "
+        "chunks and the free memory); with a TIFF, segment it block by block too",
+    )
+    p.add_argument(
         "--table",
         action="store_true",
         help="also write <name>_objects.csv beside the labels: one row per object with "
@@ -199,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs, "INPUT")  # before loading the model: seconds, not minutes
     created = not Path(args.outdir).exists()
     outdir = check_output_dir(args.outdir, "-o/--outdir")
+    report_log = logging.getLogger("napari_unet.report")
+    level = report_log.level
+    if not getattr(args, "verbose", False):  # each image's line carries its warning once
+        report_log.setLevel(logging.ERROR)
     try:
         return _run(args, inputs, outdir)
     except BaseException:
@@ -206,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(OSError):
                 outdir.rmdir()
         raise
+    finally:
+        report_log.setLevel(level)
 
 
 def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
@@ -342,6 +364,7 @@ def segment_file(
             channel=args.channel,
             channel_names=channel_names(path),
             invert=args.invert,
+            tta=args.tta,
             axes_source=None if args.axes else "file",
             table=args.table,
             **z_arguments(path, args),
@@ -373,7 +396,7 @@ def _write_table(table: dict | None, path: Path) -> str:
 
 
 def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """``z_mode``, ``anisotropy`` (given, else from the file) and ``stitch_threshold``."""
+    """``z_mode``, ``anisotropy`` (given, else from the file), ``stitch_threshold``, ``block``."""
     from ..common.errors import UserInputError
     from ..inference.zstack import MAX_ANISOTROPY, MIN_ANISOTROPY
     from .voxel_size import anisotropy_of
@@ -392,6 +415,8 @@ def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     found = {"z_mode": args.z_mode, "anisotropy": anisotropy}
     if args.stitch_threshold is not None:
         found["stitch_threshold"] = args.stitch_threshold
+    if getattr(args, "block", None) is not None:
+        found["block"] = tuple(args.block)
     return found
 
 

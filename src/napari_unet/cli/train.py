@@ -9,11 +9,10 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from ._train_args import add_arguments
-from ._train_checks import check_train_outputs
+from ._train_checks import check_processes, check_train_outputs
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +35,38 @@ def run(args: argparse.Namespace) -> int:
 
     if not launched_by_torchrun():
         if args.nproc > 1:
-            check_train_outputs(args)  # here, before torchrun starts anything
+            check_processes(args)  # here, before torchrun starts anything
+            check_train_outputs(args)
             return _launch(args)
         return _train(args)
     try:
         if int(os.environ.get("RANK", "0")) == 0:
             return _train(args)
-        # other ranks train silently (errors and warnings still show) and write nothing
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-            with contextlib.redirect_stderr(null):
-                return _train(args, main_rank=False)
+        return _train_silently(args)
     finally:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _train_silently(args: argparse.Namespace) -> int:
+    """A rank other than 0: trains without output and writes nothing.
+
+    An error in the input, or Ctrl-C, is the same on every rank: rank 0 says it, this one
+    only exits (2, 130). Other errors (and warnings) still show.
+    """
+    from ..common.errors import UserInputError
+    from ._errors import EXIT_INTERRUPTED, EXIT_USAGE
+
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            with contextlib.redirect_stderr(null):
+                return _train(args, main_rank=False)
+    except UserInputError:
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -65,12 +81,14 @@ def _launch(args: argparse.Namespace) -> int:
         if word.startswith("--nproc="):
             del argv[i]
             break
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={args.nproc}", "-m", "napari_unet", *argv,
-    ]  # fmt: skip
-    print(f"launching {args.nproc} training processes: {' '.join(command[1:])}", file=sys.stderr)
-    process = subprocess.Popen(command)
+    torchrun = ["--standalone", f"--nproc-per-node={args.nproc}", "-m", "napari_unet", *argv]
+    print(
+        f"launching {args.nproc} training processes: torchrun {' '.join(torchrun)}",
+        file=sys.stderr,
+    )
+    # torchrun, less its traceback when a rank fails (that rank has said why, in one line)
+    code = "import sys; from napari_unet.training.ddp import torchrun; sys.exit(torchrun(sys.argv[1:]))"
+    process = subprocess.Popen([sys.executable, "-c", code, *torchrun])
     # Ctrl-C reaches the training processes directly (same terminal): they stop after the
     # current batch and save; this process waits for them instead of dying first
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -85,7 +103,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     from tqdm import tqdm
 
     from ..common.device import resolve_device
-    from ..model.files import load_model, save_model
+    from ..model.files import save_model
     from ..training.arrays import prepare_data
     from ..training.augment import AugmentConfig
     from ..training.batches import default_workers
@@ -122,7 +140,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     )
     model = None
     if args.init is not None:
-        model = load_model(args.init, device="cpu")
+        model = _init_model(args.init)
         config = config_for_model(config, model)
         print(f"starting from {args.init} ({model.card.get('name')})", file=sys.stderr)
     triples = read_folder_pairs(args.images, args.labels)
@@ -221,21 +239,23 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
 
 @contextlib.contextmanager
 def _graceful_stop(stop: threading.Event, checkpoint: Path):
-    """First Ctrl-C (or SIGTERM) stops after the current batch and keeps the best model."""
+    """First Ctrl-C (or SIGTERM) stops after the current batch and keeps the best model.
 
-    first = []
+    A second one aborts (exit 130, no model file written) wherever the run is, the end-of-run
+    tuning and size fit included. (Ranks under torchrun get each Ctrl-C once: they run in
+    sessions of their own, and torchrun passes it on; see ``training.ddp.torchrun``.)
+    """
+    stopping = []
 
     def handler(signum, frame):
-        # torchrun passes a Ctrl-C on to its processes: a second signal within 2 s is the same
-        if stop.is_set() and time.monotonic() - first[0] > 2.0:
+        if stopping:
             raise KeyboardInterrupt
-        if stop.is_set():
-            return
-        first.append(time.monotonic())
+        stopping.append(signum)
         stop.set()
         print(
             f"\nstopping after this batch (checkpoint: {checkpoint}); press Ctrl-C again to abort",
             file=sys.stderr,
+            flush=True,
         )
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -244,6 +264,18 @@ def _graceful_stop(stop: threading.Event, checkpoint: Path):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _init_model(source: str):
+    """The U-Net to fine-tune: a model file, a built-in name, or napari-unet's own package."""
+    from ..model.files import load_model
+    from ..zoo.package import is_package
+
+    if is_package(source):  # checked, then its U-Net (a foreign network is explained)
+        from ..zoo.resolve import trainable_model
+
+        return trainable_model(source)
+    return load_model(source, device="cpu")
 
 
 def _object_diameter(value: str) -> float | str | None:

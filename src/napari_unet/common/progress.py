@@ -4,6 +4,11 @@ Long work in the engine is a generator that yields small progress events and
 returns its result. The napari widgets run such a generator in a thread worker; everything
 else runs it to the end with :func:`run_to_end`. :func:`relay` passes one generator's events on
 as another kind of event (``yield from`` with a translation).
+
+An engine counts each pass of a stage from 0 (the automatic object size looks at an image
+several times, each look under the one stage ``"measuring objects"``); :class:`StageCounts`
+turns those counts into one per stage that only goes up, for the command line's progress bar
+and the napari docks alike.
 """
 
 from __future__ import annotations
@@ -14,6 +19,29 @@ from typing import Any, TypeVar
 E = TypeVar("E")
 F = TypeVar("F")
 R = TypeVar("R")
+
+
+class StageCounts:
+    """Per stage, one count of steps over all its passes: ``done`` never goes down.
+
+    A pass of a stage ends where the engine's count restarts (``done`` goes down) or its
+    ``total`` changes; the steps that pass finished are added to the next pass's ``done`` and
+    ``total`` (``1/3 ... 3/3 ... 1/2 ... 0/3`` is shown as ``1/3 ... 3/3 ... 4/5 ... 5/8``).
+    The total shown never goes down either.
+    """
+
+    def __init__(self) -> None:
+        #: stage -> [steps of its earlier passes, done and total of its current pass, shown total]
+        self._stages: dict[str, list[int]] = {}
+
+    def count(self, stage: str, done: int, total: int) -> tuple[int, int]:
+        """``(done, total)`` of ``stage`` over all its passes so far."""
+        base, last_done, last_total, shown = self._stages.setdefault(stage, [0, 0, total, 0])
+        if done < last_done or total != last_total:  # a new pass of the stage
+            base += last_done
+        total_shown = max(shown, base + total)
+        self._stages[stage] = [base, done, total, total_shown]
+        return base + done, total_shown
 
 
 def run_to_end(gen: Generator[E, Any, R], on_event: Callable[[E], Any] | None = None) -> R:
@@ -49,31 +77,51 @@ def run_with_progress(
 ) -> R:
     """Drive ``gen`` to the end, reporting its events; returns its return value.
 
-    ``progress``: ``True`` shows one tqdm bar on stderr that follows the events' ``stage``,
-    ``done`` and ``total``; a callable receives every event.
+    ``progress``: ``True`` shows a tqdm bar on stderr per stage of the events (``stage``,
+    ``done`` and ``total``), counted up over the stage's passes (:class:`StageCounts`); a
+    callable receives every event.
     """
     if progress is True:
         return _run_with_tqdm(gen)
     return run_to_end(gen, progress if callable(progress) else None)
 
 
-def _run_with_tqdm(gen, **tqdm_kwargs):
-    """Drive ``gen`` with one tqdm bar on stderr that follows its stages."""
-    from tqdm.auto import tqdm
+#: stages that are not work to count (the last event of a segmentation carries its report)
+_UNCOUNTED = ("done",)
 
-    shown = None
+
+def _run_with_tqdm(gen, **tqdm_kwargs):
+    """Drive ``gen`` with one tqdm bar at a time on stderr: a stage's bar goes when the next
+    stage begins (``leave=False``), so the terminal keeps only what the command prints.
+
+    Log records go through ``tqdm.write`` meanwhile, above the bar instead of through it.
+    """
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
         event = next(gen)  # the inputs are checked before the first event: no bar for an error
     except StopIteration as stop:
         return stop.value
-    with tqdm(total=0, unit="step", **tqdm_kwargs) as bar:
-        while True:
-            if (event.stage, event.total) != shown:
-                shown = (event.stage, event.total)
-                bar.set_description(event.stage, refresh=False)
-                bar.reset(total=event.total)
-            bar.update(event.done - bar.n)
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
+    counts, bar, stage = StageCounts(), None, None
+    with logging_redirect_tqdm():
+        try:
+            while True:
+                if event.stage not in _UNCOUNTED:
+                    done, total = counts.count(event.stage, event.done, event.total)
+                    if event.stage != stage:
+                        if bar is not None:
+                            bar.close()
+                        stage = event.stage
+                        bar = tqdm(total=total, desc=stage, unit="step", leave=False, **tqdm_kwargs)
+                    if bar.total != total:
+                        bar.total = total
+                        bar.refresh()
+                    bar.update(done - bar.n)
+                try:
+                    event = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+        finally:
+            if bar is not None:
+                bar.close()

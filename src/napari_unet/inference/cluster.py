@@ -2,14 +2,19 @@
 
 A scheduler is named by its address (``tcp://host:8786``), given as ``--scheduler``, as the
 ``DASK_SCHEDULER_ADDRESS`` environment variable, or as ``segment(..., client=...)`` (a
-``distributed.Client`` or an address). Before any work is sent, the workers are checked: at
-least one is connected, each imports napari-unet (warning when its version differs), and each
-sees the folder the results are written to.
+``distributed.Client`` or an address). An address is checked before a ``Client`` is made:
+its form (:func:`check_address`), then that a dask scheduler answers there within
+:data:`CONNECT_TIMEOUT` seconds, handshake included (:func:`probe_scheduler`); a port that
+says nothing, answers something else or is not a scheduler's is refused in one line. Before
+any work is sent, the workers are checked: at least one is connected, each imports
+napari-unet (warning when its version differs), and each sees the folder the results are
+written to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import uuid
@@ -22,9 +27,11 @@ from ..common.errors import UserInputError
 
 __all__ = [
     "ENV_VAR",
+    "check_address",
     "check_shared",
     "check_workers",
     "cluster_client",
+    "probe_scheduler",
     "scheduler_address",
     "torch_engine",
 ]
@@ -60,14 +67,14 @@ def cluster_client(client: Any) -> Iterator[Any]:
         check_workers(client)
         yield client
         return
-    try:
-        from distributed import Client
-    except ImportError as err:
+    if importlib.util.find_spec("distributed") is None:
         raise UserInputError(
             "segmenting on a cluster needs the 'distributed' package: pip install distributed"
-        ) from err
+        )
+    check_address(client)
+    probe_scheduler(client)
     try:
-        own = Client(client, timeout=f"{CONNECT_TIMEOUT}s", set_as_default=False)
+        own = _client_class()(client, timeout=f"{CONNECT_TIMEOUT}s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
         raise UserInputError(
             f"cannot reach the dask scheduler at {client!r} ({err}); check the address "
@@ -79,6 +86,136 @@ def cluster_client(client: Any) -> Iterator[Any]:
         yield own
     finally:
         own.close()
+
+
+def _named(address: str) -> str:
+    """Where an address came from, for messages: the environment variable or the caller."""
+    if os.environ.get(ENV_VAR, "").strip() == address:
+        return f"{ENV_VAR}={address!r}"
+    return f"the scheduler address {address!r}"
+
+
+def check_address(address: str) -> str:
+    """``address`` if it has the form of a dask address (``tcp://HOST:PORT``); else raise.
+
+    Raises
+    ------
+    UserInputError
+        A malformed address: no port, an unknown scheme, a port outside 1-65535.
+    """
+    from distributed.comm import registry
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address, strict=False)
+        registry.get_backend(scheme)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            host, port = parse_host_port(location)
+            if not host or not 0 < int(port) < 65536:
+                raise ValueError(f"no host or a port outside 1-65535 in {location!r}")
+    except (ValueError, TypeError) as err:
+        raise UserInputError(
+            f"{_named(address)} is not a dask scheduler address ({err}): give "
+            "tcp://HOST:PORT, e.g. tcp://192.168.1.5:8786 (the port `dask scheduler` prints)"
+        ) from None
+    return address
+
+
+def probe_scheduler(address: str, timeout: float | None = None) -> dict[str, Any]:
+    """Ask ``address`` who it is; a dask scheduler's answer (``identity``), within ``timeout``.
+
+    ``distributed`` bounds the connection by its timeout but not the handshake after it, and
+    reads any bytes as its protocol: a port that accepts and says nothing would be waited on
+    for ever, one that answers garbage may claim a message of exabytes. Here the whole
+    exchange runs in its own thread and event loop (a caller's running loop, e.g. Jupyter's,
+    is left alone) and is given up after ``timeout`` seconds.
+
+    Raises
+    ------
+    UserInputError
+        Nothing listens there, it does not answer in time, it answers something that is not
+        the dask protocol, or it is a dask worker rather than the scheduler.
+    """
+    import asyncio
+    import threading
+
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    outcome: dict[str, Any] = {}
+
+    async def identity() -> Any:
+        from distributed.comm import connect
+        from distributed.core import send_recv
+
+        comm = await connect(address, timeout=timeout)
+        try:
+            return await send_recv(comm, op="identity")
+        finally:
+            comm.abort()
+
+    def run() -> None:
+        try:
+            outcome["answer"] = asyncio.run(asyncio.wait_for(identity(), timeout))
+        except BaseException as err:  # handed to the caller's thread below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="napari-unet-probe-scheduler", daemon=True)
+    thread.start()
+    thread.join(timeout + 2.0)
+    error, answer = outcome.get("error"), outcome.get("answer")
+    where = _named(address)
+    if thread.is_alive() or isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        raise UserInputError(
+            f"{where}: something accepted the connection but did not answer as a dask "
+            f"scheduler within {timeout:g} s; check the address and port (a scheduler "
+            "listens on 8786 by default) and that the scheduler is not stuck"
+        )
+    if isinstance(error, OSError):
+        raise UserInputError(
+            f"cannot reach the dask scheduler at {address!r} ({error}); check the address "
+            "(tcp://HOST:8786) or start one with `dask scheduler` and workers with "
+            f"`dask worker {address}`"
+        )
+    if error is not None or not isinstance(answer, dict):
+        log.debug("answer of %s: %r", address, error if error is not None else answer)
+        raise UserInputError(
+            f"{where}: the program listening there does not speak the dask protocol (it "
+            "answered bytes that are not dask messages); check the port (a scheduler listens "
+            "on 8786 by default, 8787 is its dashboard)"
+        )
+    kind = answer.get("type")
+    if kind != "Scheduler":
+        raise UserInputError(
+            f"{where} is a dask {kind or 'service'}, not the scheduler: give the scheduler's "
+            "address (`dask scheduler` prints it; workers show it in their logs)"
+        )
+    return answer
+
+
+def _client_class():
+    """``distributed.Client``, except that a failed start is not waited for when collected.
+
+    A ``Client`` whose constructor failed still closes itself in ``__del__``, which waits for
+    twice its timeout (20 s) and prints a traceback while the program ends.
+    """
+    from distributed import Client
+
+    class _CheckedClient(Client):
+        _napari_unet_failed = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                self._napari_unet_failed = True
+                with contextlib.suppress(Exception):
+                    self._loop_runner.stop()
+                raise
+
+        def __del__(self) -> None:
+            if not self._napari_unet_failed:
+                super().__del__()
+
+    return _CheckedClient
 
 
 def check_workers(client: Any) -> dict[str, str]:

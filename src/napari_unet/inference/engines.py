@@ -116,7 +116,7 @@ def resolve_engine(
         The resolved compute device; engines other than torch run on the CPU only.
     pixels : int, optional
         Pixels (voxels) of the job; ``"auto"`` uses torch for jobs smaller than
-        :data:`AUTO_MIN_PIXELS` unless the model is already exported.
+        :data:`AUTO_MIN_PIXELS` unless the model is already loaded for it in this process.
 
     Raises
     ------
@@ -135,7 +135,9 @@ def resolve_engine(
                 continue
             big = pixels is None or pixels >= AUTO_MIN_PIXELS
             # small jobs: a float engine once prepared (equal to torch), never int8
-            if big or (not candidate.endswith("int8") and is_prepared(model, candidate)):
+            # a small image: a fast engine only when already loaded (loading an export from
+            # disk and verifying it took 1.3-2.4 s, more than torch needs for 0.09 MPix)
+            if big or (not candidate.endswith("int8") and is_loaded(model, candidate)):
                 return candidate
         return "torch"
     if name not in installed:
@@ -168,15 +170,20 @@ def _digest(model: UNet) -> str:
     return digest
 
 
-def is_prepared(model: UNet, engine: str) -> bool:
-    """Whether ``model`` is exported (on disk) or loaded (in memory) for ``engine``."""
+def is_loaded(model: UNet, engine: str) -> bool:
+    """Whether ``model`` is loaded in memory for ``engine`` in this process."""
     if engine == "torch":
         return True
     with _LOCK:
         hit = _RUNNERS.get(model, {}).get(engine)
-    if hit is not None and hit[0] == parameter_version(model):
+    return hit is not None and hit[0] == parameter_version(model)
+
+
+def is_prepared(model: UNet, engine: str) -> bool:
+    """Whether ``model`` is exported (on disk) or loaded (in memory) for ``engine``."""
+    if engine == "torch":
         return True
-    return _onnx_path(model, int8=engine.endswith("int8")).exists()
+    return is_loaded(model, engine) or _onnx_path(model, int8=engine.endswith("int8")).exists()
 
 
 def engine_runner(model: UNet, engine: str, device: torch.device) -> Runner:

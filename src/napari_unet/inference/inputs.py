@@ -26,18 +26,41 @@ log = logging.getLogger(__name__)
 OUTPUTS = ("instance", "semantic", "probabilities")
 
 
-def postprocessing_settings(model, min_size: int | None = None) -> dict[str, Any]:
-    """Instance post-processing settings: the model card's, with ``min_size`` if given.
+POSTPROCESSING_KEYS = ("seed_threshold", "foreground_threshold", "split", "min_size")
+
+
+def postprocessing_settings(
+    model, min_size: int | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Instance post-processing settings: the model card's, with ``min_size`` and ``overrides``.
 
     The card's optional ``postprocessing`` entry holds ``seed_threshold``,
     ``foreground_threshold``, ``split`` and ``min_size`` (see
     :func:`~.postprocess.instance_labels`).
+
+    Raises
+    ------
+    UserInputError
+        An unknown key in ``overrides``, a threshold outside (0, 1), a negative split or
+        minimum size.
     """
-    known = ("seed_threshold", "foreground_threshold", "split", "min_size")
     card = model.card.get("postprocessing") or {}
-    post = {"min_size": 10, **{k: card[k] for k in known if k in card}}
+    post = {"min_size": 10, **{k: card[k] for k in POSTPROCESSING_KEYS if k in card}}
     if min_size is not None:
         post["min_size"] = int(min_size)
+    for key, value in (overrides or {}).items():
+        if key not in POSTPROCESSING_KEYS:
+            raise UserInputError(
+                f"postprocessing has no setting {key!r}; use {', '.join(POSTPROCESSING_KEYS)}"
+            )
+        if key.endswith("threshold"):
+            check_number(value, f"postprocessing {key}", minimum=0, maximum=1, low_open=True,
+                         high_open=True)  # fmt: skip
+        elif key == "split":
+            check_number(value, "postprocessing split", minimum=0)
+        else:
+            check_integer(value, "postprocessing min_size", minimum=0)
+        post[key] = value
     return post
 
 

@@ -11,9 +11,11 @@ metadata):
   the file's metadata). Without it, a channel whose name says nuclei (DAPI, Hoechst, ...) is
   taken, and a multichannel image with no such name is refused with the list of its channels.
 - **colour**: a colour image whose channels are equal is grey. A colour image with a bright
-  background and coloured objects is a stained (H&E) slide: its haematoxylin channel
-  (colour deconvolution, Ruifrok & Johnston 2001) goes to a model that learnt it (the built-in
-  ``nuclei-he``). Other colour images (fluorescence composites) become grey.
+  background and coloured objects is a stained (H&E) slide: it goes to a model that learnt
+  such slides, as the model card's ``colour_input`` says: its optical density
+  (:func:`optical_density`, the built-in ``nuclei-he``) or its haematoxylin channel (colour
+  deconvolution, Ruifrok & Johnston 2001). Other colour images (fluorescence composites)
+  become grey.
 - **inversion**: a grey image whose background is brighter than its objects (brightfield,
   inverted stains) is inverted for a model of bright objects (``invert="auto"``).
 
@@ -237,8 +239,9 @@ def prepare_input(
         Invert a single-channel input (dark objects on a bright background); ``"auto"``
         decides from the intensities, and never inverts a multichannel input.
     colour_input : str, optional
-        The model card's ``colour_input``: ``"haematoxylin"`` for a model trained on the
-        haematoxylin channel of stained colour images.
+        The model card's ``colour_input``: ``"optical_density"`` (3 channels) or
+        ``"haematoxylin"`` (1 channel) for a model trained on that view of stained colour
+        images.
     choice : InputChoice
         The decisions made before (axes, model); returned completed.
 

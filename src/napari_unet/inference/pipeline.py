@@ -58,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: the run's warnings about its input (also in its report: the CLI line carries them instead)
+REPORT_LOG = logging.getLogger("napari_unet.report")
+
 #: the built-in model for stained colour (H&E) images
 STAINED_MODEL = "nuclei-he"
 #: ``table=True`` keeps the probabilities (3 float32 per pixel) in memory up to this many pixels
@@ -83,12 +86,15 @@ def segment(
     z_mode: str | None = None,
     anisotropy: float = 1.0,
     stitch_threshold: float = zstack.DEFAULT_STITCH_THRESHOLD,
+    block: tuple[int, int, int] | None = None,
     progress: bool | Callable[[SegmentProgress], None] | None = None,
     client: Any = None,
     engine: str = "auto",
     channel: int | str | None = None,
     channel_names: Sequence[str] | None = None,
     invert: str | bool = "auto",
+    tta: bool = False,
+    postprocessing: dict[str, float] | None = None,
     table: bool = False,
 ):
     """Segment ``image`` with a U-Net: labels (or probabilities) in one call.
@@ -101,7 +107,7 @@ def segment(
         A model, a ``.safetensors`` model file, a BioImage.IO package (``.zip`` or folder with
         ``rdf.yaml``, run with its own pre/post-processing; see :mod:`napari_unet.zoo`), or
         ``None`` for the built-in model of the image's kind: ``"nuclei-he"`` (trained on the
-        haematoxylin channel of H&E slides) for a stained colour image, ``"nuclei"``
+        optical density of H&E slides) for a stained colour image, ``"nuclei"``
         (fluorescence) for everything else.
     axes : str, optional
         One letter per image axis from ``TCZYX``, e.g. ``"YX"``, ``"ZYX"``, ``"YXC"`` (RGB),
@@ -147,14 +153,21 @@ def segment(
         How a 2D model segments a Z stack (see :mod:`.zstack`): ``"3d"`` averages the
         predictions of the YX, ZX and ZY planes and builds 3D objects; ``"stitch"`` links
         per-slice objects across z by IoU; ``"slices"`` keeps per-slice objects, with ids
-        unique over the stack. Default (``None``): ``"3d"`` for instance output of in-memory
-        images, ``"stitch"`` for dask / zarr images and clusters (memory bounded by tiles),
-        plane by plane otherwise. Time points always keep their own ids (no tracking).
+        unique over the stack. Default (``None``): ``"3d"`` for instance output (dask / zarr
+        images and clusters block by block, see ``block``), plane by plane otherwise. Time
+        points always keep their own ids (no tracking).
     anisotropy : float
         Z step / XY pixel size of a Z stack (e.g. 3 for 0.6 um slices of 0.2 um pixels);
         ``z_mode="3d"`` resamples z by it.
     stitch_threshold : float
         ``z_mode="stitch"``: the smallest IoU that links objects of neighbouring slices.
+    block : (Z, Y, X), optional
+        ``z_mode="3d"`` block by block (:mod:`.blockwise`), as dask / zarr images and
+        cluster runs always are (one task per block on a cluster): each block of this many
+        voxels is segmented with a halo of at least the network's receptive field and twice
+        the object size, and objects crossing block faces are joined, so memory is bounded
+        by the block (and the labels equal the in-memory run's). Default: in-memory images
+        whole; dask / zarr images in blocks sized from their chunks and the free memory.
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr; a callable receives every :class:`SegmentProgress`.
     client : distributed.Client or str, optional
@@ -172,6 +185,14 @@ def segment(
     invert : {"auto", "yes", "no"} or bool
         Invert the image for the model: for dark nuclei on a bright background (brightfield).
         ``"auto"`` (default) inverts when the background is brighter than the objects.
+    tta : bool
+        Test-time augmentation: average the probabilities over flips and 90-degree rotations
+        of each tile (8 forward passes per tile; :func:`~.predict.predict_tiled_iter`). The
+        object-size measurement runs without it. In-process only.
+    postprocessing : dict, optional
+        Instance post-processing settings that override the model card's:
+        ``seed_threshold`` and ``foreground_threshold`` in (0, 1), ``split`` >= 0 (pixels),
+        ``min_size`` >= 0 (see :func:`~.postprocess.instance_labels`).
     engine : {"auto", "torch", "openvino", "onnxruntime"}
         What runs the network (:mod:`.engines`). ``"auto"``: the fastest installed engine
         verified for the model, on the CPU, for images of at least 1 MPix (or models already
@@ -212,10 +233,13 @@ def segment(
         z_mode=z_mode,
         anisotropy=anisotropy,
         stitch_threshold=stitch_threshold,
+        block=block,
         channel=channel,
         channel_names=channel_names,
         invert=invert,
         table=table,
+        tta=tta,
+        postprocessing=postprocessing,
     )
     if not table:
         return run_with_progress(gen, progress)
@@ -250,9 +274,12 @@ def segment_iter(
     channel: int | str | None = None,
     channel_names: Sequence[str] | None = None,
     invert: str | bool = "auto",
+    tta: bool = False,
+    postprocessing: dict[str, float] | None = None,
     z_mode: str | None = None,
     anisotropy: float = 1.0,
     stitch_threshold: float = zstack.DEFAULT_STITCH_THRESHOLD,
+    block: tuple[int, int, int] | None = None,
     stop: threading.Event | None = None,
     axes_source: str | None = None,
     table: bool = False,
@@ -311,12 +338,16 @@ def segment_iter(
         choice=choice,
     )
     log.info("input: %s", choice.describe())
+    if not (diameter == "auto" and scale == 1.0):  # a given size is checked before any work
+        rescale.resolve_scale(scale, None if diameter == "auto" else diameter, model)
+    postprocessing_settings(model, min_size, postprocessing)  # so are the detection settings
     ax.check_model_fit(canon.shape, caxes, model.in_channels, model.ndim)
     lazy = is_dask(canon)
-    bounded = lazy or client is not None  # "stitch" by default: memory bounded by tiles
+    bounded = lazy or client is not None  # "3d" block by block: memory bounded by a block
     zmode = zstack.resolve_z_mode(
         z_mode, caxes, model, output, anisotropy, stitch_threshold, bounded
     )
+    blocks = zmode == "3d" and (bounded or block is not None)
     tiling = {
         "tile_shape": tile_shape,
         "overlap": overlap,
@@ -332,6 +363,11 @@ def segment_iter(
     # 2. scale: measured (diameter="auto") or given
     noise = not has_structure(canon, caxes)  # no spatial structure: nothing to measure
     size = yield from _choose_scale(canon, caxes, model, tiling, scale, diameter, noise)
+    if tta:  # the measuring looks ran without it: their probabilities are not reused
+        if client is not None:
+            raise UserInputError("tta runs in this process; leave it out on a cluster")
+        tiling["tta"] = True
+        size = replace(size, probabilities=None, labels=None)
     factor, known = size.scale, size.probabilities
     # 3. resample, 4. normalise + tile + predict + post-process frame by frame, 5. restore size
     factors = rescale.factors(caxes, model.ndim, factor)
@@ -340,22 +376,28 @@ def segment_iter(
         raise UserInputError(
             "scale/diameter work on in-memory images; rescale a dask or zarr image first"
         )
-    if zmode == "3d":  # known before the work: a volume that cannot fit is refused now
+    if zmode == "3d" and not blocks:  # known before the work: a volume that cannot fit is refused
         zstack.check_3d_memory(canon.shape, caxes, anisotropy, factor)
     seen = rescale.resample(canon, factors, order=1) if resampled else canon
     if client is not None:  # on a dask.distributed cluster
         from .cluster_job import as_lazy, run_on_cluster
 
         seen = as_lazy(seen, caxes)
-    post = postprocessing_settings(model, min_size)
+    post = postprocessing_settings(model, min_size, postprocessing)
     table = table and _table_fits(output, lazy, client, canon.shape, caxes)
     job = SegmentJob(model, seen, caxes, output, post, return_probabilities or table)
     # the measuring pass's labels, when made with these settings
     known_labels = size.labels if post == postprocessing_settings(model) else None
     relink = zmode in ("stitch", "slices") and output == "instance"  # per-slice ids made 3D
-    if zmode == "3d":  # a 2D model on a Z stack: three plane orientations, 3D objects
-        if client is not None:
-            log.warning("z_mode='3d' runs in this process; 'slices' and 'stitch' use the cluster")
+    if blocks:  # 3D objects block by block (dask / zarr, block=): memory bounded by a block
+        from .blockwise import run_blockwise
+
+        seen_diameter = size.diameter * factor if size.diameter else None
+        run = run_blockwise(
+            job, tiling, anisotropy * factor, block, out, diameter=seen_diameter,
+            in_memory=not lazy, client=client,
+        )  # fmt: skip
+    elif zmode == "3d":  # a 2D model on a Z stack: three plane orientations, 3D objects
         run = zstack.run_3d(job, tiling, anisotropy * factor, out)
     elif client is not None:
         run = run_on_cluster(job, client, tiling, out, in_memory=not lazy)
@@ -380,7 +422,7 @@ def segment_iter(
     # 6. back to the caller's axes, 7. what was decided and whether the image looked familiar
     report = _report(choice, canon, labels, output, job, size, factor, labels_like, noise)
     if report.warning:
-        log.warning("%s", report.warning)
+        REPORT_LOG.warning("%s", report.warning)
     objects = _object_table(labels, probs, canon, caxes, report.choice) if table else None
     yield SegmentProgress("done", 1, 1, 0, 1, factor, size.diameter, report=report, table=objects)
     labels = ax.from_canonical(labels, caxes, axes, leading=1 if output == "probabilities" else 0)
@@ -489,7 +531,7 @@ def _choose_scale(
         given = None if diameter == "auto" else diameter
         return SizeEstimate(rescale.resolve_scale(scale, given, model), given, None, "given")
     if noise:  # noise has no objects to measure
-        log.warning("the image looks like noise (no spatial structure): not resampled")
+        REPORT_LOG.warning("the image looks like noise (no spatial structure): not resampled")
         return SizeEstimate(1.0, None, None, "given")
     size = yield from estimate_size_iter(canon, caxes, model, tiling)
     if size.diameter is not None:

@@ -65,6 +65,7 @@ def predict_tiled_iter(
     out: Any = None,
     engine: str = "auto",
     stop: threading.Event | None = None,
+    tta: bool = False,
 ) -> Generator[TileProgress, None, Any]:
     """Predict class probabilities tile by tile, yielding progress after each batch.
 
@@ -104,6 +105,11 @@ def predict_tiled_iter(
         batch of large tiles takes seconds on a CPU): the batch in flight is dropped, one
         last event is yielded, and resuming the generator then raises :class:`Cancelled`.
         Set it together with closing the generator (napari's ``worker.quit()``).
+    tta : bool
+        Test-time augmentation: each tile's probabilities are the mean over its flips and
+        90-degree rotations (8 views of a square 2D tile, 4 flips of another 2D tile, 8 flips
+        of a 3D tile), mapped back, as Cellpose's ``augment`` and nnU-Net's mirroring do.
+        Costs as many forward passes.
 
     Yields
     ------
@@ -132,7 +138,7 @@ def predict_tiled_iter(
     dev = resolve_device(device)
     engine = resolve_engine(engine, model, dev, pixels=math.prod(image.shape[1:]))
     out = _prepare_out(out, (model.num_classes, *plan.shape))
-    return _run(model, image, plan, batch_size, (engine, dev), out, stop)
+    return _run(model, image, plan, batch_size, (engine, dev), out, stop, tta)
 
 
 def predict_tiled(
@@ -179,8 +185,11 @@ def _run(
     engine: tuple[str, torch.device],
     out: Any,
     stop: threading.Event | None = None,
+    tta: bool = False,
 ) -> Generator[TileProgress, None, Any]:
     forward = engine_runner(model, *engine)
+    if tta:
+        forward = augmented(forward, plan.tile_shape)
     tiles = list(plan.tiles())
     for first in range(0, len(tiles), batch_size):
         batch = tiles[first : first + batch_size]
@@ -193,6 +202,39 @@ def _run(
             _accumulate(out, p, plan.weight(tile.index), tile.output_window)
         yield TileProgress(done=first + len(batch), total=len(tiles))
     return out
+
+
+def views(tile_shape: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
+    """The test-time views of a tile: ``(quarter turns in the last two axes, flipped axes)``.
+
+    Axes count from the end of a batch ``(N, C, *spatial)``: -1 is X. A square 2D tile gets
+    the 8 symmetries of the square, another 2D tile its 4 flips, a 3D tile its 8 flips.
+    """
+    import itertools
+
+    axes = tuple(range(-1, -len(tile_shape) - 1, -1))
+    flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+    turns = (0, 1) if len(tile_shape) == 2 and tile_shape[0] == tile_shape[1] else (0,)
+    return [(k, f) for k in turns for f in flips]
+
+
+def augmented(forward, tile_shape: tuple[int, ...]):
+    """``forward`` averaged over the test-time :func:`views` of each tile, mapped back."""
+    chosen = views(tile_shape)
+
+    def run(x: np.ndarray, *stop):
+        total = None
+        for turns, flips in chosen:
+            seen = np.rot90(np.flip(x, flips) if flips else x, turns, axes=(-2, -1))
+            probs = forward(np.ascontiguousarray(seen), *stop)
+            if probs is None:  # stopped inside the batch
+                return None
+            back = np.rot90(np.asarray(probs), -turns, axes=(-2, -1))
+            back = np.flip(back, flips) if flips else back
+            total = back.astype(np.float32) if total is None else total + back
+        return total / len(chosen)
+
+    return run
 
 
 def _accumulate(out: Any, probs: np.ndarray, weight: np.ndarray, window) -> None:

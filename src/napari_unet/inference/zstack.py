@@ -21,9 +21,11 @@ not keep its id from one time point to the next: tracking is out of scope); a T+
 3D objects per time point.
 
 Memory: ``"stitch"`` and ``"slices"`` relabel slice by slice (the tables are in memory, the
-labels of a dask / zarr image stay lazy). ``"3d"`` holds one time point's volume, its
-``K``-class probabilities and labels in memory (about ``(C + K + 3) * Z * Y * X * 4`` bytes
-with the post-processing, plus one batch of resampled planes), also for dask / zarr input.
+labels of a dask / zarr image stay lazy). ``"3d"`` on an in-memory image holds one time
+point's volume, its ``K``-class probabilities and labels in memory (about
+``(C + K + 3) * Z * Y * X * 4`` bytes with the post-processing, plus one batch of resampled
+planes); on a dask / zarr image (or with ``block=``) it runs block by block
+(:mod:`.blockwise`), its memory bounded by one block and its halo.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from . import axes as ax
 from .engines import engine_runner, resolve_engine
 from .frames import SegmentJob, SegmentProgress, is_dask
 from .postprocess import LABEL_DTYPE, instance_labels, instance_labels_chunked, semantic_labels
+from .predict import augmented
 from .rescale import resize
 from .tile_plan import BATCH_PIXELS, plan_tiles
 from .tiles import check_batch_size, read_window
@@ -55,6 +58,7 @@ __all__ = [
     "DEFAULT_Z_MODE",
     "Z_MODES",
     "average_orientations_iter",
+    "instances_3d",
     "link_slices",
     "relabel_slices_iter",
     "resolve_z_mode",
@@ -99,8 +103,9 @@ def check_3d_memory(shape, caxes: str, anisotropy: float, scale: float) -> None:
         raise UserInputError(
             f"z_mode '3d' would resample each time point to {voxels:.3g} voxels (anisotropy "
             f"{anisotropy:g}, scale {scale:.3g}): about {need / 1e9:.1f} GB, and "
-            f"{free / 1e9:.1f} GB are free; check the anisotropy (z step / XY pixel size) or use "
-            "--z-mode stitch (z_mode='stitch')"
+            f"{free / 1e9:.1f} GB are free; check the anisotropy (z step / XY pixel size), "
+            "segment it block by block (--block Z Y X, block=(Z, Y, X)) or use --z-mode stitch "
+            "(z_mode='stitch')"
         )
 
 
@@ -117,9 +122,9 @@ def resolve_z_mode(
 
     It applies to a 2D model on an image with a Z axis. ``None`` (default) means
     :data:`DEFAULT_Z_MODE` for instance output and ``"slices"`` (plane by plane) for semantic
-    and probability output; ``"stitch"`` and ``"slices"`` only change instance labels. For a
-    dask / zarr image (``lazy``) the default is ``"stitch"``, whose memory stays bounded by
-    the tiles; ``"3d"`` holds one time point in memory and must be asked for.
+    and probability output; ``"stitch"`` and ``"slices"`` only change instance labels. A
+    dask / zarr image or a cluster run (``lazy``) gets ``"3d"`` too, run block by block
+    (:mod:`.blockwise`: memory bounded by the block, one cluster task per block).
 
     Raises
     ------
@@ -146,11 +151,7 @@ def resolve_z_mode(
         if output != "instance":
             return "slices"
         if lazy:
-            log.info(
-                "dask/zarr Z stack: z_mode 'stitch' (memory bounded by tiles); "
-                "z_mode='3d' is better for anisotropic stacks but loads a time point"
-            )
-            return "stitch"
+            log.info("dask/zarr Z stack: z_mode '3d' block by block (memory bounded by a block)")
         return DEFAULT_Z_MODE
     return z_mode
 
@@ -241,6 +242,10 @@ def _instances_3d(
     return np.asarray(store[...])
 
 
+#: the 3D post-processing of one volume, for the blockwise path (:mod:`.blockwise`)
+instances_3d = _instances_3d
+
+
 def _as_dask(array: np.ndarray, out):
     """``array`` as a dask array, written to the zarr store ``out`` if given."""
     import dask.array as da
@@ -327,6 +332,8 @@ def _predict_planes_iter(
     dev = resolve_device(tiling.get("device", "auto"))
     engine = resolve_engine(tiling.get("engine"), model, dev, pixels=n * a * b)
     forward = engine_runner(model, engine, dev)
+    if tiling.get("tta"):
+        forward = augmented(forward, plan.tile_shape)
     stop = tiling.get("stop")
     for first in range(0, n, step):
         block = planes[first : first + step]

@@ -184,6 +184,12 @@ def _refuse_pickles(path: Path) -> None:
             head = fh.read(4)
     except OSError as err:
         raise ModelFileError(f"{path}: {describe_os_error(err, with_path=False)}") from err
+    if head.startswith(b"PK\x03\x04") and _is_zoo_package(path):
+        raise ModelFileError(
+            f"{path} is a BioImage.IO model package (a zip with rdf.yaml), not a .safetensors "
+            "model file: use it where packages are taken (segment --model, info, train --init; "
+            "segment(model=...), napari_unet.zoo.load_package)"
+        )
     if head.startswith(_PICKLE_MAGIC) and path.suffix.lower() == ".ckpt":
         raise ModelFileError(
             f"{path} is a training checkpoint, not a model file: give the .safetensors model "
@@ -195,6 +201,19 @@ def _refuse_pickles(path: Path) -> None:
             "it is not loaded because such files can run code: use a model file written by "
             "napari-unet (save_model, napari-unet train)"
         )
+
+
+def _is_zoo_package(path: Path) -> bool:
+    """Whether the zip ``path`` holds a BioImage.IO description (``rdf.yaml`` and its kin)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    kinds = ("rdf.yaml", "bioimageio.yaml", "model.yaml")
+    return any(n == k or n.endswith("." + k) for n in names for k in kinds)
 
 
 def load_model(

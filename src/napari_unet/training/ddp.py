@@ -20,6 +20,7 @@ synchronised, so a model with batch norm also trains as in one process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -30,14 +31,140 @@ import torch
 
 from ..common.errors import UserInputError
 
-__all__ = ["Ranks", "launched_by_torchrun"]
+__all__ = ["Ranks", "check_world", "launched_by_torchrun", "process_limit", "torchrun"]
 
 log = logging.getLogger(__name__)
+
+#: most training processes launched on one machine, whatever its core count
+MAX_PROCESSES = 64
 
 
 def launched_by_torchrun() -> bool:
     """Whether this process is one of several started by torchrun."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def torchrun(argv: list[str]) -> int:
+    """``torchrun ARGV`` in this process; the exit code of the first rank that failed.
+
+    The ranks speak for themselves (rank 0 says what went wrong, in one line): torchrun's own
+    warnings, its OMP_NUM_THREADS banner (the same default of 1 is set here) and the
+    traceback of its ``ChildFailedError`` are left out. A rank killed by a signal gives
+    ``128 + signal``, as a shell reports it.
+
+    The ranks run in sessions of their own, so a Ctrl-C in the terminal reaches this process
+    only. torchrun would shut the ranks down on it (SIGINT, then SIGKILL 30 s later, while
+    they may still be finishing) and leave them running on a second one; here each Ctrl-C is
+    passed on to the ranks, which stop after the batch, finish and save (a second Ctrl-C
+    aborts them), and torchrun ends when they do. Other signals (SIGTERM) are torchrun's to
+    pass on, and end this process quietly with ``128 + signal``.
+    """
+    import logging
+    import signal
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    before = os.environ.get("LOGLEVEL")
+    os.environ["LOGLEVEL"] = "CRITICAL"  # read once, when torch's elastic loggers are made
+    try:
+        from torch.distributed.elastic.multiprocessing import api
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        from torch.distributed.run import main
+    finally:
+        if before is None:
+            os.environ.pop("LOGLEVEL")
+        else:
+            os.environ["LOGLEVEL"] = before
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    terminate = getattr(api, "_terminate_process_handler", None)
+    if terminate is not None:  # installed by torchrun when it starts the ranks
+
+        def pass_ctrl_c_on(signum, frame):
+            ranks = _child_processes() if signum == signal.SIGINT else None
+            if ranks is None:
+                terminate(signum, frame)
+                return
+            for pid in ranks:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGINT)
+
+        api._terminate_process_handler = pass_ctrl_c_on
+    try:
+        main(argv)
+    except ChildFailedError as err:
+        code = err.get_first_failure()[1].exitcode
+        return 128 - code if code < 0 else code
+    except api.SignalException as err:
+        return 128 + int(err.sigval)
+    return 0
+
+
+def _child_processes() -> list[int] | None:
+    """The ids of this process's children (the ranks), or None where they cannot be listed."""
+    try:
+        import psutil
+    except ImportError:
+        pids = []
+        try:  # Linux
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as fh:
+                    pids += [int(pid) for pid in fh.read().split()]
+        except OSError:
+            return None
+        return pids
+    return [child.pid for child in psutil.Process().children()]
+
+
+def process_limit(device: torch.device) -> tuple[int, str]:
+    """The most training processes this machine runs on ``device``, and what bounds it.
+
+    One process per GPU on CUDA; on the CPU one per core this process may use (its
+    affinity), at most :data:`MAX_PROCESSES`.
+    """
+    if device.type == "cuda":
+        return torch.cuda.device_count(), "GPUs"
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    if cores > MAX_PROCESSES:
+        return MAX_PROCESSES, "processes napari-unet launches on one machine"
+    return cores, "CPU cores"
+
+
+def check_world(world_size: int, batch_size: int, device: torch.device) -> None:
+    """Refuse a data-parallel run that cannot work, before any process starts.
+
+    Raises
+    ------
+    UserInputError
+        The batch does not split evenly over the processes, there are more processes than
+        :func:`process_limit` allows, or the device cannot be shared by processes (MPS).
+    """
+    if world_size <= 1:
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise UserInputError(
+            f"--nproc {world_size} trains on the CPU or on CUDA GPUs, not on {device.type}: "
+            "pass --device cpu (or drop --nproc)"
+        )
+    if batch_size % world_size:
+        up = -(-batch_size // world_size) * world_size
+        down = batch_size // world_size * world_size
+        choices = f"--batch {down} or {up}" if down else f"--batch {up}"
+        raise UserInputError(
+            f"--batch {batch_size} is not a multiple of --nproc {world_size}: each process "
+            f"trains on an equal share of every batch ({choices})"
+        )
+    limit, what = process_limit(device)
+    if world_size > limit:
+        per = "one process per GPU" if device.type == "cuda" else "one process per CPU core"
+        raise UserInputError(
+            f"--nproc {world_size} is more than this machine's {limit} {what} ({per} at "
+            f"most): pass --nproc {limit} or fewer"
+            + ("" if limit else "; no CUDA GPU is visible, train on the CPU with --device cpu")
+        )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@
 * :func:`load_package` opens a local package (zip or folder with ``rdf.yaml``) without running
   any code shipped with it: a napari-unet package comes back as a :class:`~napari_unet.UNet`,
   any other package as a :class:`~.runner.ZooModel` that the segmentation pipeline runs with
-  the package's own pre- and post-processing (:mod:`.package`, :mod:`.runner`).
+  the package's own pre- and post-processing (:mod:`.package`, :mod:`.runner`). Every
+  package is checked first, through one door (:mod:`.checked`): nothing outside it is read,
+  nothing in it is trusted before its size, form and SHA-256 are.
 
 Needs the optional extra ``napari-unet[bioimageio]``; nothing here is imported by
 ``import napari_unet``.

@@ -30,10 +30,6 @@ def offline() -> Iterator[None]:
     require_bioimageio()
     from bioimageio.spec._internal._settings import settings
 
-    from ._compat import patch
-
-    patch()
-
     before = settings.perform_io_checks
     settings.perform_io_checks = False
     try:

@@ -1,8 +1,10 @@
 """Open a local BioImage.IO model package without running any code shipped with it.
 
 A package is a ``.zip`` or a folder holding ``rdf.yaml`` (or ``bioimageio.yaml``). Loading
-reads its description with ``bioimageio.spec`` (no network: remote checks are off), then
-picks weights that run without the package's own Python code:
+first checks it (:func:`~.checked.check_package`: the zip itself, the description as plain
+YAML data, every file it names inside the package and matching its SHA-256, sizes known before
+anything is inflated), then reads its description with ``bioimageio.spec`` (no network:
+remote checks are off), then picks weights that run without the package's own Python code:
 
 * ``pytorch_state_dict`` whose architecture is napari-unet's ``UNet``: read with
   ``torch.load(weights_only=True)`` into a :class:`~napari_unet.model.unet.UNet`; with the
@@ -28,8 +30,9 @@ from typing import Any
 
 from ..common.errors import ModelFileError
 from ..model.unet import UNet, UNetConfig, build_model
+from .checked import check_package, description_name
 from .describe import CONFIG_KEY
-from .offline import offline
+from .offline import offline, require_bioimageio
 
 __all__ = ["is_package", "load_package"]
 
@@ -55,7 +58,10 @@ _UNET = ("napari_unet.model.unet", "UNet")
 
 
 def is_package(source: Any) -> bool:
-    """Whether ``source`` is a path to a local BioImage.IO package (zip, folder or rdf file)."""
+    """Whether ``source`` is a path to a local BioImage.IO package (zip, folder or rdf file).
+
+    Only the file names are looked at; :func:`read_description` checks the package.
+    """
     if not isinstance(source, (str, os.PathLike)):
         return False
     path = Path(source)
@@ -63,13 +69,20 @@ def is_package(source: Any) -> bool:
         return any((path / name).is_file() for name in RDF_NAMES)
     if path.name in RDF_NAMES or path.name.endswith(".bioimageio.yaml"):
         return path.is_file()
-    if path.suffix.lower() == ".zip" and path.is_file():
-        try:
-            with zipfile.ZipFile(path) as z:
-                return any(name in z.namelist() for name in RDF_NAMES)
-        except zipfile.BadZipFile:
-            return False
-    return False
+    return path.is_file() and is_package_zip(path)
+
+
+def is_package_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip file with a package description among its members."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    try:
+        return description_name(names) is not None
+    except ModelFileError:  # two descriptions: a package, refused when it is read
+        return True
 
 
 def load_package(source: str | os.PathLike, *, weights: str = "auto", device: str = "cpu"):
@@ -106,11 +119,17 @@ def load_package(source: str | os.PathLike, *, weights: str = "auto", device: st
 
 
 def read_description(source: str | os.PathLike):
-    """The package's description, updated to the latest format (0.5), read offline."""
+    """The package's description, updated to the latest format (0.5), read offline.
+
+    The package is checked first (:func:`~.checked.check_package`): ``bioimageio.spec`` reads
+    only a package whose container, description and files passed.
+    """
     if not is_package(source):
         raise ModelFileError(
             f"{source} is not a BioImage.IO package: expected a .zip or a folder with rdf.yaml"
         )
+    require_bioimageio()
+    check_package(source)  # the container, the description and its files, before bioimageio
     with offline():
         from bioimageio.spec import InvalidDescr, load_model_description
 
@@ -226,12 +245,26 @@ def _load_unet(descr, source) -> UNet:
     data = _read_file(entry, source)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
+        # torch's message advises weights_only=False: running the file's code, never done here
+        raise ModelFileError(
+            f"{source}: its pytorch_state_dict weights are not a plain dictionary of tensors "
+            "(napari-unet reads them without running code, and this file needs more)"
+        ) from err
+    if not isinstance(state, dict):
+        raise ModelFileError(
+            f"{source}: its pytorch_state_dict weights are a {type(state).__name__}, not a "
+            "dictionary of tensors"
+        )
+    try:
         model.load_state_dict(
             {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         )
-    except (RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as err:
+    except (RuntimeError, ValueError, KeyError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(
-            f"{source}: the pytorch_state_dict weights cannot be loaded: {err}"
+            f"{source}: its pytorch_state_dict weights do not fit the architecture it "
+            f"describes ({first})"
         ) from err
     card = {k: v for k, v in extra.items() if k not in ("format_version", "architecture")}
     model.card = card or _card_from_description(descr, model)

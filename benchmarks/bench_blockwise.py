@@ -1,0 +1,169 @@
+"""Blockwise z_mode "3d" on zarr volumes: time and peak memory for three sizes (not a test).
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_blockwise.py [--sizes 32x256x256 64x256x256 64x512x512]
+        [--block Z Y X] [--anisotropy 2] [--threads 2] [--engine auto]
+        [--scheduler ADDRESS] [--workdir DIR]
+
+For each size a synthetic uint16 volume of textured ellipsoidal nuclei (``tests/synthetic3d.py``,
+a 32 x 256 x 256 stack mirrored across the volume, so nuclei continue over the tile seams) is
+written to a zarr store chunk by chunk, then segmented by the built-in model with
+``z_mode="3d"`` in a fresh process (``segment(zarr, block=..., out=...)``, ``diameter=None``),
+which reports its wall time and its peak resident memory (``resource.getrusage``). Prints one
+line per size and a ``RESULT`` line: seconds per million voxels (linear time: about constant
+over the sizes) and the largest peak RSS. ``--scheduler`` passes the address as ``client=``
+(the blocks then run in this process; 'stitch' is what the workers share).
+
+The issue's run (256 x 2048 x 2048, ~2 GB of uint16, peak RSS < 3 GB) takes hours on a laptop
+CPU: ``--sizes 64x2048x2048 128x2048x2048 256x2048x2048 --block 256 144 144`` (windows of
+about 2 GB by the 60 bytes per voxel estimate, 6x the voxels read: the receptive field of 107
+px around 144 px cores), on a machine with time to spare; without ``--block`` the blocks are
+sized from half the free memory (at most 8 GB: 256 x 507 x 507 cores, 1.9x read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TILE = (32, 256, 256)
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    values = tuple(int(v) for v in text.lower().split("x"))
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected ZxYxX, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def write_volume(path: Path, shape, anisotropy: float, seed: int = 0) -> None:
+    """A uint16 zarr volume of ``shape``: one synthetic stack tile, mirrored across it."""
+    import zarr
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from synthetic3d import ellipsoid_stack
+
+    tile = tuple(min(t, n) for t, n in zip(TILE, shape))
+    image, _ = ellipsoid_stack(tile, anisotropy, seed=seed)
+    base = np.clip(image * 2000 + 200, 0, 65535).astype(np.uint16)
+    chunks = (min(16, shape[0]), min(256, shape[1]), min(256, shape[2]))
+    store = zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype="uint16")
+    grid = [range(math.ceil(n / t)) for n, t in zip(shape, tile)]
+    for i in grid[0]:
+        for j in grid[1]:
+            for k in grid[2]:
+                flipped = base[:: (-1) ** i, :: (-1) ** j, :: (-1) ** k]
+                lo = (i * tile[0], j * tile[1], k * tile[2])
+                hi = tuple(min(a + t, n) for a, t, n in zip(lo, tile, shape))
+                part = flipped[tuple(slice(0, h - a) for a, h in zip(lo, hi))]
+                store[tuple(slice(a, h) for a, h in zip(lo, hi))] = part
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Segment the zarr volume ``args.child``; print a JSON line."""
+    import torch
+    import zarr
+
+    from napari_unet import segment
+    from napari_unet.inference.blockwise import plan_blocks
+    from napari_unet.inference.blockwise.plan import block_halo, default_block, pooling_align
+    from napari_unet.inference.pipeline import builtin_model
+
+    torch.set_num_threads(args.threads)
+    volume = zarr.open_array(args.child, mode="r")
+    model = builtin_model("nuclei")
+    halo = block_halo(model, args.anisotropy)  # the plan segment() makes, to report it
+    block = tuple(args.block or default_block(volume.shape, halo, args.anisotropy, volume.chunks))
+    plan = plan_blocks(volume.shape, block, halo, pooling_align(model, args.anisotropy))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    labels = segment(
+        volume,
+        model,
+        axes="ZYX",
+        z_mode="3d",
+        anisotropy=args.anisotropy,
+        diameter=None,
+        block=block,
+        out=Path(args.child).with_name("labels.zarr"),
+        engine=args.engine,
+        client=args.scheduler,
+    )
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    read = sum(b.outer_voxels for b in plan.blocks) / math.prod(volume.shape)
+    print(
+        json.dumps(
+            {
+                "shape": list(volume.shape),
+                "seconds": seconds,
+                "peak_mb": peak / 1024,
+                "before_mb": before / 1024,
+                "objects": int(np.asarray(labels).max()),
+                "blocks": len(plan.blocks),
+                "block": list(plan.block),
+                "halo": list(plan.halo),
+                "read_factor": read,
+            }
+        )
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=_shape, nargs="+", default=[(32, 256, 256), (64, 256, 256), (64, 512, 512)])  # fmt: skip
+    p.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    p.add_argument("--anisotropy", type=float, default=2.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--engine", default="auto")
+    p.add_argument("--scheduler", metavar="ADDRESS")
+    p.add_argument("--workdir", type=Path, help="where the volumes go (default: a temp folder)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return _child(args)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for shape in args.sizes:
+            folder = Path(tmp) / "x".join(map(str, shape))
+            folder.mkdir()
+            write_volume(folder / "volume.zarr", shape, args.anisotropy)
+            cmd = [sys.executable, __file__, "--child", str(folder / "volume.zarr")]
+            cmd += ["--anisotropy", str(args.anisotropy), "--threads", str(args.threads)]
+            cmd += ["--engine", args.engine]
+            cmd += ["--block", *map(str, args.block)] if args.block else []
+            cmd += ["--scheduler", args.scheduler] if args.scheduler else []
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            voxels = math.prod(row["shape"])
+            row["s_per_mvoxel"] = row["seconds"] / (voxels / 1e6)
+            rows.append(row)
+            print(
+                f"{'x'.join(map(str, row['shape']))}: {voxels / 1e6:.1f} Mvoxels, "
+                f"{row['blocks']} blocks of {row['block']} (halo {row['halo']}, "
+                f"{row['read_factor']:.2f}x voxels read), {row['objects']} objects, "
+                f"{row['seconds']:.1f} s ({row['s_per_mvoxel']:.1f} s/Mvoxel), "
+                f"peak RSS {row['peak_mb']:.0f} MB (before {row['before_mb']:.0f} MB)",
+                flush=True,
+            )
+    per = [r["s_per_mvoxel"] for r in rows]
+    where = f"cluster {args.scheduler}" if args.scheduler else "in-process"
+    print(
+        f"RESULT blockwise 3d ({where}): {min(per):.1f}-{max(per):.1f} s/Mvoxel, "
+        f"peak RSS <= {max(r['peak_mb'] for r in rows):.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
