@@ -211,7 +211,8 @@ def model_card(source: str, model_file: Any) -> dict[str, Any]:
                 return {}
             return read_card(path)
         if source.startswith(TRAINED):
-            return dict(registry.get_model(source[len(TRAINED) :]).card or {})
+            model = registry.get_model(source[len(TRAINED) :])
+            return dict(getattr(model, "card", None) or {})  # any registered object
         return read_card(builtin_model_path("nuclei"))
     except (UserInputError, OSError):  # ModelFileError is a UserInputError
         return {}

@@ -91,37 +91,41 @@ _UNCOUNTED = ("done",)
 
 
 def _run_with_tqdm(gen, **tqdm_kwargs):
-    """Drive ``gen`` with one tqdm bar at a time on stderr: a stage's bar goes when the next
-    stage begins (``leave=False``), so the terminal keeps only what the command prints.
-
-    Log records go through ``tqdm.write`` meanwhile, above the bar instead of through it.
-    """
+    """Drive ``gen`` with one tqdm bar on stderr that follows its stages, counted up over each
+    stage's passes; the bar appears with the first counted event (no empty ``0step`` bar)."""
     from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
         event = next(gen)  # the inputs are checked before the first event: no bar for an error
     except StopIteration as stop:
         return stop.value
-    counts, bar, stage = StageCounts(), None, None
-    with logging_redirect_tqdm():
-        try:
-            while True:
-                if event.stage not in _UNCOUNTED:
-                    done, total = counts.count(event.stage, event.done, event.total)
-                    if event.stage != stage:
-                        if bar is not None:
-                            bar.close()
-                        stage = event.stage
-                        bar = tqdm(total=total, desc=stage, unit="step", leave=False, **tqdm_kwargs)
-                    if bar.total != total:
-                        bar.total = total
-                        bar.refresh()
-                    bar.update(done - bar.n)
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    return stop.value
-        finally:
-            if bar is not None:
-                bar.close()
+    counts = StageCounts()
+    # no tqdm.contrib.logging redirect: under it a Ctrl-C or SIGTERM left the run finishing
+    # and tqdm's __del__ raising (tests/test_interrupts.py)
+    return _drive(gen, event, counts, tqdm, tqdm_kwargs)
+
+
+def _drive(gen, event, counts: StageCounts, tqdm, tqdm_kwargs: dict):
+    bar, shown = None, None
+    try:
+        while True:
+            if event.stage not in _UNCOUNTED:
+                done, total = counts.count(event.stage, event.done, event.total)
+                if bar is None:
+                    bar = tqdm(total=total, desc=event.stage, unit="step", **tqdm_kwargs)
+                elif shown is not None and event.stage != shown[0]:
+                    bar.refresh()  # the stage's last count, shown before the next stage's
+                    bar.set_description(event.stage, refresh=False)
+                    bar.reset(total=total)
+                elif bar.total != total:
+                    bar.total = total
+                    bar.refresh()
+                shown = (event.stage, total)
+                bar.update(done - bar.n)
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+    finally:
+        if bar is not None:
+            bar.close()
