@@ -44,7 +44,16 @@ def _start(args: list[str], tmp: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
+
+
+def _as_from_a_terminal() -> None:
+    """The child starts with Ctrl-C and SIGTERM at their defaults, as from a shell: a child
+    inherits an ignored signal, and Python then never turns SIGINT into KeyboardInterrupt (in
+    the full suite something in this process had left SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _wait_for(proc: subprocess.Popen, found, timeout: float = 90) -> None:
