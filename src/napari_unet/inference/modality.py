@@ -284,16 +284,21 @@ def prepare_input(
 
 
 def is_stained(canon: Any, caxes: str) -> bool:
-    """A colour image that looks like a stained slide: coloured, on a bright background."""
-    grey = _grey(canon, caxes)
-    return not _is_grey_colour(canon, caxes, grey) and median_position(grey) > BRIGHT_BACKGROUND
+    """A colour image that looks like a stained slide: coloured, on a bright background.
+
+    Decided on a subsample: the whole image is made grey only if it goes that way.
+    """
+    c_axis = caxes.index("C")
+    sample = _sample(canon, keep_axis=c_axis)
+    grey = np.moveaxis(sample, c_axis, 0)[:3].astype(np.float32).mean(axis=0)
+    return not _is_grey_colour(sample, caxes) and median_position(grey) > BRIGHT_BACKGROUND
 
 
 def _from_colour(canon, caxes: str, invert: str, colour_input: str | None, choice: InputChoice):
     grey = _grey(canon, caxes)
     c_axis = caxes.index("C")
     rest = caxes.replace("C", "")
-    if _is_grey_colour(canon, caxes, grey):
+    if _is_grey_colour(canon, caxes):
         choice = replace(choice, colour="grey")
         return _maybe_invert(grey, rest, invert, choice)
     stained = median_position(grey) > BRIGHT_BACKGROUND
@@ -312,7 +317,7 @@ def _grey(canon, caxes: str):
     return rgb.astype(np.float32).mean(axis=c_axis)
 
 
-def _is_grey_colour(canon, caxes: str, grey) -> bool:
+def _is_grey_colour(canon, caxes: str) -> bool:
     """Equal colour samples (grey saved as colour), within :data:`GREY_TOLERANCE`."""
     c_axis = caxes.index("C")
     sample = np.moveaxis(_sample(canon, keep_axis=c_axis), c_axis, 0)[:3].astype(np.float32)
