@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -301,3 +302,18 @@ def test_a_second_ctrl_c_aborts_the_finishing_run(nuclei_folders, tmp_path, mome
     assert not model.exists()  # the model file is never written by an aborted run
     assert "position" in torch.load(ckpt, weights_only=True)  # the checkpoint is whole
     assert _temporaries(model.parent) == []
+
+
+def test_an_interrupted_command_removes_its_own_scratch_folders_only(tmp_path, monkeypatch):
+    """A scratch folder caught by the interrupt while being made or removed goes with the run;
+    another process's, or another program's, stays."""
+    from napari_unet.common.atomic import remove_own_temp_dirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pid = os.getpid()
+    ours = [tmp_path / f"napari-unet-seeds-{pid}-abc", tmp_path / f"napari-unet-{pid}-xyz"]
+    theirs = [tmp_path / f"napari-unet-seeds-{pid + 1}-abc", tmp_path / f"other-{pid}-x"]
+    for folder in ours + theirs:
+        (folder / "0.0").mkdir(parents=True)
+    assert sorted(remove_own_temp_dirs()) == sorted(ours)
+    assert [f.exists() for f in ours + theirs] == [False, False, True, True]

@@ -82,6 +82,9 @@ def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse
         _say(command, f"error: {describe_os_error(err)}")
         return EXIT_USAGE
     except KeyboardInterrupt:
+        from ..common.atomic import remove_own_temp_dirs
+
+        remove_own_temp_dirs()  # a scratch folder the interrupt caught being made or removed
         _say(command, "interrupted; nothing half-written was left behind")
         return EXIT_INTERRUPTED
     except Exception as err:  # a bug, or a library failure nobody foresaw

@@ -165,6 +165,26 @@ def remove_stale_temp_dirs(prefix: str) -> list[Path]:
     return removed
 
 
+def remove_own_temp_dirs(prefix: str = "napari-unet-") -> list[Path]:
+    """Remove ``<tempdir>/<prefix>[<word>-]<pid>-*`` folders of this very process.
+
+    For a command line interrupted part-way: an interrupt that lands while a temporary folder
+    is being made or removed (a zarr store: many files) can leave it behind, and the process
+    is about to leave. Not for a process that may still run other work (napari).
+    """
+    pattern = re.compile(rf"^{re.escape(prefix)}(?:[a-z]+-)?{os.getpid()}-")
+    removed = []
+    try:
+        entries = list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        if pattern.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

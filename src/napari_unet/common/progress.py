@@ -13,7 +13,8 @@ and the napari docks alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import contextlib
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 E = TypeVar("E")
@@ -45,14 +46,30 @@ class StageCounts:
 
 
 def run_to_end(gen: Generator[E, Any, R], on_event: Callable[[E], Any] | None = None) -> R:
-    """Run ``gen`` to its end, passing each event to ``on_event``; return its return value."""
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_event is not None:
-            on_event(event)
+    """Run ``gen`` to its end, passing each event to ``on_event``; return its return value.
+
+    An exception outside ``gen`` (a Ctrl-C landing in ``on_event``, an error there) closes
+    ``gen`` before it propagates, so the work's own clean-up (temporary stores) runs at once
+    rather than whenever the suspended generator is collected (never, if the process then
+    leaves with ``os._exit``).
+    """
+    with _closing_on_error(gen):
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if on_event is not None:
+                on_event(event)
+
+
+@contextlib.contextmanager
+def _closing_on_error(gen: Generator) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        gen.close()  # a no-op if the exception came from inside gen (it has finished)
+        raise
 
 
 def relay(gen: Generator[E, Any, R], translate: Callable[[E], F]) -> Generator[F, None, R]:
@@ -102,7 +119,8 @@ def _run_with_tqdm(gen, **tqdm_kwargs):
     counts = StageCounts()
     # no tqdm.contrib.logging redirect: under it a Ctrl-C or SIGTERM left the run finishing
     # and tqdm's __del__ raising (tests/test_interrupts.py)
-    return _drive(gen, event, counts, tqdm, tqdm_kwargs)
+    with _closing_on_error(gen):
+        return _drive(gen, event, counts, tqdm, tqdm_kwargs)
 
 
 def _drive(gen, event, counts: StageCounts, tqdm, tqdm_kwargs: dict):
