@@ -168,12 +168,18 @@ def summary(rows: list[dict]) -> None:
             f"{group:12} {kind:18} {len(rs):3d} {mean['ap50']:7.3f} {mean['ap75']:7.3f} "
             f"{mean['mean_ap']:6.3f} {warned:6d} {mean['seconds']:7.2f}"
         )
-    grey = {r["id"]: r["ap50"] for r in groups.get(("encodings", "grey"), [])}
+    grey = {r["id"]: r for r in groups.get(("encodings", "grey"), [])}
     for kind in ("rgb_png", "inverted", "two_channel"):
         rs = groups.get(("encodings", kind), [])
         if rs and grey:
-            diff = np.mean([r["ap50"] - grey[r["id"]] for r in rs])
-            print(f"encodings {kind}: AP@0.5 minus the grey run's: {diff:+.3f}")
+            diff = {
+                k: np.mean([r[k] - grey[r["id"]][k] for r in rs])
+                for k in ("ap50", "ap75", "mean_ap")
+            }
+            print(
+                f"encodings {kind} minus the grey run's: AP@0.5 {diff['ap50']:+.3f}, "
+                f"AP@0.75 {diff['ap75']:+.3f}, mean AP {diff['mean_ap']:+.3f}"
+            )
 
 
 def main() -> None:

@@ -145,6 +145,42 @@ def test_changed_thresholds_go_to_the_engine(widget, qtbot, monkeypatch):
     assert widget.status.value.startswith("done")
 
 
+# -- test-time augmentation -----------------------------------------------------------------
+def test_tta_box_runs_segment_with_tta_and_the_result_says_so(widget, qtbot, tiny_model_file):
+    """Ticked under Advanced: the dock's result is ``segment(..., tta=True)``'s, and the layer's
+    metadata and the status line record it."""
+    from napari_unet import segment
+
+    viewer = widget._viewer
+    from scipy import ndimage as ndi
+
+    blobs = ndi.gaussian_filter(np.random.default_rng(5).random((48, 64)), 3)  # not noise
+    image = ((blobs - blobs.min()) / np.ptp(blobs) * 255).astype(np.uint8)
+    viewer.add_image(image, name="cells")
+    assert widget.tta in widget.advanced.rows and not widget.tta.value  # off by default
+    widget.probabilities.value = True
+    _run_to_end(widget, qtbot)
+    assert viewer.layers["cells labels"].metadata["napari_unet"]["tta"] is False
+    assert "test-time augmentation" not in widget.status.value
+    plain = np.asarray(viewer.layers["cells probabilities"].data)
+
+    widget.tta.value = True
+    _run_to_end(widget, qtbot)
+    labels = viewer.layers["cells labels"]
+    assert labels.metadata["napari_unet"]["tta"] is True
+    assert widget.status.value.startswith("done")
+    assert "test-time augmentation" in widget.status.value
+    kwargs = {"diameter": None, "engine": "torch", "return_probabilities": True}
+    expected, probs = segment(image, tiny_model_file, tta=True, **kwargs)
+    np.testing.assert_array_equal(np.asarray(labels.data), expected)
+    shown = np.asarray(viewer.layers["cells probabilities"].data)
+    np.testing.assert_allclose(shown, probs, atol=1e-6)
+    # the tiny model's labels are the same either way; its probabilities show the views averaged
+    assert not np.allclose(shown, plain, atol=1e-4)
+    _, without = segment(image, tiny_model_file, **kwargs)
+    np.testing.assert_allclose(plain, without, atol=1e-6)
+
+
 # -- status counts --------------------------------------------------------------------------
 def test_stage_counts_never_go_back_over_passes():
     counts = StageCounts()

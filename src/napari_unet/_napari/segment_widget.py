@@ -15,8 +15,11 @@ per-object table (area, centroid, mean intensity, confidence) in the layer's ``f
 least confident first under *Where to correct first* (:mod:`._object_list`). Running again
 updates that layer; *Outlines* shows it as outlines. The detection settings under Advanced
 (thresholds, split, minimum size) start at the model card's values, read once torch is imported
-(in a worker thread when the dock opens); a run passes on only those the user changed. The
-status line and napari's progress bar count each stage's steps up over all its passes
+(in a worker thread when the dock opens); a run passes on only those the user changed.
+*Test-time augmentation* (Advanced) runs ``segment_iter(tta=True)``: the probabilities averaged
+over flips and 90-degree rotations, several times slower; the status line and
+``metadata["napari_unet"]["tta"]`` say whether a result was made with it. The status line
+and napari's progress bar count each stage's steps up over all its passes
 (:class:`._stage_bar.StageCounts`). torch is imported when a run starts, not before.
 """
 
@@ -377,7 +380,9 @@ class SegmentWidget(Dock):
             _start_thread=False,
             _connect={
                 "yielded": self._on_progress,
-                "returned": lambda result: self._on_result(layer, job["axes"], result, record),
+                "returned": lambda result: self._on_result(
+                    layer, job["axes"], result, record, tta=job["tta"]
+                ),
                 "errored": self._on_error,  # napari also shows it as a notification
                 "finished": self._on_finished,
             },
@@ -453,6 +458,7 @@ class SegmentWidget(Dock):
             "channel_names": channel_names(layer, n) if n > 1 else None,
             "invert": self.invert.value,
             "output": self.output.value,
+            "tta": bool(self.tta.value),
             "tile_shape": self.tile.value or None,
             "overlap": self.overlap.value or None,
             "device": self.device.value,
@@ -488,7 +494,9 @@ class SegmentWidget(Dock):
         )
         pbar.show(stage, done, total)
 
-    def _on_result(self, layer: Any, axes: str, result: Any, record: Any = None) -> None:
+    def _on_result(
+        self, layer: Any, axes: str, result: Any, record: Any = None, *, tta: bool = False
+    ) -> None:
         from ..inference.axes import labels_axes
 
         if self._cancelled:
@@ -504,7 +512,7 @@ class SegmentWidget(Dock):
             out.contour = OUTLINE_WIDTH
         # what the run decided and found; the object size it measured (None: not measured)
         meta = report.as_metadata() if report is not None else {}
-        meta.update(object_diameter=self._diameter, scale=self._scale)
+        meta.update(object_diameter=self._diameter, scale=self._scale, tta=tta)
         out.metadata["napari_unet"] = meta
         self.objects.show_table(out, self._table, labels_axes(axes))
         self.retrain.select(out)
@@ -513,7 +521,8 @@ class SegmentWidget(Dock):
         if report is not None and report.objects is not None:
             plural = "" if report.objects == 1 else "s"
             found = f"{report.objects} object{plural} in {tuple(labels.shape)}"
-        lines = [f"done: {found}{self._scale_note()}{per_time}"]
+        augmented = "; test-time augmentation (flips and rotations averaged)" if tta else ""
+        lines = [f"done: {found}{self._scale_note()}{augmented}{per_time}"]
         if report is not None:
             lines.append(f"input: {report.choice.describe()}")
             if report.warning:
