@@ -50,6 +50,7 @@ from .size_search import estimate_size_iter
 __all__ = [
     "OUTPUTS",
     "SegmentProgress",
+    "model_input",
     "postprocessing_settings",
     "run_with_progress",
     "segment",
@@ -435,6 +436,71 @@ def _relinker(caxes: str, zmode: str, threshold: float):
     """Link per-slice ids across slices (:func:`.zstack.relabel_slices_iter`) in a labels store."""
     laxes = ax.labels_axes(caxes)
     return lambda store: zstack.relabel_slices_iter(store, laxes, zmode, threshold, store)
+
+
+def model_input(
+    image: Any,
+    model: Any = None,
+    *,
+    axes: str | None = None,
+    channel: int | str | None = None,
+    channel_names: Sequence[str] | None = None,
+    invert: str | bool = "auto",
+) -> tuple[Any, Any, InputChoice]:
+    """What the network of :func:`segment` sees of ``image``, for training on it.
+
+    The same decisions as :func:`segment` with the same arguments (the model a stained colour
+    image gets, the channel, the optical density of colour, the inversion), so that a model
+    fine-tuned on corrections of ``image`` learns from what it is later given.
+
+    Parameters
+    ----------
+    image : array-like
+        As :func:`segment` takes it.
+    model : UNet, str or path, optional
+        As :func:`segment` takes it; ``None``: the built-in model for this image.
+    axes, channel, channel_names, invert
+        As :func:`segment` takes them.
+
+    Returns
+    -------
+    array : ndarray, shape (Y, X), (Z, Y, X) or (C, [Z,] Y, X)
+        The network's input before normalisation: no T axis, channels first when more than
+        one (the model's ``in_channels``).
+    model : UNet
+        The model the decisions were made for.
+    choice : InputChoice
+        What was decided.
+
+    Raises
+    ------
+    UserInputError
+        As :func:`segment` does, and for an image with a time axis.
+    """
+    default_model = model is None
+    model = builtin_model("nuclei") if default_model else resolve_model(model)
+    array = as_array(image)
+    axes, source = resolve_axes(array, axes, model)
+    canon, caxes = ax.to_canonical(array, axes)
+    if "T" in caxes:
+        raise UserInputError(
+            f"image: axes {axes!r} have a time axis; give one frame at a time to train on"
+        )
+    colour = ax.is_colour(axes, array.shape)
+    model = _model_for(model, default_model, colour, channel, canon, caxes)
+    choice = InputChoice(axes=axes, axes_source=source, model=model_name(model))
+    canon, caxes, choice = prepare_input(
+        canon,
+        caxes,
+        in_channels=model.in_channels,
+        colour=colour,
+        channel=channel,
+        channel_names=channel_names,
+        invert=invert,
+        colour_input=model.card.get("colour_input"),
+        choice=choice,
+    )
+    return np.asarray(canon), model, choice
 
 
 def model_name(model) -> str:
