@@ -24,7 +24,7 @@ import torch
 
 from napari_unet import load_model, segment
 from napari_unet.common.sample import load_sample
-from napari_unet.inference.rescale import resample
+from napari_unet.inference.sizing.rescale import resample
 
 
 def best_of(fns: dict, repeats: int) -> dict[str, float]:

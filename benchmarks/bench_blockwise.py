@@ -76,9 +76,13 @@ def _child(args: argparse.Namespace) -> None:
     import zarr
 
     from napari_unet import segment
-    from napari_unet.inference.blockwise import plan_blocks
-    from napari_unet.inference.blockwise.plan import block_halo, default_block, pooling_align
     from napari_unet.inference.pipeline import builtin_model
+    from napari_unet.inference.volumes.blockwise import plan_blocks
+    from napari_unet.inference.volumes.blockwise.plan import (
+        block_halo,
+        default_block,
+        pooling_align,
+    )
 
     torch.set_num_threads(args.threads)
     volume = zarr.open_array(args.child, mode="r")

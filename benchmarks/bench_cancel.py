@@ -2,7 +2,7 @@
 
 Cancel used to take effect between batches of tiles only: on a large image the default plan runs
 one ~1040 px tile per batch, so Cancel waited for a whole batch. The dock now also sets a stop
-event that the engines check inside a batch (:mod:`napari_unet.inference.interrupt`). This
+event that the engines check inside a batch (:mod:`napari_unet.inference.backends.interrupt`). This
 prints, for the built-in nuclei model on a random image with the default tile plan, per engine:
 the longest time between two progress events (the old wait after Cancel, in the worst case) and
 the time from setting the stop event, half-way through a batch, to the generator's last event.
@@ -23,7 +23,7 @@ import numpy as np
 
 def batch_times(model, image, engine: str, batches: int) -> list[float]:
     """Seconds of the first ``batches`` batches (between progress events)."""
-    from napari_unet.inference.predict import predict_tiled_iter
+    from napari_unet.inference.tiling.predict import predict_tiled_iter
 
     gen = predict_tiled_iter(model, image, device="cpu", engine=engine)
     stamps = [time.perf_counter()]
@@ -47,9 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from napari_unet.inference.engines import engine_runner, resolve_engine
-    from napari_unet.inference.predict import predict_tiled_iter
-    from napari_unet.inference.tile_plan import plan_tiles
+    from napari_unet.inference.backends.engines import engine_runner, resolve_engine
+    from napari_unet.inference.tiling.predict import predict_tiled_iter
+    from napari_unet.inference.tiling.tile_plan import plan_tiles
     from napari_unet.zoo.resolve import resolve_model
 
     torch.set_num_threads(args.threads)

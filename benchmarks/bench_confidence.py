@@ -15,8 +15,8 @@ interior, boundary); the objects of all images are pooled, ranked by the measure
 error rate of the least confident tenth is compared with that of the most confident tenth
 (target: at least 3x), with the area under the ROC curve of "correct object" against the
 measure (0.5: no better than chance). ``engine`` is what
-:func:`napari_unet.inference.objects.object_table` puts in its ``confidence`` column: the mean
-of ``foreground``, ``peak_interior`` and ``rim_boundary``.
+:func:`napari_unet.inference.labels.objects.object_table` puts in its ``confidence`` column:
+the mean of ``foreground``, ``peak_interior`` and ``rim_boundary``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from skimage.segmentation import expand_labels, find_boundaries
 
 from napari_unet import segment
 from napari_unet.evaluation.matching import overlap_table
-from napari_unet.inference.objects import confidence_parts, object_table
+from napari_unet.inference.labels.objects import confidence_parts, object_table
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018_stage1_test"
 #: an object whose best IoU with the ground truth is below this is an error

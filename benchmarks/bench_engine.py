@@ -31,7 +31,7 @@ import tifffile
 import torch
 
 from napari_unet import UNet, load_model, segment
-from napari_unet.inference.engines import available_engines, resolve_engine
+from napari_unet.inference.backends.engines import available_engines, resolve_engine
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test"
 

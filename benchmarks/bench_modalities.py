@@ -43,7 +43,7 @@ from skimage.io import imsave
 
 from napari_unet import segment
 from napari_unet.common.readers import channel_names, read_image
-from napari_unet.inference.modality import haematoxylin
+from napari_unet.inference.images.modality import haematoxylin
 from napari_unet.metrics import average_precision
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,9 +28,9 @@ import torch
 
 from napari_unet import load_model
 from napari_unet.common.sample import load_sample
-from napari_unet.inference.normalize import normalize
-from napari_unet.inference.postprocess import instance_labels
-from napari_unet.inference.predict import predict_tiled
+from napari_unet.inference.images.normalize import normalize
+from napari_unet.inference.labels.postprocess import instance_labels
+from napari_unet.inference.tiling.predict import predict_tiled
 from napari_unet.metrics import average_precision
 
 OVERLAPS = (32, 64, 96, 128, 214)

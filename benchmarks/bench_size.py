@@ -42,8 +42,8 @@ import torch
 from skimage.segmentation import clear_border, relabel_sequential
 
 from napari_unet import load_model, segment
-from napari_unet.inference.rescale import resample
-from napari_unet.inference.size import diameter_from_labels
+from napari_unet.inference.sizing.rescale import resample
+from napari_unet.inference.sizing.size import diameter_from_labels
 from napari_unet.metrics import average_precision
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018_stage1_test"

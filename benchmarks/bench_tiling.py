@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from napari_unet.common.device import resolve_device
-from napari_unet.inference.predict import predict_tiled
-from napari_unet.inference.tile_plan import plan_tiles
+from napari_unet.inference.tiling.predict import predict_tiled
+from napari_unet.inference.tiling.tile_plan import plan_tiles
 from napari_unet.model.inference import inference_model, to_model_layout
 from napari_unet.model.unet import UNet
 
@@ -202,7 +202,7 @@ def bench_flops(args: argparse.Namespace) -> None:
 _SCALE_CHILD = """
 import sys, time, numpy as np, torch, zarr
 from napari_unet.model.unet import UNet
-from napari_unet.inference.predict import predict_tiled
+from napari_unet.inference.tiling.predict import predict_tiled
 size, base, depth, threads, folder = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 def peak_mb():  # VmHWM: peak resident set of this process (reset by exec, unlike ru_maxrss)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))

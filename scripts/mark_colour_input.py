@@ -2,8 +2,8 @@
 
 ``napari-unet segment`` (and ``segment()``) routes stained colour images to a model whose card
 says ``"colour_input"`` and feeds it the input it was trained on: ``"optical_density"``
-(:func:`napari_unet.inference.modality.optical_density`, 3 channels) or ``"haematoxylin"``
-(:func:`napari_unet.inference.modality.haematoxylin`, 1 channel).
+(:func:`napari_unet.inference.images.modality.optical_density`, 3 channels) or ``"haematoxylin"``
+(:func:`napari_unet.inference.images.modality.haematoxylin`, 1 channel).
 
 Usage: python scripts/mark_colour_input.py MODEL.safetensors optical_density|haematoxylin
 """

@@ -2,8 +2,8 @@
 # Reproduce the built-in H&E nuclei model (src/napari_unet/models/nuclei-he.safetensors).
 #
 # The model takes the optical density of a stained colour image, -log((I + 1) / 256) per colour
-# channel (napari_unet.inference.modality.optical_density): stain amounts, so nuclei are bright
-# on a dark background in every channel, as in fluorescence. It starts from the built-in
+# channel (napari_unet.inference.images.modality.optical_density): stain amounts, so nuclei are
+# bright on a dark background in every channel, as in fluorescence. It starts from the built-in
 # fluorescence model, its first convolution spread over the 3 channels (the grey weights / 3),
 # and is fine-tuned on the 107 H&E / stained colour images of ../shared/data/dsb2018_other (DSB
 # 2018 stage-1 train, CC0), 10% held out for validation (seed 2018); the 12 H&E images of the
@@ -30,7 +30,7 @@ import tifffile
 from napari_unet import load_model, save_model
 from napari_unet.model.files import build_model
 from napari_unet.model.unet import UNetConfig
-from napari_unet.inference.modality import optical_density
+from napari_unet.inference.images.modality import optical_density
 source, work = sys.argv[1:]
 for sub in ("images", "labels"):
     os.makedirs(os.path.join(work, sub), exist_ok=True)

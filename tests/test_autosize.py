@@ -10,9 +10,9 @@ from napari_unet import load_model, segment
 from napari_unet.common.errors import UserInputError
 from napari_unet.common.progress import run_to_end
 from napari_unet.common.sample import load_sample
-from napari_unet.inference import size as autosize
-from napari_unet.inference.rescale import resample
-from napari_unet.inference.size import (
+from napari_unet.inference.sizing import size as autosize
+from napari_unet.inference.sizing.rescale import resample
+from napari_unet.inference.sizing.size import (
     EDT_TO_DIAMETER,
     auto_scale_iter,
     comfortable_range,
@@ -81,7 +81,7 @@ def test_objects_in_range_are_not_resampled(nuclei):
 
 def test_measuring_pass_is_reused_when_nothing_is_resampled(nuclei, monkeypatch):
     """In range and small enough to measure whole: the image is predicted once, not twice."""
-    from napari_unet.inference import predict as tiling
+    from napari_unet.inference.tiling import predict as tiling
 
     model, image, _ = nuclei
     calls = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_unet.common.errors import ShapeError, UserInputError
-from napari_unet.inference import axes as ax
+from napari_unet.inference.images import axes as ax
 
 
 @pytest.mark.parametrize("text", ["yx", " ZYX ", "TCZYX", "YXC", "tcyx"])

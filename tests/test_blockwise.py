@@ -1,4 +1,5 @@
-"""Blockwise z_mode "3d" (inference/blockwise): the blocks' labels equal the in-memory labels.
+"""Blockwise z_mode "3d" (inference/volumes/blockwise): the blocks' labels equal the in-memory
+labels.
 
 Oracles: a U-Net whose forward pass is a threshold (its labels are known exactly, and its
 blocks see exactly the whole volume's probabilities), then the built-in nuclei model on a
@@ -18,9 +19,9 @@ from scipy import ndimage as ndi
 from napari_unet import UNet, segment
 from napari_unet.cli import main
 from napari_unet.common.errors import UserInputError
-from napari_unet.inference import blockwise, zstack
-from napari_unet.inference.blockwise import plan as plan_module
 from napari_unet.inference.pipeline import segment_iter
+from napari_unet.inference.volumes import blockwise, zstack
+from napari_unet.inference.volumes.blockwise import plan as plan_module
 from napari_unet.metrics import average_precision
 from synthetic3d import ellipsoid_stack
 

@@ -15,7 +15,7 @@ from dask.utils import key_split
 from napari_unet import segment
 from napari_unet.cli import main
 from napari_unet.common.errors import UserInputError
-from napari_unet.inference import cluster
+from napari_unet.inference.clusters import cluster
 from napari_unet.inference.pipeline import segment_iter
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from distributed import Client, LocalCluster
 
-from napari_unet.inference.predict import predict_tiled, predict_tiled_dask
+from napari_unet.inference.tiling.predict import predict_tiled, predict_tiled_dask
 from napari_unet.model.unet import UNet
 
 

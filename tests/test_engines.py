@@ -11,8 +11,8 @@ import torch
 from napari_unet import load_model, segment
 from napari_unet.common.errors import UserInputError
 from napari_unet.common.sample import load_sample
-from napari_unet.inference import engines
-from napari_unet.inference.engines import (
+from napari_unet.inference.backends import engines
+from napari_unet.inference.backends.engines import (
     AUTO_MIN_PIXELS,
     ENGINES,
     TOLERANCE,
@@ -22,7 +22,7 @@ from napari_unet.inference.engines import (
     is_prepared,
     resolve_engine,
 )
-from napari_unet.inference.predict import predict_tiled
+from napari_unet.inference.tiling.predict import predict_tiled
 from napari_unet.model.export import model_digest
 from napari_unet.model.unet import UNet
 
@@ -137,7 +137,7 @@ def test_unverified_engine_falls_back_to_torch(fast_engine, monkeypatch, caplog)
     net = _net(seed=9)
     image = np.random.default_rng(2).normal(size=(1, 40, 40)).astype(np.float32)
     monkeypatch.setattr(engines, "TOLERANCE", -1.0)  # nothing can pass
-    with caplog.at_level(logging.WARNING, logger="napari_unet.inference.engines"):
+    with caplog.at_level(logging.WARNING, logger="napari_unet.inference.backends.engines"):
         got = predict_tiled(net, image, engine=fast_engine, device="cpu")
     assert "using torch" in caplog.text
     np.testing.assert_array_equal(got, predict_tiled(net, image, engine="torch", device="cpu"))

@@ -450,7 +450,7 @@ def test_a_failed_checkpoint_write_is_one_line(ws, tmp_path, monkeypatch, capsys
 
 
 def test_a_huge_tile_is_cut_to_the_image_not_to_the_memory(tiny_model):
-    from napari_unet.inference.tile_plan import MAX_TILE, plan_tiles
+    from napari_unet.inference.tiling.tile_plan import MAX_TILE, plan_tiles
 
     plan = plan_tiles(tiny_model, (40, 40), tile_shape=10**9)
     assert max(plan.tile_shape) <= MAX_TILE[2]

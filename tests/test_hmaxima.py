@@ -8,7 +8,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import h_maxima
 
 from napari_unet.common.sample import load_sample
-from napari_unet.inference.hmaxima import h_maxima_positive
+from napari_unet.inference.labels.hmaxima import h_maxima_positive
 
 
 def _smoothed_edt(mask: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_unet.common.errors import Cancelled
-from napari_unet.inference import engines, interrupt
+from napari_unet.inference.backends import engines, interrupt
 from napari_unet.inference.pipeline import segment_iter
 from napari_unet.model.unet import UNet
 

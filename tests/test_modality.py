@@ -11,9 +11,9 @@ from napari_unet import segment
 from napari_unet.cli import main
 from napari_unet.common.errors import ShapeError, UserInputError
 from napari_unet.common.readers import channel_names, read_image
-from napari_unet.inference import modality
-from napari_unet.inference.domain import check_domain
-from napari_unet.inference.modality import InputChoice
+from napari_unet.inference.images import modality
+from napari_unet.inference.images.domain import check_domain
+from napari_unet.inference.images.modality import InputChoice
 
 
 def _nuclei(shape=(96, 96), seed=0) -> np.ndarray:
@@ -209,7 +209,7 @@ def test_evaluate_refuses_an_intensity_image_as_ground_truth(tmp_path, capsys):
 
 
 def test_noise_is_not_resampled_and_is_said_to_be_noise(tiny_model):
-    from napari_unet.inference.domain import has_structure
+    from napari_unet.inference.images.domain import has_structure
 
     noise = np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8)
     assert not has_structure(noise, "YX") and has_structure(_nuclei(), "YX")

@@ -11,7 +11,7 @@ import tifffile
 from napari_unet._napari._object_list import camera
 from napari_unet._napari.segment_widget import BUILTIN, SegmentWidget
 from napari_unet.common.sample import sample_paths
-from napari_unet.inference.objects import COLUMNS
+from napari_unet.inference.labels.objects import COLUMNS
 
 TIMEOUT_MS = 120_000
 

@@ -10,7 +10,7 @@ import tifffile
 
 from napari_unet import segment
 from napari_unet.cli import main
-from napari_unet.inference.objects import (
+from napari_unet.inference.labels.objects import (
     COLUMNS,
     least_confident,
     object_table,

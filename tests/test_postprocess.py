@@ -8,7 +8,7 @@ import zarr
 from skimage.draw import disk
 
 from napari_unet.common.errors import ShapeError
-from napari_unet.inference.postprocess import (
+from napari_unet.inference.labels.postprocess import (
     ChunkProgress,
     instance_labels,
     instance_labels_chunked,

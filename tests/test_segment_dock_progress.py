@@ -31,7 +31,7 @@ def _hold_first_batch(monkeypatch):
     Returns ``(started, go, results)``: ``started`` is set when the first batch is in the
     network; ``results`` gets what each batch returned (``None``: dropped part-way).
     """
-    from napari_unet.inference import predict
+    from napari_unet.inference.tiling import predict
 
     started, go, results = threading.Event(), threading.Event(), []
     runner = predict.engine_runner
@@ -55,7 +55,7 @@ def _hold_first_batch(monkeypatch):
 def test_cancel_drops_the_batch_in_flight_of_a_large_tile(
     make_napari_viewer, tiny_model_file, tiny_model, qtbot, monkeypatch
 ):
-    from napari_unet.inference.tile_plan import plan_tiles
+    from napari_unet.inference.tiling.tile_plan import plan_tiles
 
     image = (np.random.default_rng(0).random((1000, 1000)) * 255).astype(np.uint8)
     assert plan_tiles(tiny_model, image.shape).tile_shape[0] > 512  # one large tile

@@ -215,7 +215,7 @@ def test_diameter_resamples_and_returns_labels_at_the_image_size(widget, qtbot):
 
 def test_status_says_when_auto_size_resampled_the_image(make_napari_viewer, qtbot):
     from napari_unet.common.sample import load_sample
-    from napari_unet.inference.rescale import resample
+    from napari_unet.inference.sizing.rescale import resample
 
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)  # the built-in model, automatic object size

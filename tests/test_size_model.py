@@ -11,9 +11,9 @@ from skimage.segmentation import relabel_sequential
 
 from napari_unet import load_model, save_model, segment
 from napari_unet.common.progress import run_to_end
-from napari_unet.inference.rescale import resample
-from napari_unet.inference.size import MIN_RELIABLE, diameter_from_labels, measure_scale_iter
-from napari_unet.inference.size_search import estimate_size_iter, size_model_settings
+from napari_unet.inference.sizing.rescale import resample
+from napari_unet.inference.sizing.size import MIN_RELIABLE, diameter_from_labels, measure_scale_iter
+from napari_unet.inference.sizing.size_search import estimate_size_iter, size_model_settings
 from napari_unet.training import loop
 from napari_unet.training.data import object_diameters, prepare_pair
 from napari_unet.training.size_fit import fit_size_model, summarize
@@ -182,7 +182,7 @@ def test_the_pass_that_measured_is_reused(nuclei, monkeypatch):
     scale whose probabilities (and labels) are the segmentation's, not a third pass."""
     from napari_unet.common.sample import load_sample
     from napari_unet.inference import frames
-    from napari_unet.inference import predict as tiling
+    from napari_unet.inference.tiling import predict as tiling
 
     image = load_sample()[0]
     pixels = []

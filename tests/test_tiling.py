@@ -9,14 +9,14 @@ import torch
 import zarr
 
 from napari_unet.common.errors import ShapeError, UserInputError
-from napari_unet.inference.predict import (
+from napari_unet.inference.tiling.predict import (
     TileProgress,
     predict_tiled,
     predict_tiled_dask,
     predict_tiled_iter,
     receptive_field,
 )
-from napari_unet.inference.tile_plan import plan_tiles
+from napari_unet.inference.tiling.tile_plan import plan_tiles
 from napari_unet.model.inference import inference_model
 from napari_unet.model.unet import UNet, center_crop
 
@@ -339,7 +339,7 @@ def test_model_must_be_a_unet():
 
 def test_tta_views_and_their_inverse_give_back_the_plain_prediction():
     """An equivariant 'network' (identity on the input): every view maps back to the input."""
-    from napari_unet.inference.predict import augmented, views
+    from napari_unet.inference.tiling.predict import augmented, views
 
     assert len(views((64, 64))) == 8 and len(views((64, 96))) == 4
     assert len(views((16, 64, 64))) == 8

@@ -44,7 +44,7 @@ def _working_side(labels, working: float) -> int:
 @pytest.fixture
 def seen(monkeypatch):
     """The input shapes the preview's prediction gets."""
-    from napari_unet.inference import predict
+    from napari_unet.inference.tiling import predict
 
     shapes: list[tuple[int, ...]] = []
     original = predict.predict_tiled

@@ -1,4 +1,4 @@
-"""Z stacks with a 2D model: z_mode "3d", "stitch" and "slices" (inference/zstack.py).
+"""Z stacks with a 2D model: z_mode "3d", "stitch" and "slices" (inference/volumes/zstack.py).
 
 Most tests use a U-Net whose forward pass is a threshold (bright = interior), so the right
 answer is known exactly: the 3D connected components of the bright voxels. One test runs the
@@ -16,8 +16,8 @@ from scipy import ndimage as ndi
 
 from napari_unet import UNet, segment
 from napari_unet.common.errors import UserInputError
-from napari_unet.inference import zstack
 from napari_unet.inference.pipeline import segment_iter
+from napari_unet.inference.volumes import zstack
 from napari_unet.metrics import average_precision
 from synthetic3d import ellipsoid_stack
 

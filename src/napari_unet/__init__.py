@@ -21,8 +21,8 @@ _LAZY = {
     "save_model": "napari_unet.model.files",
     "layer_summary": "napari_unet.model.summary",
     "segment": "napari_unet.inference.pipeline",
-    "predict_tiled": "napari_unet.inference.predict",
-    "receptive_field": "napari_unet.inference.predict",
+    "predict_tiled": "napari_unet.inference.tiling.predict",
+    "receptive_field": "napari_unet.inference.tiling.predict",
     "train": "napari_unet.training.arrays",
     "UserInputError": "napari_unet.common.errors",
     "ModelFileError": "napari_unet.common.errors",
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import metrics
     from .common.errors import ModelFileError, UserInputError
     from .inference.pipeline import segment
-    from .inference.predict import predict_tiled, receptive_field
+    from .inference.tiling.predict import predict_tiled, receptive_field
     from .model.files import load_model, save_model
     from .model.summary import layer_summary
     from .model.unet import UNet, UNetConfig

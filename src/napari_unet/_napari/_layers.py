@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..inference.axes import guess_axes, parse_axes
+from ..inference.images.axes import guess_axes, parse_axes
 
 if TYPE_CHECKING:
     import napari
@@ -75,7 +75,7 @@ def axes_proposal(
     A short unlabelled leading axis (channels or Z slices?) gives no axes and a
     ``problem`` that says to type them, with examples.
     """
-    from ..inference.axes import AmbiguousAxesError
+    from ..inference.images.axes import AmbiguousAxesError
 
     data = layer_array(layer)
     rgb = bool(layer.rgb)
@@ -123,7 +123,7 @@ def _axis_letters(labels: tuple[str, ...], n: int) -> bool:
 
 def channel_count(shape: tuple[int, ...], axes: str) -> int:
     """Channels a channel picker offers: the C axis's length, 0 for colour or no C axis."""
-    from ..inference.axes import is_colour
+    from ..inference.images.axes import is_colour
 
     if "C" not in axes or len(axes) != len(shape) or is_colour(axes, shape):
         return 0

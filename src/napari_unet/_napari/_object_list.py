@@ -1,10 +1,11 @@
 """*Where to correct first*: a Segment result's objects, least confident first; a click jumps.
 
-The engine measures every object of a result (:func:`napari_unet.inference.objects.object_table`:
-label, area, centroid, mean intensity, confidence); :class:`ObjectList` puts that table into the
-Labels layer's ``features`` (with napari's ``index`` column, so hovering an object shows its
-row), lists the :data:`MAX_ROWS` least confident objects (about ten rows visible, the list
-scrolls), centres the viewer on the object of a clicked row and selects its label, and exports
+The engine measures every object of a result
+(:func:`napari_unet.inference.labels.objects.object_table`: label, area, centroid, mean
+intensity, confidence); :class:`ObjectList` puts that table into the Labels layer's
+``features`` (with napari's ``index`` column, so hovering an object shows its row), lists the
+:data:`MAX_ROWS` least confident objects (about ten rows visible, the list scrolls), centres
+the viewer on the object of a clicked row and selects its label, and exports
 the whole table as CSV.
 """
 
@@ -77,7 +78,7 @@ class ObjectList(Container):
         ``None`` (no table for this result: a dask image, semantic labels) clears the
         layer's features and hides the list.
         """
-        from ..inference.objects import least_confident
+        from ..inference.labels.objects import least_confident
 
         self.layer, self.table, self._axes = layer, table, axes
         if table is None:
@@ -123,7 +124,7 @@ class ObjectList(Container):
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Write the whole table (one row per object, label order) to ``path``, atomically."""
         from ..common.errors import UserInputError
-        from ..inference.objects import write_csv
+        from ..inference.labels.objects import write_csv
 
         if self.table is None:
             raise UserInputError("no object table yet: segment an image first")

@@ -1,7 +1,7 @@
 """The settings rows of the U-Net Segment dock: the few up front, the rest under Advanced.
 
 The detection settings under Advanced (seed and foreground thresholds, split, minimum size:
-:func:`napari_unet.inference.postprocess.instance_labels`) start at the values of the chosen
+:func:`napari_unet.inference.labels.postprocess.instance_labels`) start at the values of the chosen
 model's card (:func:`card_postprocessing`); a run passes on only the ones the user changed.
 """
 
@@ -20,7 +20,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..inference.modality import INVERT_CHOICES
+from ..inference.images.modality import INVERT_CHOICES
 from ._dock import header
 from ._model_registry import TRAINED
 from ._segment_output import BUILTIN, FROM_FILE
@@ -30,13 +30,13 @@ OUTPUT_KINDS = ("instance", "semantic")
 #: channels for a multichannel model; otherwise the run is refused with the list of channels)
 AUTO_CHANNEL = "auto"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-#: napari_unet.inference.zstack.Z_MODES, with plain words
+#: napari_unet.inference.volumes.zstack.Z_MODES, with plain words
 Z_MODES = (
     ("3D objects (YX, ZX, ZY planes)", "3d"),
     ("slices linked by overlap", "stitch"),
     ("each slice on its own", "slices"),
 )
-#: napari_unet.inference.engines.ENGINES (torch is imported when a run starts, not before)
+#: napari_unet.inference.backends.engines.ENGINES (torch is imported when a run starts, not before)
 ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 #: the instance post-processing settings of a model card (``postprocessing`` entry), in the
 #: order of the Advanced rows
@@ -232,7 +232,7 @@ def card_postprocessing(card: dict[str, Any]) -> dict[str, float]:
     from types import SimpleNamespace
 
     from ..inference.inputs import postprocessing_settings
-    from ..inference.postprocess import instance_labels
+    from ..inference.labels.postprocess import instance_labels
 
     params = inspect.signature(instance_labels).parameters
     engine = {key: params[key].default for key in POST_KEYS}

@@ -5,11 +5,11 @@ and its axes (proposed from the layer and shown in the status line, editable und
 layer whose axes cannot be told asks for them), the channel of a multichannel layer (the
 Channel box) and the inversion setting, runs :func:`napari_unet.inference.pipeline.segment_iter`
 in a thread worker (progress in napari's activity dock, counted for post-processing too; Cancel
-stops the batch of tiles in flight at once, :mod:`napari_unet.inference.interrupt`), and puts
-the result into a Labels layer named ``"<image> labels"`` with the image's scale, translate and
-axis labels. What the run decided (axes, channel, colour, inversion, model: the
-:class:`~napari_unet.inference.domain.SegmentReport`) and the object count go to the status
-line and to the layer's ``metadata["napari_unet"]``; an image unlike the model's training
+stops the batch of tiles in flight at once, :mod:`napari_unet.inference.backends.interrupt`), and
+puts the result into a Labels layer named ``"<image> labels"`` with the image's scale, translate
+and axis labels. What the run decided (axes, channel, colour, inversion, model: the
+:class:`~napari_unet.inference.images.domain.SegmentReport`) and the object count go to the
+status line and to the layer's ``metadata["napari_unet"]``; an image unlike the model's training
 images adds a warning (also a notification). An instance result of an in-memory image carries a
 per-object table (area, centroid, mean intensity, confidence) in the layer's ``features``, listed
 least confident first under *Where to correct first* (:mod:`._object_list`). Running again
@@ -216,7 +216,7 @@ class SegmentWidget(Dock):
 
     def _valid_axes(self, layer: Any) -> str:
         """The Axes box as axes of ``layer``'s data, ``""`` when empty or not fitting."""
-        from ..inference.axes import parse_axes
+        from ..inference.images.axes import parse_axes
 
         text = (self.axes.value or "").strip()
         if layer is None or not text:
@@ -242,7 +242,7 @@ class SegmentWidget(Dock):
 
     def _input_line(self, layer: Any, axes: str) -> str:
         """The status before a run: the axes used for ``layer`` and where they come from."""
-        from ..inference.axes import is_colour, parse_axes
+        from ..inference.images.axes import is_colour, parse_axes
 
         if layer is None:
             return ""
@@ -429,9 +429,9 @@ class SegmentWidget(Dock):
 
     def _job(self, layer: Any) -> dict[str, Any]:
         from ..common.errors import UserInputError
-        from ..inference.axes import parse_axes
-        from ..inference.blockwise.plan import block_from_text
-        from ..inference.cluster import scheduler_address
+        from ..inference.clusters.cluster import scheduler_address
+        from ..inference.images.axes import parse_axes
+        from ..inference.volumes.blockwise.plan import block_from_text
 
         if layer is None:
             raise UserInputError("choose an image layer to segment")
@@ -497,7 +497,7 @@ class SegmentWidget(Dock):
     def _on_result(
         self, layer: Any, axes: str, result: Any, record: Any = None, *, tta: bool = False
     ) -> None:
-        from ..inference.axes import labels_axes
+        from ..inference.images.axes import labels_axes
 
         if self._cancelled:
             return

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._args import non_negative, non_negative_int, positive, positive_int
 
-#: napari_unet.inference.engines.ENGINES (not imported here: it would import torch)
+#: napari_unet.inference.backends.engines.ENGINES (not imported here: it would import torch)
 ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def _cluster(scheduler: str | None):
     """A checked dask.distributed client for ``--scheduler`` (or the environment), or None."""
     import sys
 
-    from ..inference.cluster import cluster_client, scheduler_address
+    from ..inference.clusters.cluster import cluster_client, scheduler_address
 
     address = scheduler_address(scheduler)
     if address is None:
@@ -387,7 +387,7 @@ def segment_file(
 
 def _write_table(table: dict | None, path: Path) -> str:
     """Write the objects' table to ``path``; what the image's line says about it."""
-    from ..inference.objects import write_csv
+    from ..inference.labels.objects import write_csv
 
     if table is None:  # the engine measures in-memory instance labels only
         return "; no object table (zarr input or semantic model)"
@@ -398,7 +398,7 @@ def _write_table(table: dict | None, path: Path) -> str:
 def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``z_mode``, ``anisotropy`` (given, else from the file), ``stitch_threshold``, ``block``."""
     from ..common.errors import UserInputError
-    from ..inference.zstack import MAX_ANISOTROPY, MIN_ANISOTROPY
+    from ..inference.volumes.zstack import MAX_ANISOTROPY, MIN_ANISOTROPY
     from .voxel_size import anisotropy_of
 
     anisotropy = args.anisotropy

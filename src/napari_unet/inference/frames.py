@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..common.progress import relay
-from . import axes as ax
-from .domain import Doubt
-from .normalize import LIMIT, normalization_stats, working_dtype
-from .postprocess import (
+from .images import axes as ax
+from .images.domain import Doubt
+from .images.normalize import LIMIT, normalization_stats, working_dtype
+from .labels.postprocess import (
     LABEL_DTYPE,
     SEEDS_PREFIX,
     instance_labels_chunked,
@@ -34,7 +34,7 @@ from .postprocess import (
 #: names of the temporary zarr stores in the system's temporary folder (then the process id)
 _TEMP_PREFIX = "napari-unet-"
 _PROBS_PREFIX = "napari-unet-probs-"
-_WORK_PREFIX = "napari-unet-work-"  # a cluster job's work folder (cluster_job.py)
+_WORK_PREFIX = "napari-unet-work-"  # a cluster job's work folder (clusters/cluster_job.py)
 
 #: pixels per channel used to estimate the normalisation of a large (dask) image
 STATS_SAMPLE = 4_000_000
@@ -62,10 +62,10 @@ class SegmentProgress:
         or the one given as ``diameter``; ``None`` when neither (and during measuring).
     report : SegmentReport or None
         Only on the last event (stage ``"done"``): what the run decided and found
-        (:class:`~.domain.SegmentReport`).
+        (:class:`~.images.domain.SegmentReport`).
     table : dict of str to ndarray, or None
         Only on the last event of a run asked for it (``table=True``) that has one (instance
-        labels of an in-memory image): one row per object (:func:`~.objects.object_table`).
+        labels of an in-memory image): one row per object (:func:`~.labels.objects.object_table`).
     """
 
     stage: str
@@ -170,7 +170,7 @@ class SegmentJob:
         if hasattr(self.model, "predict_iter"):  # a BioImage.IO package (zoo.runner.ZooModel)
             raw = np.asarray(ax.frame(self.canon, self.caxes, index), np.float32)
             return self.model.predict_iter(raw, device=tiling.get("device", "auto"), out=out)
-        from .predict import predict_tiled_iter
+        from .tiling.predict import predict_tiled_iter
 
         return predict_tiled_iter(self.model, self.normalized_frame(index), out=out, **tiling)
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..common.errors import ShapeError, UserInputError
 from ..common.validate import check_integer, check_not_empty, check_number
-from . import axes as ax
 from .frames import is_dask, is_zarr
+from .images import axes as ax
 
 __all__ = [
     "OUTPUTS",
@@ -36,7 +36,7 @@ def postprocessing_settings(
 
     The card's optional ``postprocessing`` entry holds ``seed_threshold``,
     ``foreground_threshold``, ``split`` and ``min_size`` (see
-    :func:`~.postprocess.instance_labels`).
+    :func:`~.labels.postprocess.instance_labels`).
 
     Raises
     ------

@@ -7,7 +7,7 @@ progress bar with it. :func:`segment` runs it to the end.
 
 In-memory (numpy) images give numpy results. dask and zarr images give a dask array backed by
 a zarr store that is written frame by frame and chunk by chunk, so memory stays bounded by the
-tile and chunk sizes rather than by the image (see :mod:`.postprocess` for how objects that
+tile and chunk sizes rather than by the image (see :mod:`.labels.postprocess` for how objects that
 cross chunk borders keep one label).
 """
 
@@ -29,11 +29,13 @@ from ..common.errors import UserInputError
 from ..common.progress import relay, run_with_progress
 from ..common.validate import looks_like_labels
 from ..zoo.resolve import resolve_model
-from . import axes as ax
-from . import cluster, rescale, zstack
-from .domain import SegmentReport, check_domain, has_structure
-from .engines import engine_runner, resolve_engine
+from .backends.engines import engine_runner, resolve_engine
+from .clusters import cluster
 from .frames import SegmentJob, SegmentProgress, is_dask
+from .images import axes as ax
+from .images.domain import SegmentReport, check_domain, has_structure
+from .images.modality import InputChoice, is_stained, median_position, prepare_input
+from .images.normalize import check_finite
 from .inputs import (
     OUTPUTS,
     as_array,
@@ -42,10 +44,10 @@ from .inputs import (
     postprocessing_settings,
     resolve_axes,
 )
-from .modality import InputChoice, is_stained, median_position, prepare_input
-from .normalize import check_finite
-from .size import SizeEstimate
-from .size_search import estimate_size_iter
+from .sizing import rescale
+from .sizing.size import SizeEstimate
+from .sizing.size_search import estimate_size_iter
+from .volumes import zstack
 
 __all__ = [
     "OUTPUTS",
@@ -117,8 +119,8 @@ def segment(
         Instance labels (3-class instance models), the most probable class per pixel, or
         the class probabilities. Default: the model's task.
     tile_shape, overlap, batch_size, device
-        Passed to :func:`napari_unet.inference.predict.predict_tiled_iter` (``None`` = its defaults,
-        which come from the model).
+        Passed to :func:`napari_unet.inference.tiling.predict.predict_tiled_iter` (``None`` = its
+        defaults, which come from the model).
     min_size : int, optional
         Instance objects with fewer pixels (voxels) are removed. Default: the model card's
         ``postprocessing`` entry (thresholds chosen on validation data), else 10.
@@ -128,7 +130,7 @@ def segment(
     return_probabilities : bool
         Also return the probabilities: ``(labels, probabilities)``.
     table : bool
-        Also return a per-object table (:func:`~.objects.object_table`: label, area,
+        Also return a per-object table (:func:`~.labels.objects.object_table`: label, area,
         centroid, mean intensity of the image the model saw, the model's confidence), last in
         the result: ``(labels, table)`` or ``(labels, probabilities, table)``. Instance labels
         of in-memory images only (computed in this process): ``None`` for semantic output,
@@ -144,14 +146,14 @@ def segment(
         ``"auto"`` (default): measure the objects first and resample the image so they
         come to the model's working size. Models with a fitted ``size_model`` in their card
         (every model trained since it exists) look at the image shrunk
-        4x first and finer only while the objects look small (:mod:`.size_search`); older
+        4x first and finer only while the objects look small (:mod:`.sizing.size_search`); older
         models measure at the image's own scale and resample only if the objects lie
         outside their ``object_diameter`` times their zoom augmentation range
-        (:mod:`.size`). The measured diameter and the scale used are in the progress
+        (:mod:`.sizing.size`). The measured diameter and the scale used are in the progress
         events. An explicit ``scale`` other than 1 wins over "auto". Models whose card has
         no ``object_diameter`` are not resampled. ``None``: no resampling beyond ``scale``.
     z_mode : {"3d", "stitch", "slices"} or None
-        How a 2D model segments a Z stack (see :mod:`.zstack`): ``"3d"`` averages the
+        How a 2D model segments a Z stack (see :mod:`.volumes.zstack`): ``"3d"`` averages the
         predictions of the YX, ZX and ZY planes and builds 3D objects; ``"stitch"`` links
         per-slice objects across z by IoU; ``"slices"`` keeps per-slice objects, with ids
         unique over the stack. Default (``None``): ``"3d"`` for instance output (dask / zarr
@@ -163,7 +165,7 @@ def segment(
     stitch_threshold : float
         ``z_mode="stitch"``: the smallest IoU that links objects of neighbouring slices.
     block : (Z, Y, X), optional
-        ``z_mode="3d"`` block by block (:mod:`.blockwise`), as dask / zarr images and
+        ``z_mode="3d"`` block by block (:mod:`.volumes.blockwise`), as dask / zarr images and
         cluster runs always are (one task per block on a cluster): each block of this many
         voxels is segmented with a halo of at least the network's receptive field and twice
         the object size, and objects crossing block faces are joined, so memory is bounded
@@ -173,14 +175,14 @@ def segment(
         ``True`` shows a tqdm bar on stderr; a callable receives every :class:`SegmentProgress`.
     client : distributed.Client or str, optional
         Compute on this dask.distributed cluster (a client, or a scheduler address such as
-        ``"tcp://host:8786"``) instead of in this process; see :mod:`.cluster_job`. ``out``
+        ``"tcp://host:8786"``) instead of in this process; see :mod:`.clusters.cluster_job`. ``out``
         must then be on storage every worker reaches (a temporary folder when omitted, which
         suits workers on this machine only). Same result as in-process.
     channel : int, str or None
         The channel a single-channel model takes from a multichannel image: a 0-based index
         on the C axis, or a name from ``channel_names``. Default: a channel named for a nuclear
         stain (DAPI, Hoechst, ...); a multichannel image without one is refused with its list
-        of channels. Colour (RGB) images need none (see :mod:`.modality`).
+        of channels. Colour (RGB) images need none (see :mod:`.images.modality`).
     channel_names : sequence of str, optional
         The names of the channels (from the file's metadata), for ``channel`` and messages.
     invert : {"auto", "yes", "no"} or bool
@@ -188,14 +190,14 @@ def segment(
         ``"auto"`` (default) inverts when the background is brighter than the objects.
     tta : bool
         Test-time augmentation: average the probabilities over flips and 90-degree rotations
-        of each tile (8 forward passes per tile; :func:`~.predict.predict_tiled_iter`). The
+        of each tile (8 forward passes per tile; :func:`~.tiling.predict.predict_tiled_iter`). The
         object-size measurement runs without it. In-process only.
     postprocessing : dict, optional
         Instance post-processing settings that override the model card's:
         ``seed_threshold`` and ``foreground_threshold`` in (0, 1), ``split`` >= 0 (pixels),
-        ``min_size`` >= 0 (see :func:`~.postprocess.instance_labels`).
+        ``min_size`` >= 0 (see :func:`~.labels.postprocess.instance_labels`).
     engine : {"auto", "torch", "openvino", "onnxruntime"}
-        What runs the network (:mod:`.engines`). ``"auto"``: the fastest installed engine
+        What runs the network (:mod:`.backends.engines`). ``"auto"``: the fastest installed engine
         verified for the model, on the CPU, for images of at least 1 MPix (or models already
         exported); torch otherwise. The first use of a model with a faster engine exports it
         to the cache folder (a ``"preparing <engine>"`` stage, a few seconds, once per model).
@@ -293,19 +295,19 @@ def segment_iter(
 
     stop : threading.Event, optional
         Set it from another thread (with closing the generator) to stop at once, inside the
-        batch of tiles in flight (:mod:`.interrupt`), in-process tiling only; resuming the
+        batch of tiles in flight (:mod:`.backends.interrupt`), in-process tiling only; resuming the
         generator afterwards raises :class:`~napari_unet.common.errors.Cancelled`.
     axes_source : str, optional
         Where given ``axes`` came from, for the report: ``"file"`` (its metadata) or
         ``"layer"``; default ``"given"``.
     table : bool
-        Put a per-object table (:func:`~.objects.object_table`) on the last event
+        Put a per-object table (:func:`~.labels.objects.object_table`) on the last event
         (``SegmentProgress.table``); the result is unchanged. Instance labels of in-memory
         images segmented in this process only (the probabilities are kept in memory for it, up
         to :data:`MAX_TABLE_PIXELS`); dask / zarr images, clusters and larger images get
         ``None``.
 
-    The last event (stage ``"done"``) carries a :class:`~.domain.SegmentReport`: what was
+    The last event (stage ``"done"``) carries a :class:`~.images.domain.SegmentReport`: what was
     decided about the input (axes, channel, colour, inversion, model) and, where the image
     looks unlike the model's training images, a warning.
     """
@@ -381,7 +383,7 @@ def segment_iter(
         zstack.check_3d_memory(canon.shape, caxes, anisotropy, factor)
     seen = rescale.resample(canon, factors, order=1) if resampled else canon
     if client is not None:  # on a dask.distributed cluster
-        from .cluster_job import as_lazy, run_on_cluster
+        from .clusters.cluster_job import as_lazy, run_on_cluster
 
         seen = as_lazy(seen, caxes)
     post = postprocessing_settings(model, min_size, postprocessing)
@@ -391,7 +393,7 @@ def segment_iter(
     known_labels = size.labels if post == postprocessing_settings(model) else None
     relink = zmode in ("stitch", "slices") and output == "instance"  # per-slice ids made 3D
     if blocks:  # 3D objects block by block (dask / zarr, block=): memory bounded by a block
-        from .blockwise import run_blockwise
+        from .volumes.blockwise import run_blockwise
 
         seen_diameter = size.diameter * factor if size.diameter else None
         run = run_blockwise(
@@ -433,7 +435,8 @@ def segment_iter(
 
 
 def _relinker(caxes: str, zmode: str, threshold: float):
-    """Link per-slice ids across slices (:func:`.zstack.relabel_slices_iter`) in a labels store."""
+    """Link per-slice ids across slices (:func:`.volumes.zlink.relabel_slices_iter`) in a labels
+    store."""
     laxes = ax.labels_axes(caxes)
     return lambda store: zstack.relabel_slices_iter(store, laxes, zmode, threshold, store)
 
@@ -557,7 +560,7 @@ def _object_table(labels, probs, canon, caxes: str, choice: InputChoice) -> dict
     """
     if not (isinstance(labels, np.ndarray) and isinstance(probs, np.ndarray)):
         return None
-    from .objects import object_table
+    from .labels.objects import object_table
 
     image = np.asarray(canon, np.float32)
     if "C" in caxes:

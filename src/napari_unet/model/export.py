@@ -4,10 +4,10 @@
 ONNX graph whose batch and spatial axes are dynamic, so one file serves every tile size. It
 is written atomically: a half-written file never appears under its final name.
 :func:`model_digest` names a model by its weights and architecture, so a cache of exported
-files (see :mod:`napari_unet.inference.engines`) can be keyed by it.
+files (see :mod:`napari_unet.inference.backends.engines`) can be keyed by it.
 
 The ONNX file holds the logits; the engines apply the softmax (sigmoid for one class)
-themselves, like :func:`napari_unet.inference.tiles.forward_probabilities`.
+themselves, like :func:`napari_unet.inference.tiling.tiles.forward_probabilities`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Fitting a model's object-size estimate at the end of training (the card's ``size_model``).
 
-The run-time estimate (:mod:`napari_unet.inference.size_search`) looks at the image through
+The run-time estimate (:mod:`napari_unet.inference.sizing.size_search`) looks at the image through
 the model at a coarse scale first and at finer scales only while the objects look too small,
 and measures the median equivalent diameter of the objects the model segments there (its own
 post-processing). How far that measurement can be trusted depends on the model: a network
@@ -14,7 +14,7 @@ objects span a wide range of sizes (the training labels give the true size), and
   measurement is within ``TOLERANCE`` of the truth for most crops.
 
 Nothing about the network changes; a model without ``size_model`` keeps the older
-measurement (:func:`napari_unet.inference.size.measure_scale_iter`).
+measurement (:func:`napari_unet.inference.sizing.size.measure_scale_iter`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from ..inference.inputs import postprocessing_settings
-from ..inference.postprocess import instance_labels
-from ..inference.predict import predict_tiled
-from ..inference.rescale import resample
-from ..inference.size import MIN_RELIABLE, SIZE_MODEL_VERSION, diameter_from_labels
+from ..inference.labels.postprocess import instance_labels
+from ..inference.sizing.rescale import resample
+from ..inference.sizing.size import MIN_RELIABLE, SIZE_MODEL_VERSION, diameter_from_labels
+from ..inference.tiling.predict import predict_tiled
 from ..model.unet import UNet
 from .data import TrainingPair
 

@@ -1,7 +1,7 @@
 """Instance post-processing chosen for each trained model on its validation images.
 
 As StarDist's ``optimize_thresholds`` does, the end of every training run searches a small grid
-of :func:`~napari_unet.inference.postprocess.instance_labels` settings (seed threshold,
+of :func:`~napari_unet.inference.labels.postprocess.instance_labels` settings (seed threshold,
 foreground threshold, seed split height, minimum object size) on the validation images and
 keeps the row with the best mean AP (IoU 0.5:0.95, DSB 2018 sense). The settings go into the
 model card's ``postprocessing`` entry, which Segment reads.
@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 from ..common.errors import UserInputError
 from ..common.progress import run_to_end
 from ..evaluation.instances import average_precision
-from ..inference.postprocess import BACKGROUND, INTERIOR, LABEL_DTYPE, seed_mask
+from ..inference.labels.postprocess import BACKGROUND, INTERIOR, LABEL_DTYPE, seed_mask
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class TunedPostprocessing:
     ----------
     settings : dict
         ``seed_threshold``, ``foreground_threshold``, ``split``, ``min_size``: keyword arguments
-        of :func:`~napari_unet.inference.postprocess.instance_labels`.
+        of :func:`~napari_unet.inference.labels.postprocess.instance_labels`.
     ap50 : float
         Mean over the validation images of AP at IoU 0.5 with ``settings``.
     mean_ap : float
@@ -229,7 +229,7 @@ def tune_model_iter(
 
 
 def _watershed(probabilities: np.ndarray, seeds: np.ndarray, foreground_threshold: float):
-    """:func:`~napari_unet.inference.postprocess.instance_labels` from labelled seeds, before
+    """:func:`~napari_unet.inference.labels.postprocess.instance_labels` from labelled seeds, before
     the size filter (the same steps, for one in-memory image)."""
     from skimage.segmentation import watershed
 

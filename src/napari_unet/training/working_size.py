@@ -26,7 +26,7 @@ import numpy as np
 from skimage.segmentation import relabel_sequential
 
 from ..common.errors import UserInputError
-from ..inference.rescale import resize
+from ..inference.sizing.rescale import resize
 from .config import TrainConfig
 from .data import TrainingPair, object_diameters
 from .targets import instance_to_classes, unet_weight_map

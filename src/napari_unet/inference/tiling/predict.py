@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.device import resolve_device
-from ..common.errors import Cancelled, ShapeError, UserInputError
-from ..common.progress import run_to_end
-from ..model.receptive import receptive_field
-from ..model.unet import UNet
-from .engines import engine_runner, resolve_engine
+from ...common.device import resolve_device
+from ...common.errors import Cancelled, ShapeError, UserInputError
+from ...common.progress import run_to_end
+from ...model.receptive import receptive_field
+from ...model.unet import UNet
+from ..backends.engines import engine_runner, resolve_engine
 from .tile_plan import TilePlan, plan_tiles
 from .tiles import IntOrSeq, check_batch_size, check_image, check_model, read_window
 
@@ -97,9 +97,9 @@ def predict_tiled_iter(
         weighted probabilities to their region, so a zarr ``out`` is written tile by tile).
         Default: a new numpy array. A run closed early leaves a partial result in it.
     engine : {"auto", "torch", "openvino", "onnxruntime"}
-        What runs the network (see :mod:`.engines`): ``"auto"`` picks the fastest installed
-        engine verified for this model (on the CPU, for images of at least 1 MPix or models
-        already exported; otherwise torch). All give the same probabilities within 1e-4.
+        What runs the network (see :mod:`..backends.engines`): ``"auto"`` picks the fastest
+        installed engine verified for this model (on the CPU, for images of at least 1 MPix or
+        models already exported; otherwise torch). All give the same probabilities within 1e-4.
     stop : threading.Event, optional
         Set from another thread to cancel at once, inside a batch rather than after it (a
         batch of large tiles takes seconds on a CPU): the batch in flight is dropped, one
@@ -276,7 +276,7 @@ def predict_tiled_dask(
     Same plan, blending and result as :func:`predict_tiled` (to float rounding), but as a
     ``dask.array.Array`` of shape ``(K, *spatial)``: nothing runs until it is computed, by
     any dask scheduler, including a ``dask.distributed`` cluster. Its chunks follow the tile
-    plan (rechunk before ``to_zarr``). See :func:`.tiling_dask.predict_tiled_dask`.
+    plan (rechunk before ``to_zarr``). See :func:`.predict_dask.predict_tiled_dask`.
     """
     from .predict_dask import predict_tiled_dask as impl
 

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..common.errors import UserInputError
+from ...common.errors import UserInputError
 
 #: the resampling factors a run accepts
 MIN_SCALE, MAX_SCALE = 0.05, 20
@@ -21,7 +21,7 @@ MIN_SCALE, MAX_SCALE = 0.05, 20
 def resolve_scale(scale: float, diameter: float | None, model) -> float:
     """The resampling factor from ``scale`` or from an object ``diameter`` in pixels.
 
-    ``diameter="auto"`` is measured by :mod:`.autosize` (it needs the image); here it is an
+    ``diameter="auto"`` is measured by :mod:`.size` (it needs the image); here it is an
     error, so callers resolve it first.
     """
     if isinstance(diameter, str):

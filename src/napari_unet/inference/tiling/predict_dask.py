@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..common.device import resolve_device
-from ..model.inference import inference_model
-from ..model.unet import UNet
+from ...common.device import resolve_device
+from ...model.inference import inference_model
+from ...model.unet import UNet
 from .tile_plan import AxisPlan, TilePlan, plan_tiles
 from .tiles import (
     IntOrSeq,
@@ -51,7 +51,7 @@ def predict_tiled_dask(
     image : dask array (or numpy/zarr array) of shape (C, Y, X) or (C, Z, Y, X)
         The normalised image, channel first.
     tile_shape, overlap, blend
-        As for :func:`~.tiling.predict_tiled`.
+        As for :func:`~.predict.predict_tiled`.
     batch_size : int, optional
         Tiles per task (one forward pass). Default 1: the most parallel graph; ``None``
         picks the in-process default (fewer, larger tasks, better on a GPU worker).

@@ -22,7 +22,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...common.errors import UserInputError
+from ....common.errors import UserInputError
 
 __all__ = [
     "BYTES_PER_VOXEL",
@@ -171,8 +171,8 @@ def block_halo(model, z_factor: float, diameter: float | None = None) -> tuple[i
     (hz, hy, hx) : tuple of int
         ``hy = hx = max(receptive field, 2 * diameter)``; ``hz = ceil(hy / z_factor) + 1``.
     """
-    from ...model.receptive import receptive_field
-    from ...model.unet import UNet
+    from ....model.receptive import receptive_field
+    from ....model.unet import UNet
 
     field = receptive_field(model)[-1] if isinstance(model, UNet) else 0
     if diameter is None:
@@ -291,7 +291,7 @@ def _whole_chunks(size: int, chunk: int) -> int:
 
 
 def _default_budget() -> float:
-    from ...common.device import available_memory
+    from ....common.device import available_memory
 
     free = available_memory()
     return MAX_BLOCK_BYTES if free is None else min(MEMORY_SHARE * free, MAX_BLOCK_BYTES)

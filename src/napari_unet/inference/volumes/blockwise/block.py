@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..frames import SegmentProgress
-from ..postprocess import semantic_labels
+from ...frames import SegmentProgress
+from ...labels.postprocess import semantic_labels
 from ..zstack import average_orientations_iter, instances_3d
 from .plan import Block, BlockPlan
 

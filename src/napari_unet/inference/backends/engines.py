@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..common.errors import UserInputError
-from ..model.export import export_onnx, model_digest
-from ..model.inference import inference_model, parameter_version, to_model_layout
-from ..model.unet import UNet
+from ...common.errors import UserInputError
+from ...model.export import export_onnx, model_digest
+from ...model.inference import inference_model, parameter_version, to_model_layout
+from ...model.unet import UNet
 from .interrupt import onnxruntime_run, openvino_infer, torch_forward
 
 __all__ = [

@@ -6,7 +6,7 @@ a ``t`` column after ``label`` for time series, whose ids are per time point). I
 dict of numpy columns, which napari's ``Labels.features`` and :func:`pandas.DataFrame` both
 take. The Segment dock lists the least confident objects first (:func:`least_confident`), the
 CLI writes the table beside the labels (:func:`write_csv`), and
-:func:`~.pipeline.segment` returns it with ``table=True``.
+:func:`~..pipeline.segment` returns it with ``table=True``.
 
 The confidence says where to correct first. It is the mean of three per-object readings of
 the 3-class probabilities (background, interior, boundary), each in [0, 1]
@@ -210,7 +210,7 @@ def write_csv(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> Path:
     The file appears under its name only once complete (:func:`~napari_unet.common.atomic.
     atomic_write`); returns its path.
     """
-    from ..common.atomic import atomic_write
+    from ...common.atomic import atomic_write
 
     target = Path(path)
     columns = list(table)

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from ...common.errors import UserInputError
-from ...common.progress import relay
-from .. import axes as ax
-from ..frames import _PROBS_PREFIX, _TEMP_PREFIX, SegmentJob, SegmentProgress, is_dask
-from ..postprocess import LABEL_DTYPE
+from ....common.errors import UserInputError
+from ....common.progress import relay
+from ...frames import _PROBS_PREFIX, _TEMP_PREFIX, SegmentJob, SegmentProgress, is_dask
+from ...images import axes as ax
+from ...labels.postprocess import LABEL_DTYPE
 from .block import BlockResult, label_block
 from .merge import FaceMerger, face_pairs
 from .plan import (
@@ -71,7 +71,7 @@ def plan_for(
     UserInputError
         A malformed ``block``, or one whose outer window cannot fit in the free memory.
     """
-    from ...common.device import available_memory
+    from ....common.device import available_memory
 
     shape = tuple(job.labels_shape[-3:])
     halo = halo or block_halo(job.model, z_factor, diameter)
@@ -160,7 +160,7 @@ def run_blockwise(
     run = _run_into_memory if in_memory else _run_into_stores
     if client is None:
         return (yield from run(job, plan, tiling, z_factor, out))
-    from ..cluster import cluster_client
+    from ...clusters.cluster import cluster_client
     from .cluster import blocks_on_cluster
 
     keep = job.keep_probs or job.output == "probabilities"
@@ -183,8 +183,8 @@ def _run_into_memory(job, plan, tiling, z_factor, out=None, source=None):
 
 
 def _run_into_stores(job, plan, tiling, z_factor, out, source=None):
-    from ...common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
-    from ..frames import _reopen, lazy_results
+    from ....common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
+    from ...frames import _reopen, lazy_results
 
     keep = job.keep_probs or job.output == "probabilities"
     for prefix in (_TEMP_PREFIX, _PROBS_PREFIX):

@@ -1,7 +1,7 @@
 """A segmentation job run on a dask.distributed cluster, frame by frame, into zarr stores.
 
-:func:`run_on_cluster` is the cluster form of :meth:`.frames.SegmentJob.run_lazy`: the same
-stores, the same tile plan (:func:`.predict_dask.predict_tiled_dask`, one task per batch of
+:func:`run_on_cluster` is the cluster form of :meth:`..frames.SegmentJob.run_lazy`: the same
+stores, the same tile plan (:func:`..tiling.predict_dask.predict_tiled_dask`, one task per batch of
 tiles) and the same post-processing (:mod:`.cluster_postprocess`), so the labels equal the
 in-process ones. The model is sent to every worker once (``client.scatter(broadcast=True)``);
 the probabilities and the seeds go to scratch zarr stores beside the output, where the
@@ -20,11 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..common.atomic import remove_stale_temporaries, replace_dir, temporary_name
-from ..common.progress import relay
-from .cluster import check_shared, cluster_client
-from .cluster_postprocess import gather, instance_labels_on_cluster, semantic_labels_on_cluster
-from .frames import (
+from ...common.atomic import remove_stale_temporaries, replace_dir, temporary_name
+from ...common.progress import relay
+from ..frames import (
     _TEMP_PREFIX,
     _WORK_PREFIX,
     SegmentJob,
@@ -34,7 +32,9 @@ from .frames import (
     is_dask,
     lazy_results,
 )
-from .postprocess import LABEL_DTYPE, chunk_regions
+from ..labels.postprocess import LABEL_DTYPE, chunk_regions
+from .cluster import check_shared, cluster_client
+from .cluster_postprocess import gather, instance_labels_on_cluster, semantic_labels_on_cluster
 
 __all__ = ["as_lazy", "run_on_cluster"]
 
@@ -133,7 +133,7 @@ def _predict_frame(job, client, model, tiling, probs_z, index, futures):
     """Probabilities of one frame into ``probs_z``: one write task per chunk of the store."""
     import dask
 
-    from .predict_dask import predict_tiled_dask
+    from ..tiling.predict_dask import predict_tiled_dask
 
     probs = predict_tiled_dask(
         job.model,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common.errors import UserInputError
+from ...common.errors import UserInputError
 
 METHODS = ("percentile", "minmax", "none")
 _EPS = 1e-6

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..postprocess import LABEL_DTYPE
+from ...labels.postprocess import LABEL_DTYPE
 
 __all__ = ["FaceMerger", "face_pairs"]
 

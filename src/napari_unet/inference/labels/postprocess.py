@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..common.errors import ShapeError
+from ...common.errors import ShapeError
 from .hmaxima import h_maxima_positive
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.errors import ShapeError, UserInputError
-from ..model.inference import to_model_layout
-from ..model.unet import UNet
+from ...common.errors import ShapeError, UserInputError
+from ...model.inference import to_model_layout
+from ...model.unet import UNet
 from .tile_plan import TilePlan, default_batch_size
 
 IntOrSeq = int | Sequence[int] | None

@@ -1,13 +1,13 @@
 """Z stacks with a 2D model: 3D objects from planes (``z_mode``).
 
-A 2D model sees one plane at a time. For a Z stack, :func:`.pipeline.segment_iter` turns its
+A 2D model sees one plane at a time. For a Z stack, :func:`..pipeline.segment_iter` turns its
 planes into 3D objects in one of three ways (``z_mode``):
 
 ``"3d"``
     Predict the stack's planes in all three orientations, YX, ZX and ZY (the ZX and ZY planes
     with z resampled by the ``anisotropy``, z step / XY pixel size, so nuclei look round),
     average the class probabilities, and post-process the volume with the 3D seeded watershed
-    of :mod:`.postprocess` (distances measured in XY pixels). As Cellpose's ``do_3D``. Costs
+    of :mod:`..labels.postprocess` (distances measured in XY pixels). As Cellpose's ``do_3D``. Costs
     about ``1 + 2 * anisotropy`` times the plane-by-plane prediction.
 ``"stitch"``
     Instances per slice, linked from slice to slice: an object takes the id of the object of
@@ -38,17 +38,22 @@ from typing import Any
 
 import numpy as np
 
-from ..common.device import resolve_device
-from ..common.errors import Cancelled, UserInputError
-from ..common.progress import relay
-from . import axes as ax
-from .engines import engine_runner, resolve_engine
-from .frames import SegmentJob, SegmentProgress, is_dask
-from .postprocess import LABEL_DTYPE, instance_labels, instance_labels_chunked, semantic_labels
-from .predict import augmented
-from .rescale import resize
-from .tile_plan import BATCH_PIXELS, plan_tiles
-from .tiles import check_batch_size, read_window
+from ...common.device import resolve_device
+from ...common.errors import Cancelled, UserInputError
+from ...common.progress import relay
+from ..backends.engines import engine_runner, resolve_engine
+from ..frames import SegmentJob, SegmentProgress, is_dask
+from ..images import axes as ax
+from ..labels.postprocess import (
+    LABEL_DTYPE,
+    instance_labels,
+    instance_labels_chunked,
+    semantic_labels,
+)
+from ..sizing.rescale import resize
+from ..tiling.predict import augmented
+from ..tiling.tile_plan import BATCH_PIXELS, plan_tiles
+from ..tiling.tiles import check_batch_size, read_window
 from .zlink import DEFAULT_STITCH_THRESHOLD, link_slices, relabel_slices_iter
 
 log = logging.getLogger(__name__)
@@ -89,7 +94,7 @@ def check_3d_memory(shape, caxes: str, anisotropy: float, scale: float) -> None:
     anisotropy, scale : float
         The z resampling (anisotropy) and the XY scale of the run.
     """
-    from ..common.device import available_memory
+    from ...common.device import available_memory
 
     voxels = 1.0
     for a, n in zip(caxes, shape):
@@ -219,8 +224,8 @@ def _instances_3d(
 
     The whole-volume watershed peaks at about 175 bytes per voxel; above
     :data:`CHUNKED_VOXELS` the labels are made in YX chunks of :data:`CHUNK` px (all of Z)
-    with :func:`.postprocess.instance_labels_chunked` (objects crossing chunk borders keep one
-    id), so the peak is that of one chunk and its halo.
+    with :func:`..labels.postprocess.instance_labels_chunked` (objects crossing chunk borders keep
+    one id), so the peak is that of one chunk and its halo.
     """
     sampling = (z_factor, 1.0, 1.0)
     if probs[0].size <= CHUNKED_VOXELS:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .frames import SegmentProgress, is_dask
-from .postprocess import LABEL_DTYPE
+from ..frames import SegmentProgress, is_dask
+from ..labels.postprocess import LABEL_DTYPE
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def relabel_slices_iter(
     ----------
     labels : ndarray or dask array of int, canonical labels axes ``laxes`` (e.g. ``"TZYX"``)
         Per-slice instance labels, each slice numbered ``1..n`` (as
-        :func:`.postprocess.instance_labels` does). A numpy array is relabelled in place.
+        :func:`..labels.postprocess.instance_labels` does). A numpy array is relabelled in place.
     laxes : str
         Its axes (canonical order, no ``C``); must contain ``Z``.
     z_mode : {"stitch", "slices"}

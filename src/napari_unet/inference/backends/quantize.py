@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common.atomic import atomic_write
-from ..common.errors import UserInputError
-from ..common.sample import load_sample
-from ..model.unet import UNet
-from .normalize import normalize
+from ...common.atomic import atomic_write
+from ...common.errors import UserInputError
+from ...common.sample import load_sample
+from ...model.unet import UNet
+from ..images.normalize import normalize
 
 __all__ = ["calibration_tiles", "quantize_int8"]
 

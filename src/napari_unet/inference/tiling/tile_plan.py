@@ -25,9 +25,9 @@ from functools import cached_property
 
 import numpy as np
 
-from ..common.errors import ShapeError, UserInputError
-from ..model.receptive import receptive_field
-from ..model.unet import UNet
+from ...common.errors import ShapeError, UserInputError
+from ...model.receptive import receptive_field
+from ...model.unet import UNet
 
 BLENDS = ("gaussian", "linear", "crop")
 #: largest default tile side (input pixels) for 2D and 3D networks

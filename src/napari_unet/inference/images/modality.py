@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common.errors import ShapeError, UserInputError
+from ...common.errors import ShapeError, UserInputError
 from .normalize import working_dtype
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from ..common.errors import ShapeError, UserInputError
+from ...common.errors import ShapeError, UserInputError
 
 #: the canonical order of the axes
 CANONICAL = "TCZYX"

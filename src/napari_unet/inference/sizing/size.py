@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..common.progress import relay
+from ...common.progress import relay
+from ..frames import SegmentJob, is_dask
 from . import rescale
-from .frames import SegmentJob, is_dask
 
 log = logging.getLogger(__name__)
 

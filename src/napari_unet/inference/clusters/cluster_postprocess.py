@@ -1,6 +1,6 @@
 """Labels from probabilities on a dask.distributed cluster, one task per chunk.
 
-The same passes as :func:`.postprocess.instance_labels_chunked`, with each chunk's work sent
+The same passes as :func:`..labels.postprocess.instance_labels_chunked`, with each chunk's work sent
 to a worker and the small global steps done here, so the labels are the same as in-process:
 
 1. seeds: each task labels the seeds of one chunk (with ``halo`` pixels of context) into a
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..common.errors import UserInputError
-from .postprocess import (
+from ...common.errors import UserInputError
+from ..labels.postprocess import (
     DEFAULT_HALO,
     LABEL_DTYPE,
     ChunkProgress,
@@ -68,7 +68,7 @@ def gather(client: Any, futures: list, batch: list, start: int, total: int):
 def semantic_labels_on_cluster(
     client: Any, probabilities, out, futures: list
 ) -> Generator[ChunkProgress, None, None]:
-    """:func:`.postprocess.semantic_labels_chunked`, one task per chunk of ``out``."""
+    """:func:`..labels.postprocess.semantic_labels_chunked`, one task per chunk of ``out``."""
     regions = chunk_regions(out.shape, _chunks_of(out))
     batch = [client.submit(_semantic_task, probabilities, out, r, pure=False) for r in regions]
     yield from gather(client, futures, batch, 0, len(regions))
@@ -87,7 +87,8 @@ def instance_labels_on_cluster(
     split: float = 0.0,
     halo: int = DEFAULT_HALO,
 ) -> Generator[ChunkProgress, None, int]:
-    """:func:`.postprocess.instance_labels_chunked` on a cluster; same labels, same arguments.
+    """:func:`..labels.postprocess.instance_labels_chunked` on a cluster; same labels, same
+    arguments.
 
     ``scratch``: an int32 zarr array shaped and chunked like ``out`` (on shared storage) for
     the seeds; ``futures``: the run's in-flight futures. Returns the number of objects.

@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ..common.progress import relay
+from ...common.progress import relay
+from ..frames import SegmentJob, is_dask
+from ..inputs import postprocessing_settings
 from . import rescale
-from .frames import SegmentJob, is_dask
-from .inputs import postprocessing_settings
 from .size import (
     CROP,
     MIN_RELIABLE,

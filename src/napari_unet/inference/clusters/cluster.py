@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._version import __version__
-from ..common.errors import UserInputError
+from ..._version import __version__
+from ...common.errors import UserInputError
 
 __all__ = [
     "ENV_VAR",

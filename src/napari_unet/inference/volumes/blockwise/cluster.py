@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ...common.progress import run_to_end
-from ..frames import SegmentJob, SegmentProgress
+from ....common.progress import run_to_end
+from ...frames import SegmentJob, SegmentProgress
 from .block import label_block
 from .plan import Block, BlockPlan
 
