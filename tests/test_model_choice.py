@@ -244,7 +244,7 @@ def test_undo_retrain_goes_back_to_the_parent_model_in_every_segment_dock(
 
     scored: list[tuple[object, int]] = []
 
-    def scores(model, held_back, config):  # the fine-tuned model wins on held-back data
+    def scores(model, held_back, config, invert="auto"):  # the fine-tuned model wins
         scored.append((model, len(held_back)))
         return 0.4 if str(model) == str(tiny_model_file) else 0.9
 
@@ -340,9 +340,13 @@ def test_the_default_fine_tune_trains_from_the_built_in_model(make_napari_viewer
     card = train.result.model.card
     assert card["provenance"]["initialized_from"]["name"] == "nuclei"
     assert card["provenance"]["training"]["learning_rate"] == FINE_TUNE_LR
-    # one image: nothing held back, so the Segment model stays until the user picks this one
-    assert registry.current_choice() is None
-    assert "kept 'built-in nuclei': no image was held back" in train.message.value
+    # one image: a strip of it was held back; the new model, trained on the rest with the
+    # parent's post-processing, was compared with the built-in one there
+    assert card["postprocessing"]["chosen_by"].startswith("kept from the model fine-tuned")
+    scores = train._scores
+    assert scores.n_images == 1 and scores.new_ap50 is not None
+    assert (registry.current_choice() is not None) == scores.beats
+    assert "on 1 held-back image against" in train.message.value
 
 
 def test_the_registry_names_trained_models_as_the_segment_dock_does(tiny_model):

@@ -1,5 +1,6 @@
 """The fine-tuning learning rate: Python train(model=...) uses 1e-4 when no rate is given, as
-`train --init` and the Segment dock's Correct and retrain do."""
+`train --init` and the Train dock do; Correct and retrain has its own quick recipe (the decoder
+alone, at 1e-3: tests/test_quick_retrain.py)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,6 @@ def test_a_given_rate_and_training_from_scratch_keep_theirs(used_config, tiny_mo
 
 
 def test_every_face_fine_tunes_at_the_same_rate():
-    from napari_unet._napari import _retrain
+    from napari_unet._napari import _retrain, _train_settings
 
-    assert _retrain.FINE_TUNE_LR == FINE_TUNE_LR
+    assert _retrain.FINE_TUNE_LR == _train_settings.FINE_TUNE_LR == FINE_TUNE_LR

@@ -76,17 +76,16 @@ def test_tiny_training_plots_registers_previews_and_saves(viewer, qtbot, crop, t
     # the run ends by choosing the post-processing: its validation AP is plotted and shown
     tuned = result.postprocessing
     assert (widget.plot.ap50, widget.plot.mean_ap) == (tuned.ap50, tuned.mean_ap)
-    assert f"AP@0.5 {tuned.ap50:.4f}" in widget.status.value
     assert result.model.card["postprocessing"]["seed_threshold"] == tuned.settings["seed_threshold"]
     assert widget.start_button.enabled and not widget.stop_button.enabled
-    # offered in the Segment widget at once, not used: nothing was held back to compare on
+    # one pair: a strip of it was held back, validated on, and the new model was compared
+    # with the built-in one there; offered in the Segment widget at once, used only if better
+    assert "the last quarter of its longest side is held back" in widget.monitor.note.value
+    assert "(on a held-back strip)" in widget.message.value
     assert registry.get_model("tiny nuclei") is result.model
-    assert registry.current_choice() is None
-    assert "kept 'built-in nuclei': no image was held back" in widget.message.value
-    assert "pick it in U-Net Segment's Model box" in widget.message.value
-    # one pair: validation reuses the training image, and the dock says so
-    assert "validation reuses the training image" in widget.monitor.note.value
-    assert "(on the training image)" in widget.message.value
+    scores = widget._scores
+    assert scores.n_images == 1 and "on 1 held-back image against" in widget.message.value
+    assert (registry.current_choice() is not None) == scores.beats
 
     # the last preview used the best model, i.e. the returned one
     preview = viewer.layers["nuclei preview"]

@@ -8,8 +8,8 @@ from scipy import ndimage as ndi
 
 from napari_unet.common.errors import UserInputError
 from napari_unet.evaluation.instances import average_precision
+from napari_unet.inference.labels.postprocess import instance_labels
 from napari_unet.inference.pipeline import postprocessing_settings
-from napari_unet.inference.postprocess import instance_labels
 from napari_unet.training.arrays import prepare_data, train
 from napari_unet.training.config import TrainConfig
 from napari_unet.training.loop import train_iter
@@ -114,9 +114,16 @@ def test_a_fine_tune_without_held_out_images_keeps_the_model_s_post_processing()
     from napari_unet.training.loop import new_model
 
     config = TrainConfig(**{**TINY, "epochs": 1})
-    images, labels = dataset(1)  # one image: validation is the training image
-    model = new_model(config, 1, 3)
+    images, labels = dataset(1, size=128, n=12)  # one image: a strip of it or itself validates
     mine = {"seed_threshold": 0.7, "foreground_threshold": 0.5, "split": 1.0, "min_size": 15}
-    model.card = {"postprocessing": mine}
-    _, result = run(train_iter(prepare_data(images, labels, config), None, config, model=model))
-    assert result.postprocessing is None and result.model.card["postprocessing"] == mine
+    for hold_back, why in ((0.0, "no held-out validation images"), (0.25, "held-back strip")):
+        model = new_model(config, 1, 3)
+        model.card = {"postprocessing": mine}
+        cfg = TrainConfig(**{**TINY, "epochs": 1, "hold_back": hold_back})
+        _, result = run(train_iter(prepare_data(images, labels, cfg), None, cfg, model=model))
+        kept = result.model.card["postprocessing"]
+        assert result.postprocessing is None and {**kept, "chosen_by": None} == {
+            **mine,
+            "chosen_by": None,
+        }
+        assert why in kept["chosen_by"]  # the card says where its settings came from

@@ -37,7 +37,14 @@ from ._segment_output import FROM_FILE
 from ._train_inputs import PairSource
 from ._train_job import Comparing, HeldBackScores, model_task
 from ._train_monitor import InOrder
-from ._train_settings import FINE_TUNE_EPOCHS, FINE_TUNE_LR
+from ._train_settings import (
+    FINE_TUNE_EPOCHS,
+    FINE_TUNE_LR,
+    RETRAIN_EPOCHS,
+    RETRAIN_LAYERS,
+    RETRAIN_LR,
+    RETRAIN_STEPS,
+)
 
 __all__ = ["FINE_TUNE_EPOCHS", "FINE_TUNE_LR", "RetrainBox", "correction_region"]
 
@@ -92,12 +99,13 @@ class RetrainBox(Container):
             "erase); its model is fine-tuned on every corrected result it produced",
         )  # fmt: skip
         self.epochs = SpinBox(
-            label="Retrain epochs", value=FINE_TUNE_EPOCHS, min=1, max=10_000,
-            tooltip="passes over the corrected images; more learn more and take longer",
+            label="Retrain epochs", value=RETRAIN_EPOCHS, min=1, max=10_000,
+            tooltip=f"passes of {RETRAIN_STEPS} batches over the corrected images; more learn "
+            "more and take longer",
         )  # fmt: skip
         self.learning_rate = FloatSpinBox(
-            label="Retrain learning rate", value=FINE_TUNE_LR, min=1e-6, max=1e-2, step=1e-5,
-            tooltip="fine-tuning learning rate (AdamW); a tenth of training from scratch",
+            label="Retrain learning rate", value=RETRAIN_LR, min=1e-6, max=1e-2, step=1e-5,
+            tooltip="fine-tuning learning rate (AdamW) of the decoder; the encoder is kept",
         )  # fmt: skip
         self.learning_rate.native.setDecimals(6)
         self.retrain_button = PushButton(text="Retrain on corrections")
@@ -181,12 +189,15 @@ class RetrainBox(Container):
         try:
             record, sources = self._sources()
             init = _trainable(record.model_ref)
+            sources, prepared = _as_the_network_saw_them(sources, init)
             patch = min(128, *(min(s.labels.shape[-2:]) for s in sources))
             config = TrainConfig(
                 task=model_task(init),
                 epochs=self.epochs.value,
+                steps_per_epoch=RETRAIN_STEPS,
                 learning_rate=float(self.learning_rate.value),
                 patch_size=patch,
+                train_layers=RETRAIN_LAYERS,
             )
         except UserInputError as err:
             report_error(self.status, str(err), "Retrain")
@@ -203,6 +214,7 @@ class RetrainBox(Container):
         self._retraining = ((record.model_source, _model_file(record)), base)
         worker = create_worker(
             training_job, sources, config, self._stop, init=init, compare_with=init,
+            invert="no" if prepared else "auto",
             _progress={"desc": f"Retraining {base}"}, _worker_class=_GracefulWorker,
             _start_thread=False,
             _connect={
@@ -218,7 +230,7 @@ class RetrainBox(Container):
         self.worker, self.model = worker, None
         self.retrain_button.enabled, self.stop_button.enabled = False, True
         note = (
-            " (validated on the same image: only one corrected image)" if len(sources) == 1 else ""
+            " (one image: a strip of it held back to judge the result)" if len(sources) == 1 else ""
         )
         self.status.value = f"fine-tuning {base} on {len(sources)} corrected image(s){note} ..."
         worker.start()
@@ -282,6 +294,7 @@ class RetrainBox(Container):
                     labels,
                     region,
                     bool(getattr(image, "rgb", False)),
+                    (result.metadata.get("napari_unet") or {}).get("choice"),
                 )
             )
         return record, sources
@@ -336,10 +349,8 @@ class RetrainBox(Container):
         # offered in every Segment dock; used there only if it beat its parent
         registry.register_model(name, result.model, select=scores.beats)
         self.undo_button.enabled = True
-        same = ", on the training image" if len(sources) == 1 else ""
+        same = ", on a held-back strip" if len(sources) == 1 else ""
         verdict = scores.describe(name, base)
-        if scores.new_ap50 is None and len(sources) == 1:
-            verdict += " (correct a second image to have one held back)"
         then = "; press Segment to see its result" if scores.beats else ""
         show_message(
             self.status,
@@ -349,6 +360,34 @@ class RetrainBox(Container):
     def _on_finished(self) -> None:
         self.worker = None
         self.retrain_button.enabled, self.stop_button.enabled = True, False
+
+
+def _as_the_network_saw_them(
+    sources: list[PairSource], model: Any
+) -> tuple[list[PairSource], bool]:
+    """Each 2D result's image as Segment's network saw it (its channel, optical density,
+    inversion: the layer metadata's ``choice``), so the fine-tune learns from what the model
+    is given; and whether they were all prepared so. 3D and time series stay as they are."""
+    import dataclasses
+
+    from ..inference.pipeline import model_input
+
+    out, prepared = [], True
+    for source in sources:
+        choice = source.choice
+        if choice is None or np.ndim(source.labels) != 2 or model is None:
+            out.append(source)
+            prepared = False
+            continue
+        image, _, _ = model_input(
+            source.image,
+            model,
+            axes=choice.get("axes"),
+            channel=choice.get("channel"),
+            invert="yes" if choice.get("inverted") else "no",
+        )
+        out.append(dataclasses.replace(source, image=image, rgb=False))
+    return out, prepared
 
 
 def _model_file(record: _results.ResultRecord) -> str:

@@ -38,6 +38,10 @@ class PairSource:
         Non-zero where the labels are valid (sparse annotation).
     rgb : bool
         The image layer is RGB(A): its channel axis is the last one.
+    choice : dict or None
+        What Segment decided when it made ``labels`` (axes, channel, inversion: the layer
+        metadata's ``choice``, :class:`~napari_unet.inference.images.modality.InputChoice`),
+        for a result being corrected; None otherwise.
     """
 
     image_name: str
@@ -46,6 +50,7 @@ class PairSource:
     labels: Any
     region: Any = None
     rgb: bool = False
+    choice: dict | None = None
 
     @property
     def name(self) -> str:

@@ -31,10 +31,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DataReady:
-    """The training pairs are read and prepared."""
+    """The training pairs are read and prepared.
+
+    ``validation``: what the run validates on: ``"strip"`` (a held-back strip of its one
+    image), ``"images"`` (held-back images) or ``"training"`` (its training images).
+    """
 
     n_pairs: int
     names: tuple[str, ...]
+    validation: str = "images"
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ def training_job(
     ignore_label: int | None = None,
     preview: PreviewSpec | None = None,
     compare_with: Any = NO_COMPARISON,
+    invert: str = "auto",
 ) -> Generator[Any, None, Any]:
     """Prepare the data, train, and return the :class:`TrainResult`.
 
@@ -162,11 +168,16 @@ def training_job(
         The model the new one would replace (as :func:`napari_unet.segment` takes it: None is
         the built-in model of the image's kind): after training, both segment the held-back
         images and a :class:`HeldBackScores` is yielded (after :class:`Comparing`).
+        With fewer than :data:`~napari_unet.training.validation.STRIPS_BELOW` images, the
+        held-back images are strips of them (``config.hold_back``).
+    invert : {"auto", "yes", "no"}
+        How the models segment the held-back images: ``"no"`` for images already prepared as
+        the network sees them (:func:`napari_unet.inference.pipeline.model_input`).
     """
     from ..training.arrays import prepare_data
     from ..training.events import EpochEnd
     from ..training.loop import new_model, train_iter
-    from ..training.validation import split_validation
+    from ..training.validation import split_strips, split_validation
 
     model = None
     if init is not None:
@@ -183,11 +194,24 @@ def training_job(
         images, labels, config, regions=regions, names=names, ignore_label=ignore_label
     )
     # the split train_iter would make, made here to know the held-back images
-    train_pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
-    held = [i for i, p in enumerate(pairs) if val_pairs is not train_pairs and _among(p, val_pairs)]
-    held_back = [_annotated(images[i], labels[i], regions[i], ignore_label) for i in held]
+    strips = split_strips(pairs, config.hold_back)
+    if strips is not None:  # a few images: a strip of each is held back
+        train_pairs, val_pairs, where = strips
+        held_back = [
+            _annotated(images[i], labels[i], _only(regions[i], labels[i].shape, cut), ignore_label)
+            for i, cut in enumerate(where)
+        ]
+    else:
+        train_pairs, val_pairs = split_validation(pairs, config.val_fraction, config.seed)
+        held = [
+            i for i, p in enumerate(pairs) if val_pairs is not train_pairs and _among(p, val_pairs)
+        ]
+        held_back = [_annotated(images[i], labels[i], regions[i], ignore_label) for i in held]
     del images, labels, regions
-    yield DataReady(len(pairs), tuple(names))
+    validation = (
+        "strip" if strips is not None else "images" if val_pairs is not train_pairs else "training"
+    )
+    yield DataReady(len(pairs), tuple(names), validation)
     if model is None:  # made here, not in train_iter: the preview reads its weights
         model = new_model(config, pairs[0].image.shape[0], config.resolved_num_classes(pairs))
     working = working_diameter(pairs, config, model) if preview is not None else None
@@ -201,7 +225,9 @@ def training_job(
             if compare_with is not NO_COMPARISON and result.best_epoch >= 0:
                 if held_back and not stop.is_set():
                     yield Comparing(len(held_back))
-                yield held_back_scores(result.model, compare_with, held_back, config, stop)
+                yield held_back_scores(
+                    result.model, compare_with, held_back, config, stop, invert=invert
+                )
             return result
         yield event
         if not isinstance(event, EpochEnd):
@@ -223,6 +249,7 @@ def held_back_scores(
     held_back: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     config: Any,
     stop: threading.Event | None = None,
+    invert: str = "auto",
 ) -> HeldBackScores:
     """AP@0.5 of ``model`` and of ``rival`` on the held-back ``(image, labels, region)``.
 
@@ -239,6 +266,8 @@ def held_back_scores(
         The run's settings (its ``ndim``, ``task`` and ``device``).
     stop : threading.Event, optional
         Set: no comparison (the user stopped the run).
+    invert : {"auto", "yes", "no"}
+        As :func:`napari_unet.segment` takes it (``"no"``: the images are prepared already).
 
     Returns
     -------
@@ -255,12 +284,20 @@ def held_back_scores(
     try:
         if config.task != "instance" or model_task(rival) != "instance":
             return HeldBackScores(None, None, n, "AP@0.5 compares instance models only")
-        new = _mean_ap50(model, held_back, config)
-        old = _mean_ap50(rival, held_back, config)
+        new = _mean_ap50(model, held_back, config, invert)
+        old = _mean_ap50(rival, held_back, config, invert)
     except Exception as err:  # the trained model must survive a failed comparison
         log.warning("held-back comparison failed", exc_info=err)
         return HeldBackScores(None, None, n, f"they could not be compared ({err})")
     return HeldBackScores(new, old, n)
+
+
+def _only(region: np.ndarray | None, shape: tuple[int, ...], where: tuple[slice, ...]):
+    """``region`` (None: everywhere) restricted to the held-back strip ``where``: the models
+    segment the whole image, with its context, and are scored on the strip alone."""
+    strip = np.zeros(shape, bool)
+    strip[where] = True
+    return strip if region is None else (strip & (np.asarray(region) != 0))
 
 
 def _annotated(
@@ -278,7 +315,7 @@ def _among(pair: Any, pairs: list) -> bool:
     return any(pair is p for p in pairs)
 
 
-def _mean_ap50(model: Any, held_back: list, config: Any) -> float:
+def _mean_ap50(model: Any, held_back: list, config: Any, invert: str = "auto") -> float:
     """Mean AP@0.5 of ``model`` (segmenting as the Segment dock does) on ``held_back``."""
     from ..evaluation.instances import average_precision
     from ..inference.pipeline import segment
@@ -287,7 +324,13 @@ def _mean_ap50(model: Any, held_back: list, config: Any) -> float:
     scores = []
     for image, labels, region in held_back:
         predicted = segment(
-            image, model, axes=axes, output="instance", device=config.device, engine="torch"
+            image,
+            model,
+            axes=axes,
+            output="instance",
+            device=config.device,
+            engine="torch",
+            invert=invert,
         )
         ap = average_precision(labels, np.asarray(predicted), (0.5,), region=region)
         scores.append(float(ap.mean))
@@ -337,10 +380,10 @@ def predict_slice(
     preview shows what the network learns, and the labels are brought back to the slice's
     shape.
     """
-    from ..inference.normalize import normalize
-    from ..inference.postprocess import instance_labels, semantic_labels
-    from ..inference.predict import predict_tiled
-    from ..inference.rescale import resize
+    from ..inference.images.normalize import normalize
+    from ..inference.labels.postprocess import instance_labels, semantic_labels
+    from ..inference.sizing.rescale import resize
+    from ..inference.tiling.predict import predict_tiled
 
     n_lead = len(source.labels.shape) - 2
     image = lead_channel_first(source.image, channel_axis(source), n_lead - (config.ndim - 2))

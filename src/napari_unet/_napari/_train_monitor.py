@@ -42,6 +42,8 @@ class TrainingMonitor:
         #: a lasting note on the run, e.g. that validation reuses the training image
         self.note: Label = wrapping_label()
         self.val_fraction = 0.0
+        #: what the run validates on (:class:`DataReady`'s ``validation``; "" before it says)
+        self.validation = ""
         self.plot = TrainingPlot()
         self.training_data: tuple[str, ...] = ()
         self.pbar: Any = None
@@ -51,7 +53,7 @@ class TrainingMonitor:
     def start(self, epochs: int, pbar: Any, n_pairs: int, val_fraction: float = 0.1) -> None:
         """A run of ``epochs`` epochs begins; ``pbar`` is napari's progress bar (or None)."""
         self.epochs, self.pbar, self.training_data = epochs, pbar, ()
-        self.val_fraction, self.note.value = val_fraction, ""
+        self.val_fraction, self.note.value, self.validation = val_fraction, "", ""
         self.plot.reset()
         self.status.value = f"reading {n_pairs} pair(s) ..."
 
@@ -92,9 +94,14 @@ class TrainingMonitor:
                 f"{event.mean_ap:.4f}"
             )
         elif isinstance(event, DataReady):
-            self.training_data = event.names
+            self.training_data, self.validation = event.names, event.validation
             self.status.value = f"training on {event.n_pairs} pair(s) ..."
-            if self.validates_on_training_data:
+            if event.validation == "strip":
+                self.note.value = (
+                    "Note: one pair: the last quarter of its longest side is held back to "
+                    "validate on, and to compare the new model with the one in use."
+                )
+            elif self.validates_on_training_data:
                 self.note.value = (
                     "Note: validation reuses the training image (one pair, or validation 0): "
                     "the validation Dice is optimistic. Add a second pair to validate on "
@@ -124,7 +131,9 @@ class TrainingMonitor:
 
     @property
     def validates_on_training_data(self) -> bool:
-        """Whether the current run validates on its training pairs (engine: < 2 pairs)."""
+        """Whether the current run validates on its training pairs."""
+        if self.validation:
+            return self.validation == "training"
         return len(self.training_data) < 2 or self.val_fraction <= 0
 
     def stopping(self) -> None:

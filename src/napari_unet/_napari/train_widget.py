@@ -333,7 +333,13 @@ class TrainWidget(Dock):
         _model_registry.register_model(name, result.model, select=scores.beats)
         self.save_button.enabled = self.export_button.enabled = True
         how = "stopped" if result.stopped else "done"
-        same = " (on the training image)" if self.monitor.validates_on_training_data else ""
+        same = (
+            " (on the training image)"
+            if self.monitor.validates_on_training_data
+            else " (on a held-back strip)"
+            if self.monitor.validation == "strip"
+            else ""
+        )
         verdict = scores.describe(name, self._rival_name, "U-Net Segment's Model box")
         self._show_info(
             f"{how}: best epoch {result.best_epoch + 1}, validation Dice "

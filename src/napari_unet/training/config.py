@@ -14,6 +14,8 @@ from ..model.files import DEFAULT_NORMALIZATION
 from .augment import AugmentConfig
 
 TASKS = ("instance", "semantic")
+#: what :attr:`TrainConfig.train_layers` may be
+TRAIN_LAYERS = ("all", "decoder")
 
 
 #: default peak learning rate of a fine-tune (a model to start from, no rate given): at 1e-3,
@@ -66,6 +68,16 @@ class TrainConfig:
     layers still learn their scale and shift). None: frozen when fine-tuning a model, updated
     when training a new one: the few images of a fine-tune, a handful of patches per batch,
     would otherwise replace statistics gathered over the parent's whole training set."""
+    hold_back: float = 0.25
+    """With fewer than :data:`~.validation.STRIPS_BELOW` images (one: none to hold back),
+    this share of each image's longest side (its end) is held back for validation instead:
+    the post-processing is chosen there and a fine-tune is compared with its parent there,
+    on pixels it did not train on. 0: validate on the training images themselves."""
+    train_layers: str = "all"
+    """Which weights learn: ``"all"``, or ``"decoder"`` (the encoder and the bottleneck of
+    the model being fine-tuned stay as they are, and no gradient flows through them: a
+    one-image fine-tune learns the new images' appearance in the decoder in a third of the
+    time, without forgetting the features learnt from many; issue 26)."""
     object_diameter: float | str | None = "auto"
     """Instance task: the object size (equivalent diameter, pixels) the network works at; each
     image is resampled so its objects' median matches it (:mod:`.working_size`). ``"auto"``:
@@ -91,6 +103,11 @@ class TrainConfig:
         check_number(self.sigma, "sigma (border width)", **positive)
         check_number(self.val_fraction, "val_fraction", minimum=0, maximum=1, high_open=True)
         check_number(self.foreground_fraction, "foreground_fraction", minimum=0, maximum=1)
+        check_number(self.hold_back, "hold_back", minimum=0, maximum=0.5)
+        if self.train_layers not in TRAIN_LAYERS:
+            raise UserInputError(
+                f"train_layers must be one of {TRAIN_LAYERS}, got {self.train_layers!r}"
+            )
         if self.num_classes is not None:
             check_integer(self.num_classes, "num_classes", minimum=2)
         sizes = self.patch_size if isinstance(self.patch_size, tuple | list) else [self.patch_size]

@@ -34,7 +34,7 @@ from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .losses import combined_loss
 from .size_fit import fit_size_model
 from .tune import TunedPostprocessing, TuneProgress, tune_model_iter
-from .validation import evaluate_crops, split_validation, validation_crops
+from .validation import evaluate_crops, on_strips, split_validation, validation_crops
 from .working_size import resolve_working_size, to_working_size
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,9 @@ def train_iter(
     torch.manual_seed(config.seed)
     train_pairs = list(train_pairs)
     if val_pairs is None:
-        train_pairs, val_pairs = split_validation(train_pairs, config.val_fraction, config.seed)
+        train_pairs, val_pairs = split_validation(
+            train_pairs, config.val_fraction, config.seed, config.hold_back
+        )
     held_out = val_pairs is not train_pairs
     # every image at the object size the network works at (the card's object_diameter)
     working = resolve_working_size(train_pairs, config, model)
@@ -125,8 +127,9 @@ def train_iter(
     val_crops = validation_crops(list(val_pairs), model, config.val_crop_size)
     steps = config.steps_per_epoch or _default_steps(train_pairs, patch, config.batch_size)
     total_steps = steps * config.epochs
+    learning = _learning_parameters(model, config.train_layers, initialized_from)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        learning, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps))
     state = RunState()
@@ -193,19 +196,30 @@ def train_iter(
             break
     stopped = stop.is_set()
     ranks.unwrap(model)
+    model.requires_grad_(True)  # a later fine-tune of this model may train every layer
     _restore_best(model, state)
     # -- after training: fit what Segment reads from the card to the best network ------------
     tuned = None
     tune = config.task == "instance" and config.tune_postprocessing and ranks.is_main
-    if tune and not held_out and (getattr(model, "card", None) or {}).get("postprocessing"):
+    parent_post = (getattr(model, "card", None) or {}).get("postprocessing")
+    kept = None
+    if tune and parent_post and not held_out:
         # chosen on the training images themselves, the settings would fit them, not new images
-        log.info("no held-out validation images: the fine-tuned model's post-processing is kept")
+        kept = "kept from the model fine-tuned (no held-out validation images)"
+    elif tune and parent_post and on_strips(val_pairs):
+        # a strip is too few objects to choose among ~100 settings, and the held-back
+        # comparison with the parent is made there: chosen there, it would favour the new model
+        kept = "kept from the model fine-tuned (one image: the held-back strip judges it)"
+    if kept is not None:
+        log.info("post-processing %s", kept)
         tune = False
     if tune and state.best_state is not None:
         tuned = yield from tune_model_iter(model, val_crops, device)
         yield tuned
     size = working.card_entry(factors) if working is not None else None
     result = _finish(model, state, config, train_pairs, stopped, initialized_from, tuned, size)
+    if kept is not None:
+        result.model.card["postprocessing"] = {**parent_post, "chosen_by": kept}
     if config.task == "instance" and ranks.is_main:
         _fit_size_model(result.model, val_pairs, train_pairs, device)
     ranks.wait_for_main()
@@ -223,6 +237,31 @@ def new_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet:
         batch_norm=config.batch_norm,
         padding="same",
     )
+
+
+#: the parameters of a U-Net that ``train_layers="decoder"`` keeps (name prefixes)
+ENCODER_PREFIXES = ("encoders.", "bottleneck.")
+
+
+def _learning_parameters(
+    model: torch.nn.Module, train_layers: str, initialized_from: Any
+) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser changes; the others get ``requires_grad=False``, so no
+    gradient is computed through them (the backward pass stops at the decoder)."""
+    if train_layers == "all":
+        return list(model.parameters())
+    if initialized_from is None:
+        raise UserInputError(
+            "train_layers='decoder' fine-tunes a model's decoder: give a model to start from "
+            "(init=, --init), or use train_layers='all' for a new network"
+        )
+    learning = []
+    for name, parameter in model.named_parameters():
+        keep = name.startswith(ENCODER_PREFIXES)
+        parameter.requires_grad_(not keep)
+        if not keep:
+            learning.append(parameter)
+    return learning
 
 
 def _freeze_norm_statistics(model: torch.nn.Module) -> None:
