@@ -17,7 +17,7 @@ For an image set the built-in model was not trained on, it plays the user of the
    random (``--choose random``), each replaced by the ground-truth objects it overlaps, the
    rest of the result left as predicted and only the corrected area (plus a margin) counted as
    annotated, exactly as the dock's :func:`correction_region` does;
-3. retrain with the dock's recipe (``RETRAIN_*`` in ``_napari/_train_settings.py``: the
+3. retrain with the dock's recipe (``RETRAIN_*`` in ``_napari/train/_train_settings.py``: the
    decoder learns at 1e-3 for 2 x 10 batches of 8 patches, on the image as the network saw
    it), holding back a strip of a single image, or one whole image of several, to judge it;
 4. score the *other* images of the set before and after: AP@0.5, AP@0.75, mean AP. "after
@@ -45,10 +45,10 @@ import tifffile
 import torch
 
 from napari_unet import metrics, segment
-from napari_unet._napari._retrain import _as_the_network_saw_them, correction_region
-from napari_unet._napari._train_inputs import PairSource
-from napari_unet._napari._train_job import HeldBackScores, training_job
-from napari_unet._napari._train_settings import (
+from napari_unet._napari.segment._retrain import _as_the_network_saw_them, correction_region
+from napari_unet._napari.train._train_inputs import PairSource
+from napari_unet._napari.train._train_job import HeldBackScores, training_job
+from napari_unet._napari.train._train_settings import (
     RETRAIN_EPOCHS,
     RETRAIN_LAYERS,
     RETRAIN_LR,
@@ -130,7 +130,7 @@ def corrected_objects(
     return corrected, correction_region(corrected, changed), choice
 
 
-def retrain(sources: list[PairSource]):
+def retrain(sources: list[PairSource], lr=RETRAIN_LR, layers=RETRAIN_LAYERS, steps=RETRAIN_STEPS):
     """The dock's retraining on ``sources``: (result, HeldBackScores, parent, wall s, cpu s)."""
     parent = model_input(sources[0].image, None, axes=sources[0].choice["axes"])[1]
     sources, prepared = _as_the_network_saw_them(sources, parent)
@@ -138,10 +138,10 @@ def retrain(sources: list[PairSource]):
     config = TrainConfig(
         task="instance",
         epochs=RETRAIN_EPOCHS,
-        steps_per_epoch=RETRAIN_STEPS,
-        learning_rate=RETRAIN_LR,
+        steps_per_epoch=steps,
+        learning_rate=lr,
         patch_size=patch,
-        train_layers=RETRAIN_LAYERS,
+        train_layers=layers,
     )
     t0, c0 = time.perf_counter(), time.process_time()
     gen = training_job(
@@ -169,6 +169,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="score on this many others only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="append the figures to this JSON-lines file")
+    parser.add_argument("--lr", type=float, default=RETRAIN_LR, help="(ablation) learning rate")
+    parser.add_argument("--layers", default=RETRAIN_LAYERS, choices=["all", "decoder"])
+    parser.add_argument("--steps", type=int, default=RETRAIN_STEPS, help="batches per epoch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder, ids = image_set(args.set)
@@ -195,7 +198,7 @@ def main() -> None:
             choice = model_input(image, None)[2].as_metadata()
         sources.append(PairSource(image_id, f"{image_id} corrected", image, labels, region,
                                   False, choice))  # fmt: skip
-    result, verdict, parent, wall, cpu = retrain(sources)
+    result, verdict, parent, wall, cpu = retrain(sources, args.lr, args.layers, args.steps)
     new = scores(result.model, items)
     used = new if verdict.beats else before
     b, n, u = before.mean(0), new.mean(0), used.mean(0)

@@ -24,7 +24,7 @@ import numpy as np
 import napari
 from qtpy.QtWidgets import QApplication
 from napari_unet._napari.sample_data import nuclei_sample
-from napari_unet._napari.segment_widget import SegmentWidget
+from napari_unet._napari.segment.segment_widget import SegmentWidget
 image_kind, engine, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 viewer = napari.Viewer(show=False)
 image = nuclei_sample()[0][0]

@@ -11,7 +11,7 @@ Usage (from the repository root; needs a display, e.g. Xvfb at laptop size)::
   long the GUI froze (goal: < 0.2 s on an idle machine).
 * **Training in the dock vs the Python API**: the same small training run (same pairs, same
   settings, same seed) through the Train dock (live plot, status, progress bar, canvas) and
-  through the engine directly (:func:`napari_unet._napari._train_job.training_job`, which is
+  through the engine directly (:func:`napari_unet._napari.train._train_job.training_job`, which is
   ``train_iter`` plus reading the layers' arrays), alternating, best of ``--repeats``; the
   ratio should be <= 1.10. The dock is timed twice: as napari shows it, and with napari's own
   "in progress" spinner (the animated GIF in the status bar, shown while any napari progress
@@ -95,8 +95,8 @@ def dock_training(train, spinners=()) -> tuple[float, float]:
 
 def api_training(train) -> float:
     """The dock's run through the engine alone; returns seconds."""
-    from napari_unet._napari._train_job import training_job
-    from napari_unet._napari._train_settings import make_config
+    from napari_unet._napari.train._train_job import training_job
+    from napari_unet._napari.train._train_settings import make_config
 
     sources = train.pairs.sources()
     config = make_config(train.architecture, train.hyper)

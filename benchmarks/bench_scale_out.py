@@ -93,7 +93,7 @@ def _train_worker(steps: int) -> None:
 
     from napari_unet.training.augment import AugmentConfig
     from napari_unet.training.config import TrainConfig
-    from napari_unet.training.data import prepare_pair
+    from napari_unet.training.data.pairs import prepare_pair
     from napari_unet.training.events import BatchEnd
     from napari_unet.training.loop import train_iter
 

@@ -22,9 +22,9 @@ import torch
 from napari_unet.common.device import resolve_device
 from napari_unet.model.unet import UNet
 from napari_unet.training.augment import AugmentConfig
-from napari_unet.training.batches import draw_batch
 from napari_unet.training.config import TrainConfig
-from napari_unet.training.data import PatchSampler, prepare_pair
+from napari_unet.training.data.batches import draw_batch
+from napari_unet.training.data.pairs import PatchSampler, prepare_pair
 from napari_unet.training.loop import _train_step
 
 

@@ -32,7 +32,7 @@ def median_diameter(folder: Path) -> float:
     import tifffile
     from skimage.segmentation import relabel_sequential
 
-    from napari_unet.training.data import object_diameters
+    from napari_unet.training.data.pairs import object_diameters
 
     diameters = [
         object_diameters(relabel_sequential(tifffile.imread(p))[0])

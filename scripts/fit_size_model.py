@@ -1,7 +1,7 @@
 """Fit a model's object-size estimate on annotated images and store it in its card.
 
 The weights are not changed: the ``size_model`` card entry (see
-``napari_unet.training.size_fit``) is measured by showing the model crops of the images
+``napari_unet.training.finishing.size_fit``) is measured by showing the model crops of the images
 zoomed to a range of object sizes. Training fits it at the end of every run; this script gives
 it to a model trained before that (the built-in model's recipe runs it on the training
 images).
@@ -19,8 +19,8 @@ import numpy as np
 import tifffile
 
 from napari_unet import load_model, save_model
-from napari_unet.training.data import prepare_pair
-from napari_unet.training.size_fit import fit_size_model
+from napari_unet.training.data.pairs import prepare_pair
+from napari_unet.training.finishing.size_fit import fit_size_model
 
 
 def main() -> None:

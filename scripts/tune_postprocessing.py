@@ -3,8 +3,8 @@
 Reconstructs the validation split that ``napari-unet train --val-fraction 0.1 --seed S`` held
 out of ``dsb2018_fluo`` (never the test set), predicts their probabilities once with MODEL, and
 prints the mean AP at IoU 0.5 and the mean AP over 0.5:0.95 for a grid of seed / foreground
-thresholds and seed split heights: :func:`napari_unet.training.tune.search`, the search every
-training run ends with, on whole validation images instead of validation crops.
+thresholds and seed split heights: :func:`napari_unet.training.finishing.tune.search`, the
+search every training run ends with, on whole validation images instead of validation crops.
 
 Usage: python scripts/tune_postprocessing.py MODEL [--seed 2018] [--data DIR]
 """
@@ -18,8 +18,8 @@ import numpy as np
 import tifffile
 
 from napari_unet import load_model, segment
-from napari_unet.training.data import match_folder_pairs
-from napari_unet.training.tune import search
+from napari_unet.training.data.pairs import match_folder_pairs
+from napari_unet.training.finishing.tune import search
 
 #: the grid the built-in model's settings were chosen from (training runs search DEFAULT_GRID)
 GRID = {

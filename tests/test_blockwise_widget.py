@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet._napari.segment_widget import FROM_FILE, SegmentWidget
+from napari_unet._napari.segment.segment_widget import FROM_FILE, SegmentWidget
 from napari_unet.common.errors import UserInputError
 
 

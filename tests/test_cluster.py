@@ -144,7 +144,7 @@ def test_output_folder_not_seen_by_a_worker_is_a_clear_error(tmp_path):
 def test_segment_widget_runs_on_the_scheduler_it_is_given(
     make_napari_viewer, qtbot, client, tiny_model, tiny_model_file
 ):
-    from napari_unet._napari.segment_widget import FROM_FILE, SegmentWidget
+    from napari_unet._napari.segment.segment_widget import FROM_FILE, SegmentWidget
 
     image = (np.random.default_rng(3).random((90, 70)) * 255).astype(np.uint8)
     viewer = make_napari_viewer()

@@ -178,7 +178,7 @@ def test_int8_engine_needs_a_single_channel_2d_model():
 
 
 def test_faces_offer_the_same_engines():
-    from napari_unet._napari import _segment_settings as segment_widget
+    from napari_unet._napari.segment import _segment_settings as segment_widget
     from napari_unet.cli import segment as cli_segment
 
     assert cli_segment.ENGINES == ENGINES

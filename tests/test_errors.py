@@ -351,7 +351,7 @@ def test_load_model_refuses_folders_and_pickles(ws):
 
 def test_labels_get_the_same_message_in_training_and_evaluation():
     from napari_unet.evaluation.pairs import evaluate_pair
-    from napari_unet.training.data import prepare_pair
+    from napari_unet.training.data.pairs import prepare_pair
 
     image = np.zeros((8, 8), np.float32)
     negative = np.full((8, 8), -2, np.int32)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from napari_unet import metrics
-from napari_unet._napari._metrics_table import metric_name
-from napari_unet._napari.evaluate_widget import EvaluateWidget, parse_thresholds
+from napari_unet._napari.evaluate._metrics_table import metric_name
+from napari_unet._napari.evaluate.evaluate_widget import EvaluateWidget, parse_thresholds
 
 
 def _stack():

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from napari_unet._napari import _model_registry as registry
-from napari_unet._napari import _segment_output
-from napari_unet._napari._segment_output import BUILTIN, FROM_FILE, TRAINED
-from napari_unet._napari._train_settings import (
+from napari_unet._napari._model_registry import BUILTIN, FROM_FILE, TRAINED
+from napari_unet._napari.segment import _segment_output
+from napari_unet._napari.train._train_settings import (
     FINE_TUNE_EPOCHS,
     FINE_TUNE_LR,
     NEW_EPOCHS,
@@ -27,7 +27,7 @@ from napari_unet._napari._train_settings import (
     START_BUILTIN,
     START_NEW,
 )
-from napari_unet._napari.train_widget import TrainWidget
+from napari_unet._napari.train.train_widget import TrainWidget
 from napari_unet.common.sample import load_sample
 
 PLUGIN = "napari-unet"
@@ -240,7 +240,7 @@ def test_retrain_compares_on_a_held_back_corrected_image(
 def test_undo_retrain_goes_back_to_the_parent_model_in_every_segment_dock(
     make_napari_viewer, qtbot, tiny_model_file, crops, infos, monkeypatch
 ):
-    from napari_unet._napari import _train_job
+    from napari_unet._napari.train import _train_job
 
     scored: list[tuple[object, int]] = []
 
@@ -279,7 +279,7 @@ def test_undo_retrain_goes_back_to_the_parent_model_in_every_segment_dock(
     assert not widget.retrain.undo_button.enabled
     assert "using 'tiny' again" in widget.retrain.status.value
     # the next result comes from the parent model again
-    from napari_unet._napari import _results
+    from napari_unet._napari.segment import _results
 
     widget.confirm_replace = lambda name: True
     _segment(widget, qtbot, "a")
@@ -350,7 +350,11 @@ def test_the_default_fine_tune_trains_from_the_built_in_model(make_napari_viewer
 
 
 def test_the_registry_names_trained_models_as_the_segment_dock_does(tiny_model):
-    assert registry.TRAINED == _segment_output.TRAINED
+    assert registry.trained_choice("offered") == TRAINED + "offered"
+    record = _segment_output.model_record("a", TRAINED + "offered", tiny_model)
+    assert record.model_ref is tiny_model
+    assert record.model_name == registry.model_name(TRAINED + "offered", tiny_model)
+    assert _segment_output.model_record("a", BUILTIN, None).model_name == BUILTIN
     registry.register_model("offered", tiny_model, select=False)
     assert registry.current_choice() is None
     registry.register_model("used", tiny_model)  # a direct registration is a pick
@@ -361,7 +365,7 @@ def test_the_registry_names_trained_models_as_the_segment_dock_does(tiny_model):
 
 
 def test_held_back_scores_tie_keeps_and_unlabelled_pixels_are_left_out(crops):
-    from napari_unet._napari._train_job import _annotated, held_back_scores
+    from napari_unet._napari.train._train_job import _annotated, held_back_scores
     from napari_unet.evaluation.instances import average_precision
     from napari_unet.training.config import TrainConfig
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_unet._napari import _model_registry as registry
-from napari_unet._napari.segment_widget import FROM_FILE, TRAINED
+from napari_unet._napari.segment.segment_widget import FROM_FILE, TRAINED
 
 PLUGIN = "napari-unet"
 TIMEOUT_MS = 60_000
@@ -162,7 +162,7 @@ def test_correct_and_retrain_offers_the_fine_tuned_model_in_every_segment_dock(
 
     shown: list[str] = []
     monkeypatch.setattr(notes, "show_info", shown.append)
-    from napari_unet._napari._retrain import correction_region
+    from napari_unet._napari.segment._retrain import correction_region
 
     viewer, widget = segment
     other = _dock(viewer, "U-Net Segment")  # a second Segment dock

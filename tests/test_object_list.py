@@ -8,8 +8,8 @@ import csv
 import numpy as np
 import tifffile
 
-from napari_unet._napari._object_list import camera
-from napari_unet._napari.segment_widget import BUILTIN, SegmentWidget
+from napari_unet._napari.segment._object_list import camera
+from napari_unet._napari.segment.segment_widget import BUILTIN, SegmentWidget
 from napari_unet.common.sample import sample_paths
 from napari_unet.inference.labels.objects import COLUMNS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_redraws_are_spaced_by_the_cost_of_a_draw(qtbot):
-    from napari_unet._napari._plot import TrainingPlot
+    from napari_unet._napari.train._plot import TrainingPlot
 
     plot = TrainingPlot(min_interval=0.5)
     qtbot.addWidget(plot.widget)

@@ -103,7 +103,12 @@ def test_widget_modules_do_not_import_torch():
     """torch loads when a widget runs a job, not when napari imports the widget classes."""
     body = "\n".join(
         f"import napari_unet._napari.{name}"
-        for name in ("segment_widget", "train_widget", "evaluate_widget", "sample_data")
+        for name in (
+            "segment.segment_widget",
+            "train.train_widget",
+            "evaluate.evaluate_widget",
+            "sample_data",
+        )
     )
     result = subprocess.run(
         [sys.executable, "-c", _NO_TORCH.format(body=body)],

@@ -15,7 +15,7 @@ from napari_unet.inference.labels.postprocess import (
     semantic_labels,
     semantic_labels_chunked,
 )
-from napari_unet.training.targets import instance_to_classes
+from napari_unet.training.data.targets import instance_to_classes
 
 
 def _nuclei(shape=(200, 300), seed=0) -> np.ndarray:

@@ -113,8 +113,8 @@ def test_the_network_learns_from_what_segment_gives_it():
 
 
 def test_retrain_learns_from_the_corrected_image_as_the_network_saw_it():
-    from napari_unet._napari._retrain import _as_the_network_saw_them
-    from napari_unet._napari._train_inputs import PairSource
+    from napari_unet._napari.segment._retrain import _as_the_network_saw_them
+    from napari_unet._napari.train._train_inputs import PairSource
 
     image, labels = _blobs((96, 128))
     bright = (200 - 150 * image).clip(0, 255).astype(np.uint8)

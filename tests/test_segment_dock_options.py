@@ -9,9 +9,9 @@ import itertools
 import numpy as np
 import pytest
 
-from napari_unet._napari._segment_settings import OUTLINE_WIDTH, changed_postprocessing
 from napari_unet._napari._stage_bar import StageCounts
-from napari_unet._napari.segment_widget import BUILTIN, FROM_FILE, SegmentWidget
+from napari_unet._napari.segment._segment_settings import OUTLINE_WIDTH, changed_postprocessing
+from napari_unet._napari.segment.segment_widget import BUILTIN, FROM_FILE, SegmentWidget
 
 TIMEOUT_MS = 60_000
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from napari_unet._napari.segment_widget import FROM_FILE
+from napari_unet._napari.segment.segment_widget import FROM_FILE
 
 PLUGIN = "napari-unet"
 TIMEOUT_MS = 60_000

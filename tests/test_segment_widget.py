@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_unet._napari.segment_widget import FROM_FILE, SegmentWidget
+from napari_unet._napari.segment.segment_widget import FROM_FILE, SegmentWidget
 
 TIMEOUT_MS = 60_000
 
@@ -169,7 +169,7 @@ def test_event_loop_keeps_running_during_a_run(widget, qtbot):
 
 def test_importing_the_widget_does_not_import_torch():
     code = (
-        "import sys, napari_unet._napari.segment_widget as w; "
+        "import sys, napari_unet._napari.segment.segment_widget as w; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     result = subprocess.run(

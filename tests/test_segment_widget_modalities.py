@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet._napari.segment_widget import SegmentWidget
+from napari_unet._napari.segment.segment_widget import SegmentWidget
 
 TIMEOUT_MS = 60_000
 

@@ -15,8 +15,8 @@ from napari_unet.inference.sizing.rescale import resample
 from napari_unet.inference.sizing.size import MIN_RELIABLE, diameter_from_labels, measure_scale_iter
 from napari_unet.inference.sizing.size_search import estimate_size_iter, size_model_settings
 from napari_unet.training import loop
-from napari_unet.training.data import object_diameters, prepare_pair
-from napari_unet.training.size_fit import fit_size_model, summarize
+from napari_unet.training.data.pairs import object_diameters, prepare_pair
+from napari_unet.training.finishing.size_fit import fit_size_model, summarize
 
 #: a stage-1 test image (DSB 2018) of 59 nuclei, median equivalent diameter 12.6 px
 DSB_ID = "0999dab07b11bc85fb8464fc36c947fbd8b5d6ec49817361cb780659ca805eac"
@@ -89,7 +89,7 @@ def test_summarize_gives_up_without_measurable_crops():
 
 def test_fit_on_images_of_known_object_size(tiny_model, monkeypatch):
     """A stand-in network that segments the discs exactly: calibration 1, a wide range."""
-    from napari_unet.training import size_fit
+    from napari_unet.training.finishing import size_fit
 
     def perfect(model, image, device="cpu"):
         foreground = image[0] > 0.5
@@ -112,7 +112,7 @@ def test_fit_on_images_of_known_object_size(tiny_model, monkeypatch):
 def test_one_annotated_image_is_enough_to_fit(tiny_model, monkeypatch):
     """A model trained on a single image gets a size model: that image is zoomed to more sizes
     (about MIN_CROPS crops), so every size bin near the working diameter can be judged."""
-    from napari_unet.training import size_fit
+    from napari_unet.training.finishing import size_fit
 
     def perfect(model, image, device="cpu"):
         foreground = image[0] > 0.5

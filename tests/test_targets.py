@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.training.targets import (
+from napari_unet.training.data.targets import (
     BACKGROUND,
     BOUNDARY,
     INTERIOR,

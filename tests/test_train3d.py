@@ -8,7 +8,7 @@ import tifffile
 from napari_unet import UNet, load_model, segment, train
 from napari_unet.cli import main
 from napari_unet.metrics import average_precision
-from napari_unet.training.targets import BOUNDARY, INTERIOR, instance_to_classes
+from napari_unet.training.data.targets import BOUNDARY, INTERIOR, instance_to_classes
 from synthetic3d import ellipsoid_stack
 
 

@@ -48,6 +48,7 @@ def test_a_given_rate_and_training_from_scratch_keep_theirs(used_config, tiny_mo
 
 
 def test_every_face_fine_tunes_at_the_same_rate():
-    from napari_unet._napari import _retrain, _train_settings
+    from napari_unet._napari.segment import _retrain
+    from napari_unet._napari.train import _train_settings
 
     assert _retrain.FINE_TUNE_LR == _train_settings.FINE_TUNE_LR == FINE_TUNE_LR

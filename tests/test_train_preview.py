@@ -1,5 +1,5 @@
 """The Train dock's live preview segments at the scale training works at: each image resampled so
-its objects have the working object size (training/working_size.py), then brought back."""
+its objects have the working object size (training/data/working_size.py), then brought back."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from napari_unet._napari._train_inputs import PairSource
-from napari_unet._napari._train_job import (
+from napari_unet._napari.train._train_inputs import PairSource
+from napari_unet._napari.train._train_job import (
     PreviewReady,
     PreviewSpec,
     predict_slice,
@@ -36,7 +36,7 @@ def _discs(shape=(96, 96), radius=12, step=32, seed=0):
 
 def _working_side(labels, working: float) -> int:
     """The image side once its objects' median diameter is ``working`` px."""
-    from napari_unet.training.data import object_diameters
+    from napari_unet.training.data.pairs import object_diameters
 
     return round(labels.shape[0] * working / float(np.median(object_diameters(labels))))
 

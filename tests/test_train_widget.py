@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from napari_unet._napari import _model_registry as registry
-from napari_unet._napari._train_inputs import PairSource, channel_axis, expand_sources
-from napari_unet._napari._train_settings import START_NEW
-from napari_unet._napari.train_widget import TrainWidget
+from napari_unet._napari.train._train_inputs import PairSource, channel_axis, expand_sources
+from napari_unet._napari.train._train_settings import START_NEW
+from napari_unet._napari.train.train_widget import TrainWidget
 from napari_unet.common.errors import ShapeError, UserInputError
 from napari_unet.common.sample import load_sample
 
@@ -48,7 +48,7 @@ def _finish(qtbot, widget: TrainWidget) -> None:
 
 def test_tiny_training_plots_registers_previews_and_saves(viewer, qtbot, crop, tmp_path):
     from napari_unet import load_model
-    from napari_unet._napari._train_job import predict_slice
+    from napari_unet._napari.train._train_job import predict_slice
 
     widget = TrainWidget(viewer)  # layers added afterwards: the choices must follow
     viewer.add_image(crop[0], name="nuclei")
@@ -155,7 +155,7 @@ def test_z_stack_trains_per_annotated_slice_and_previews_the_visible_one(viewer,
     assert widget.result is not None, widget.message.value
     assert widget.training_data == ("stack [0]", "stack [2]")
     assert widget.result.model.card["provenance"]["n_training_images"] == 1  # + 1 validation
-    from napari_unet._napari._train_job import predict_slice
+    from napari_unet._napari.train._train_job import predict_slice
 
     preview = viewer.layers["stack preview"]
     assert preview.data.shape == gt.shape
@@ -332,7 +332,7 @@ def test_shapes_region_is_rasterised_on_the_labels_grid(viewer):
 
 def test_start_from_the_built_in_model_fine_tunes_it(viewer, qtbot, crop):
     from napari_unet import load_model
-    from napari_unet._napari._train_settings import START_BUILTIN, START_NEW
+    from napari_unet._napari.train._train_settings import START_BUILTIN, START_NEW
 
     viewer.add_image(crop[0], name="nuclei")
     viewer.add_labels(crop[1], name="nuclei gt")

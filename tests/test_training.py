@@ -19,9 +19,9 @@ import torch
 from napari_unet.common.errors import ShapeError, UserInputError
 from napari_unet.training.arrays import prepare_data, train
 from napari_unet.training.augment import AugmentConfig
-from napari_unet.training.batches import default_workers, draw_batch
 from napari_unet.training.config import TrainConfig
-from napari_unet.training.data import PatchSampler, TrainingPair
+from napari_unet.training.data.batches import default_workers, draw_batch
+from napari_unet.training.data.pairs import PatchSampler, TrainingPair
 from napari_unet.training.events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from napari_unet.training.loop import train_iter
 from napari_unet.training.validation import evaluate_crops

@@ -12,9 +12,9 @@ from napari_unet.inference.labels.postprocess import instance_labels
 from napari_unet.inference.pipeline import postprocessing_settings
 from napari_unet.training.arrays import prepare_data, train
 from napari_unet.training.config import TrainConfig
+from napari_unet.training.data.targets import instance_to_classes
+from napari_unet.training.finishing.tune import KEYS, TunedPostprocessing, TuneProgress, search
 from napari_unet.training.loop import train_iter
-from napari_unet.training.targets import instance_to_classes
-from napari_unet.training.tune import KEYS, TunedPostprocessing, TuneProgress, search
 from test_training import TINY, dataset, run
 
 SMALL_GRID = {

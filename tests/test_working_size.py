@@ -8,8 +8,8 @@ import pytest
 from napari_unet.common.errors import UserInputError
 from napari_unet.training.arrays import prepare_data, train
 from napari_unet.training.config import TrainConfig
+from napari_unet.training.data.working_size import resolve_working_size, to_working_size
 from napari_unet.training.loop import new_model
-from napari_unet.training.working_size import resolve_working_size, to_working_size
 
 TINY = dict(depth=2, base_filters=4, patch_size=32, batch_size=2, steps_per_epoch=2, epochs=1)
 

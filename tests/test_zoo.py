@@ -271,7 +271,7 @@ def foreign_zip(tmp_path_factory, sample) -> Path:
 def test_our_package_is_fine_tuned_as_our_unet_and_a_foreign_one_is_explained(
     tiny_zip, tiny_trained, foreign_zip
 ):
-    from napari_unet._napari._retrain import _trainable
+    from napari_unet._napari.segment._retrain import _trainable
     from napari_unet.common.errors import UserInputError
     from napari_unet.model.unet import UNet
     from napari_unet.zoo.resolve import trainable_model

@@ -7,9 +7,9 @@ import pytest
 
 from napari_unet import segment
 from napari_unet._napari import _model_registry as registry
-from napari_unet._napari._train_settings import START_NEW
-from napari_unet._napari.segment_widget import FROM_FILE, SegmentWidget
-from napari_unet._napari.train_widget import TrainWidget
+from napari_unet._napari.segment.segment_widget import FROM_FILE, SegmentWidget
+from napari_unet._napari.train._train_settings import START_NEW
+from napari_unet._napari.train.train_widget import TrainWidget
 from napari_unet.common.sample import load_sample
 
 TIMEOUT_MS = 300_000

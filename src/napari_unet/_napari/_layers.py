@@ -212,24 +212,3 @@ def same_layer(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is b
     return a.unique_id == b.unique_id
-
-
-def put_error_layer(viewer: napari.viewer.Viewer, name: str, errors: Any, like: Any) -> Any:
-    """Add or update (in place) the error layer ``name``, placed as the layer ``like``.
-
-    Its values are coloured by :data:`._metrics_table.ERROR_COLORS`; 0 is transparent.
-    """
-    from napari.utils.colormaps import DirectLabelColormap
-
-    from ._metrics_table import ERROR_COLORS
-
-    colors: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
-    colors.update({k: c for k, (_, c) in ERROR_COLORS.items()})
-    colormap = DirectLabelColormap(color_dict=colors)
-    placement = Placement(
-        scale=tuple(like.scale), translate=tuple(like.translate),
-        axis_labels=tuple(like.axis_labels), units=tuple(like.units),
-    )  # fmt: skip
-    layer = upsert_layer(viewer, "labels", name, errors, placement, colormap=colormap, opacity=0.8)
-    layer.colormap = colormap
-    return layer

@@ -8,7 +8,9 @@ switches every Segment dock to a model (a trained one, the built-in model or a f
 *Undo retrain* does. The registry also remembers the Segment model last chosen
 (:func:`current_choice`), which a training run compares its model with and a Segment dock
 opened later starts from. It lives in memory only (a saved model file is the durable form)
-and is touched on the GUI thread only.
+and is touched on the GUI thread only. :func:`chosen_model` turns a Segment dock's model choice
+(the built-in model, a model file, a trained model) into the model ``segment`` takes, and
+:func:`model_name` names it.
 
 Examples
 --------
@@ -22,7 +24,8 @@ True
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
 
@@ -32,9 +35,14 @@ if TYPE_CHECKING:
     from ..model.unet import UNet
 
 __all__ = [
+    "BUILTIN",
+    "FROM_FILE",
+    "TRAINED",
+    "chosen_model",
     "clear_models",
     "current_choice",
     "get_model",
+    "model_name",
     "model_used",
     "models_changed",
     "note_choice",
@@ -46,8 +54,10 @@ __all__ = [
     "use_model",
 ]
 
-#: the Segment dock's model choice of a trained model: ``TRAINED + name`` (the same as
-#: ``_segment_output.TRAINED``, which tests/test_model_choice.py checks)
+#: the Segment dock's model choices: the built-in model, a file, a model trained this session
+#: (``TRAINED`` + its name)
+BUILTIN = "built-in nuclei"
+FROM_FILE = "model file"
 TRAINED = "trained: "
 
 
@@ -164,3 +174,27 @@ def get_model(name: str) -> UNet:
         raise UserInputError(
             f"no trained model called {name!r} in this session (registered: {known})"
         ) from None
+
+
+def chosen_model(source: str, model_file: Any) -> Any:
+    """The Segment dock's model choice as ``segment_iter`` takes it: None, a Path or a UNet."""
+    if source == FROM_FILE:
+        path = Path(model_file)
+        if not path.is_file():
+            raise UserInputError(
+                f"choose a model file (.safetensors) or a BioImage.IO package (.zip); "
+                f"{path} is not a file"
+            )
+        return path
+    if source.startswith(TRAINED):
+        return get_model(source[len(TRAINED) :])
+    return None
+
+
+def model_name(source: str, model: Any) -> str:
+    """The name of ``model`` (None: built-in, a Path, or a trained UNet) chosen as ``source``."""
+    if model is None:
+        return BUILTIN
+    if isinstance(model, Path):
+        return model.stem
+    return str((getattr(model, "card", None) or {}).get("name") or source)

@@ -106,12 +106,12 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     from ..model.files import save_model
     from ..training.arrays import prepare_data
     from ..training.augment import AugmentConfig
-    from ..training.batches import default_workers
     from ..training.config import FINE_TUNE_LR, TrainConfig, config_for_model
-    from ..training.data import read_folder_pairs
+    from ..training.data.batches import default_workers
+    from ..training.data.pairs import read_folder_pairs
     from ..training.events import BatchEnd, CheckpointSaved, EpochEnd
+    from ..training.finishing.tune import TunedPostprocessing, TuneProgress
     from ..training.loop import train_iter
-    from ..training.tune import TunedPostprocessing, TuneProgress
 
     checkpoint = check_train_outputs(args)
     if args.threads:
@@ -299,7 +299,7 @@ def labels_ndim(images_dir, labels_dir) -> int:
     """3 when the first label file is a Z stack (3 axes), else 2."""
     import tifffile
 
-    from ..training.data import match_folder_pairs
+    from ..training.data.pairs import match_folder_pairs
 
     pairs = match_folder_pairs(images_dir, labels_dir)
     with tifffile.TiffFile(pairs[0][1]) as tif:

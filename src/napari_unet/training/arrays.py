@@ -13,7 +13,7 @@ from ..common.errors import UserInputError
 from ..common.progress import run_to_end
 from ..model.unet import UNet
 from .config import FINE_TUNE_LR, TrainConfig
-from .data import TrainingPair, prepare_pair
+from .data.pairs import TrainingPair, prepare_pair
 from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .loop import train_iter
 

@@ -3,7 +3,7 @@
 A checkpoint holds the weights, the best weights so far, the optimizer and scheduler states, the
 torch random-number state and the position (epoch, step, running loss); the training
 batches need no saved state, since each is drawn from a generator seeded by its position
-(:mod:`.batches`). It is written with
+(:mod:`.data.batches`). It is written with
 ``torch.save`` and read with ``torch.load(weights_only=True)``, so loading never runs code.
 It is separate from the exported model file.
 """
@@ -21,7 +21,7 @@ import torch
 from ..common.atomic import atomic_write
 from ..common.errors import UserInputError, write_error
 from .config import TrainConfig
-from .data import fingerprint
+from .data.pairs import fingerprint
 
 CHECKPOINT_FORMAT = "napari-unet-checkpoint/2"
 # /1 also saved a numpy generator state, no longer needed; such files still resume

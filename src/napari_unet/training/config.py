@@ -80,7 +80,7 @@ class TrainConfig:
     time, without forgetting the features learnt from many; issue 26)."""
     object_diameter: float | str | None = "auto"
     """Instance task: the object size (equivalent diameter, pixels) the network works at; each
-    image is resampled so its objects' median matches it (:mod:`.working_size`). ``"auto"``:
+    image is resampled so its objects' median matches it (:mod:`.data.working_size`). ``"auto"``:
     the fine-tuned model's size, else the training objects' median; None: no resampling."""
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ group (gloo on the CPU, nccl on CUDA, one GPU per process). The run is the singl
 split N ways:
 
 * batch ``step`` of epoch ``epoch`` is still drawn whole from its own seeded generator
-  (:mod:`.batches`); rank ``r`` keeps samples ``r*B/N .. (r+1)*B/N - 1`` of it, so the global
+  (:mod:`.data.batches`); rank ``r`` keeps samples ``r*B/N .. (r+1)*B/N - 1`` of it, so the global
   batch is the same whatever N;
 * the network is wrapped in ``DistributedDataParallel`` (which averages the gradients) and
   the loss's sums over the batch are summed over the ranks (:meth:`Ranks.total`), so the

@@ -54,4 +54,5 @@ class TrainResult:
     best_dice: float = float("nan")
     stopped: bool = False
     postprocessing: Any = None
-    """The :class:`~.tune.TunedPostprocessing` chosen on the validation images, or None."""
+    """The :class:`~.finishing.tune.TunedPostprocessing` chosen on the validation images, or
+    None."""

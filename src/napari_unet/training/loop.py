@@ -5,7 +5,7 @@ and :func:`.arrays.train`. It yields :class:`BatchEnd`, :class:`EpochEnd` and :c
 events, checks a stop flag after every batch, and returns a :class:`TrainResult` holding the
 best model (by validation Dice) and the history. A checkpoint (weights, optimizer, scheduler,
 position) lets a stopped run continue exactly where it stopped. Batches come from
-:mod:`.batches`, optionally prepared by background worker processes.
+:mod:`.data.batches`, optionally prepared by background worker processes.
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ import torch
 from ..common.device import resolve_device
 from ..common.errors import UserInputError
 from ..model.unet import UNet
-from .batches import batches, default_workers
-from .card import describe_origin, training_card
 from .checkpoint import RunState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import PatchSampler, TrainingPair
+from .data.batches import batches, default_workers
+from .data.pairs import PatchSampler, TrainingPair
+from .data.working_size import resolve_working_size, to_working_size
 from .ddp import Ranks
 from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
+from .finishing.card import describe_origin, training_card
+from .finishing.size_fit import fit_size_model
+from .finishing.tune import TunedPostprocessing, TuneProgress, tune_model_iter
 from .losses import combined_loss
-from .size_fit import fit_size_model
-from .tune import TunedPostprocessing, TuneProgress, tune_model_iter
 from .validation import evaluate_crops, on_strips, split_validation, validation_crops
-from .working_size import resolve_working_size, to_working_size
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ def train_iter(
     """Train a U-Net, yielding events; returns a :class:`TrainResult`.
 
     After the last epoch the best network's instance post-processing is chosen on the
-    validation images (:mod:`.tune`; ``config.tune_postprocessing``): the run yields
-    :class:`~.tune.TuneProgress` events and, at the end, the :class:`~.tune.TunedPostprocessing`.
+    validation images (:mod:`.finishing.tune`; ``config.tune_postprocessing``): the run yields
+    :class:`~.finishing.tune.TuneProgress` events and, at the end, the
+    :class:`~.finishing.tune.TunedPostprocessing`.
 
     Parameters
     ----------

@@ -11,7 +11,7 @@ import torch
 from ..common.errors import UserInputError
 from ..model.unet import UNet
 from .config import TrainConfig
-from .data import TrainingPair
+from .data.pairs import TrainingPair
 from .losses import combined_loss
 
 log = logging.getLogger(__name__)

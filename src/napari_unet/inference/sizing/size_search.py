@@ -12,8 +12,8 @@ segments what it sees (the model's own post-processing) and measures the median 
 diameter of the objects not cut by the border (:func:`~.size.diameter_from_labels`), times
 the model's fitted ``calibration``; a measurement counts only inside the fitted ``reliable``
 range (pixels as the model sees them). Both come from
-:func:`napari_unet.training.size_fit.fit_size_model`, which measures them for each model at
-the end of training; they live in the card::
+:func:`napari_unet.training.finishing.size_fit.fit_size_model`, which measures them for each
+model at the end of training; they live in the card::
 
     "size_model": {"method": "coarse-to-fine instances", "version": 2,
                    "working_diameter": 20.2, "calibration": 1.0,

@@ -17,7 +17,7 @@ def layer_array(layer: Any) -> Any:
 
 def evaluate_job(job: dict[str, Any]):
     """Worker body: evaluate ``job`` (arrays only), yield per-slice progress, return the result."""
-    from ..evaluation.pairs import iter_evaluate_pair
+    from ...evaluation.pairs import iter_evaluate_pair
 
     job = dict(job)
     gt, pred = np.asarray(job.pop("ground_truth")), np.asarray(job.pop("prediction"))

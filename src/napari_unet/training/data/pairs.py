@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common.errors import ShapeError, UserInputError
-from ..common.readers import as_label_array, image_name, read_image
-from ..common.readers import list_images as _list_images
-from ..common.validate import check_labels, check_not_empty
-from ..inference.images.normalize import check_finite, normalize
-from ..inference.sizing.size import equivalent_diameters
+from ...common.errors import ShapeError, UserInputError
+from ...common.readers import as_label_array, image_name, read_image
+from ...common.readers import list_images as _list_images
+from ...common.validate import check_labels, check_not_empty
+from ...inference.images.normalize import check_finite, normalize
+from ...inference.sizing.size import equivalent_diameters
 from .targets import instance_to_classes, unet_weight_map
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,12 @@ from magicgui.widgets import (
     Table,
 )
 
-from ._dock import Advanced, Dock, wrapping_label
+from .._dock import Advanced, Dock, wrapping_label
+from .._feedback import report_error, report_failure
+from .._layers import Placement, same_layer, upsert_layer
 from ._evaluate_job import evaluate_job, layer_array
-from ._feedback import report_error, report_failure
-from ._layers import put_error_layer, same_layer
 from ._metrics_table import (
+    ERROR_COLORS,
     legend_html,
     metric_keys,
     metric_tooltip,
@@ -186,7 +187,7 @@ class EvaluateWidget(Dock):
         """
         from napari.qt.threading import create_worker
 
-        from ..common.errors import UserInputError
+        from ...common.errors import UserInputError
 
         if self.running:
             return self._worker
@@ -223,7 +224,7 @@ class EvaluateWidget(Dock):
             self._worker.quit()
 
     def _job(self) -> dict[str, Any]:
-        from ..common.errors import ShapeError, UserInputError
+        from ...common.errors import ShapeError, UserInputError
 
         pred, gt, region = self.prediction.value, self.ground_truth.value, self.region.value
         if pred is None or gt is None:
@@ -285,8 +286,8 @@ class EvaluateWidget(Dock):
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Write every record of the last evaluation at full precision to ``path`` (atomically)."""
-        from ..common.errors import UserInputError
-        from ..evaluation.folders import write_csv
+        from ...common.errors import UserInputError
+        from ...evaluation.folders import write_csv
 
         if not self.records:
             raise UserInputError("nothing to export yet: run the evaluation first")
@@ -303,7 +304,7 @@ class EvaluateWidget(Dock):
 
     def _export_clicked(self, *_: Any) -> None:
         """The Export button: write the CSV, or say why not (never an uncaught error)."""
-        from ..common.errors import UserInputError
+        from ...common.errors import UserInputError
 
         try:
             self.export_csv(self.csv_file.value)
@@ -325,3 +326,22 @@ class EvaluateWidget(Dock):
 
     def _notify_error(self, err: BaseException) -> None:
         report_error(self.status, str(err), "U-Net Evaluate")
+
+
+def put_error_layer(viewer: napari.viewer.Viewer, name: str, errors: Any, like: Any) -> Any:
+    """Add or update (in place) the error layer ``name``, placed as the layer ``like``.
+
+    Its values are coloured by :data:`._metrics_table.ERROR_COLORS`; 0 is transparent.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[int | None, Any] = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+    colors.update({k: c for k, (_, c) in ERROR_COLORS.items()})
+    colormap = DirectLabelColormap(color_dict=colors)
+    placement = Placement(
+        scale=tuple(like.scale), translate=tuple(like.translate),
+        axis_labels=tuple(like.axis_labels), units=tuple(like.units),
+    )  # fmt: skip
+    layer = upsert_layer(viewer, "labels", name, errors, placement, colormap=colormap, opacity=0.8)
+    layer.colormap = colormap
+    return layer

@@ -20,7 +20,8 @@ updates that layer; *Outlines* shows it as outlines. The detection settings unde
 over flips and 90-degree rotations, several times slower; the status line and
 ``metadata["napari_unet"]["tta"]`` say whether a result was made with it. The status line
 and napari's progress bar count each stage's steps up over all its passes
-(:class:`._stage_bar.StageCounts`). torch is imported when a run starts, not before.
+(:class:`~napari_unet._napari._stage_bar.StageCounts`). torch is imported when a run starts,
+not before.
 """
 
 from __future__ import annotations
@@ -35,18 +36,16 @@ from magicgui.widgets import (
     PushButton,
 )
 
-from . import _model_registry as registry
-from ._dock import Advanced, Dock, header, wrapping_label
-from ._feedback import report_error, report_failure
-from ._layers import AxesProposal, axes_proposal, channel_count, channel_names, layer_array
+from .. import _model_registry as registry
+from .._dock import Advanced, Dock, header, wrapping_label
+from .._feedback import report_error, report_failure
+from .._layers import AxesProposal, axes_proposal, channel_count, channel_names, layer_array
+from .._model_registry import BUILTIN, FROM_FILE, TRAINED, chosen_model
+from .._stage_bar import StageBar, StageCounts
 from ._object_list import ObjectList
 from ._retrain import RetrainBox
 from ._segment_output import (
-    BUILTIN,
-    FROM_FILE,
-    TRAINED,
     ask_replace,
-    chosen_model,
     describe,
     drive,
     in_dock_words,
@@ -63,7 +62,6 @@ from ._segment_settings import (
     changed_postprocessing,
     model_card,
 )
-from ._stage_bar import StageBar, StageCounts
 
 if TYPE_CHECKING:
     import napari
@@ -216,7 +214,7 @@ class SegmentWidget(Dock):
 
     def _valid_axes(self, layer: Any) -> str:
         """The Axes box as axes of ``layer``'s data, ``""`` when empty or not fitting."""
-        from ..inference.images.axes import parse_axes
+        from ...inference.images.axes import parse_axes
 
         text = (self.axes.value or "").strip()
         if layer is None or not text:
@@ -242,7 +240,7 @@ class SegmentWidget(Dock):
 
     def _input_line(self, layer: Any, axes: str) -> str:
         """The status before a run: the axes used for ``layer`` and where they come from."""
-        from ..inference.images.axes import is_colour, parse_axes
+        from ...inference.images.axes import is_colour, parse_axes
 
         if layer is None:
             return ""
@@ -305,7 +303,7 @@ class SegmentWidget(Dock):
         if "torch" in sys.modules:
             self._read_card_settings()
         else:  # reading a model file imports torch: off the GUI thread
-            from ._network_summary import import_torch_then
+            from ..train._network_summary import import_torch_then
 
             import_torch_then(self._read_card_settings)
 
@@ -353,8 +351,8 @@ class SegmentWidget(Dock):
         """
         from napari.qt.threading import create_worker
 
-        from ..common.errors import UserInputError
-        from ..inference.pipeline import segment_iter
+        from ...common.errors import UserInputError
+        from ...inference.pipeline import segment_iter
 
         if self.running:
             return self._worker
@@ -398,9 +396,9 @@ class SegmentWidget(Dock):
 
     def export_model(self, path: Any = None) -> Any:
         """Export the chosen model as a BioImage.IO package, in a thread; returns the worker."""
-        from ..common.errors import UserInputError
-        from ..zoo.package import is_package
-        from ._zoo_export import start_export
+        from ...common.errors import UserInputError
+        from ...zoo.package import is_package
+        from .._zoo_export import start_export
 
         def report(message: str, error: bool) -> None:
             if error:
@@ -428,10 +426,10 @@ class SegmentWidget(Dock):
             self._stop.set()
 
     def _job(self, layer: Any) -> dict[str, Any]:
-        from ..common.errors import UserInputError
-        from ..inference.clusters.cluster import scheduler_address
-        from ..inference.images.axes import parse_axes
-        from ..inference.volumes.blockwise.plan import block_from_text
+        from ...common.errors import UserInputError
+        from ...inference.clusters.cluster import scheduler_address
+        from ...inference.images.axes import parse_axes
+        from ...inference.volumes.blockwise.plan import block_from_text
 
         if layer is None:
             raise UserInputError("choose an image layer to segment")
@@ -497,7 +495,7 @@ class SegmentWidget(Dock):
     def _on_result(
         self, layer: Any, axes: str, result: Any, record: Any = None, *, tta: bool = False
     ) -> None:
-        from ..inference.images.axes import labels_axes
+        from ...inference.images.axes import labels_axes
 
         if self._cancelled:
             return
@@ -555,7 +553,7 @@ class SegmentWidget(Dock):
         self.cancel_button.enabled = running
 
     def _on_error(self, err: BaseException) -> None:
-        from ..common.errors import Cancelled
+        from ...common.errors import Cancelled
 
         if self._cancelled and isinstance(err, Cancelled):
             return  # what Cancel asked for (a Z stack's batch stopped part-way)
@@ -573,8 +571,8 @@ def _post_arguments(changed: dict[str, float]) -> dict[str, Any]:
     """
     import inspect
 
-    from ..common.errors import UserInputError
-    from ..inference.pipeline import segment_iter
+    from ...common.errors import UserInputError
+    from ...inference.pipeline import segment_iter
 
     changed = dict(changed)
     arguments: dict[str, Any] = {}
@@ -594,7 +592,7 @@ def _routed_model(record: Any, report: Any) -> Any:
     """The record of a built-in run that the engine sent to the H&E model instead."""
     from dataclasses import replace
 
-    from ..inference.pipeline import STAINED_MODEL
+    from ...inference.pipeline import STAINED_MODEL
 
     if report.choice.model_reason == "given":  # the built-in nuclei model it was asked for
         return record

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ..model.files import DEFAULT_NORMALIZATION, INSTANCE_CLASSES, library_versions
-from ..model.unet import UNet
-from .checkpoint import RunState
-from .config import TrainConfig
-from .data import fingerprint
+from ...model.files import DEFAULT_NORMALIZATION, INSTANCE_CLASSES, library_versions
+from ...model.unet import UNet
+from ..checkpoint import RunState
+from ..config import TrainConfig
+from ..data.pairs import fingerprint
 
 __all__ = ["describe_origin", "training_card"]
 
@@ -55,8 +55,9 @@ def training_card(
         The post-processing chosen on the validation images (:mod:`.tune`): written as the
         ``postprocessing`` entry, its scores as ``metrics.val_ap50`` and ``metrics.val_mean_ap``.
     working_size : dict, optional
-        :meth:`.working_size.WorkingSize.card_entry`: the images were resampled to this object
-        size, which becomes ``object_diameter``; recorded in ``provenance.working_size``.
+        :meth:`~napari_unet.training.data.working_size.WorkingSize.card_entry`: the images were
+        resampled to this object size, which becomes ``object_diameter``; recorded in
+        ``provenance.working_size``.
 
     Returns
     -------

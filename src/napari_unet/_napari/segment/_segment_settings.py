@@ -20,10 +20,9 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..inference.images.modality import INVERT_CHOICES
-from ._dock import header
-from ._model_registry import TRAINED
-from ._segment_output import BUILTIN, FROM_FILE
+from ...inference.images.modality import INVERT_CHOICES
+from .._dock import header
+from .._model_registry import BUILTIN, FROM_FILE, TRAINED
 
 OUTPUT_KINDS = ("instance", "semantic")
 #: the Channel box's first entry: segment_iter's channel=None (a nuclear stain by name, or all
@@ -207,9 +206,9 @@ def model_card(source: str, model_file: Any) -> dict[str, Any]:
     torch is imported, or from a run). A BioImage.IO package brings its own post-processing:
     ``{}``.
     """
-    from ..common.errors import UserInputError
-    from ..model.files import builtin_model_path, read_card
-    from . import _model_registry as registry
+    from ...common.errors import UserInputError
+    from ...model.files import builtin_model_path, read_card
+    from .. import _model_registry as registry
 
     try:
         if source == FROM_FILE:
@@ -231,8 +230,8 @@ def card_postprocessing(card: dict[str, Any]) -> dict[str, float]:
     import inspect
     from types import SimpleNamespace
 
-    from ..inference.inputs import postprocessing_settings
-    from ..inference.labels.postprocess import instance_labels
+    from ...inference.inputs import postprocessing_settings
+    from ...inference.labels.postprocess import instance_labels
 
     params = inspect.signature(instance_labels).parameters
     engine = {key: params[key].default for key in POST_KEYS}

@@ -111,7 +111,7 @@ class ArchitectureBox(Container):
         if "torch" not in sys.modules:  # the model card reader imports torch: off the GUI thread
             import_torch_then(self.follow_start_from)
             return
-        from ..model.files import builtin_model_path, read_card
+        from ...model.files import builtin_model_path, read_card
 
         card = read_card(builtin_model_path(self.init))
         self.lock_to(card["architecture"], card.get("task"))
@@ -236,8 +236,8 @@ class HyperParameters(Container):
 
 def make_config(arch: ArchitectureBox, hyper: HyperParameters) -> Any:
     """The :class:`TrainConfig` of the widgets' values (raises UserInputError if invalid)."""
-    from ..training.augment import AugmentConfig
-    from ..training.config import TrainConfig
+    from ...training.augment import AugmentConfig
+    from ...training.config import TrainConfig
 
     return TrainConfig(
         task=arch.task.value,

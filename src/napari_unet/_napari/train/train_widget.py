@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container, FileEdit, LineEdit, PushButton
 
-from ..common.errors import UserInputError
-from . import _model_registry
-from ._dock import Advanced, Dock, header, wrapping_label
-from ._feedback import plain_message, show_message
+from ...common.errors import UserInputError
+from .. import _model_registry
+from .._dock import Advanced, Dock, header, wrapping_label
+from .._feedback import plain_message, show_message
 from ._layer_pairs import LayerPairs
 from ._model_save import ask_overwrite, save_trained
 from ._network_summary import check_patch, import_torch_then, io_channels
@@ -199,7 +199,7 @@ class TrainWidget(Dock):
         worker or None
             The started worker (``finished`` fires at the end), or None (reason shown).
         """
-        from ._zoo_export import start_export
+        from .._zoo_export import start_export
 
         if self.result is None:
             self._show_error("nothing to export: train a model first")
@@ -406,15 +406,13 @@ def _segment_model_in_use() -> tuple[Any, str, HeldBackScores | None]:
     ``compare_with`` is the model as :func:`napari_unet.segment` takes it (None: the built-in
     model), or :data:`NO_COMPARISON` with ``scores`` saying why when it cannot be used.
     """
-    from ._segment_output import BUILTIN, chosen_model, model_record
-
-    source, model_file = _model_registry.current_choice() or (BUILTIN, "")
+    source, model_file = _model_registry.current_choice() or (_model_registry.BUILTIN, "")
     try:
-        model = chosen_model(source, model_file)
+        model = _model_registry.chosen_model(source, model_file)
     except UserInputError as err:
         why = f"the Segment model in use cannot be loaded ({err})"
         return NO_COMPARISON, source, HeldBackScores(None, None, 0, why)
-    return model, model_record("", source, model).model_name, None
+    return model, _model_registry.model_name(source, model), None
 
 
 __all__ = ["TrainWidget"]

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
-from ..common.errors import UserInputError
-from ..inference.sizing.rescale import resize
-from .config import TrainConfig
-from .data import TrainingPair, object_diameters
+from ...common.errors import UserInputError
+from ...inference.sizing.rescale import resize
+from ..config import TrainConfig
+from .pairs import TrainingPair, object_diameters
 from .targets import instance_to_classes, unet_weight_map
 
 log = logging.getLogger(__name__)

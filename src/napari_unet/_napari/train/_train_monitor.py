@@ -15,7 +15,7 @@ from typing import Any
 
 from magicgui.widgets import Label
 
-from ._dock import wrapping_label
+from .._dock import wrapping_label
 from ._train_job import Comparing, DataReady, PreviewReady
 
 #: status lines of a run in progress, cleared when the run ends
@@ -59,8 +59,8 @@ class TrainingMonitor:
 
     def on_event(self, event: Any) -> None:
         """Show one event of the training job."""
-        from ..training.events import BatchEnd, EpochEnd
-        from ..training.tune import TunedPostprocessing, TuneProgress
+        from ...training.events import BatchEnd, EpochEnd
+        from ...training.finishing.tune import TunedPostprocessing, TuneProgress
 
         if isinstance(event, BatchEnd):
             self.plot.add_batch(event.epoch, event.step, event.steps, event.loss)

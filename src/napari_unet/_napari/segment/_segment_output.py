@@ -17,14 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from .._layers import output_placement, upsert_layer
+from .._model_registry import model_name
 from . import _results
-from ._layers import output_placement, upsert_layer
-from ._model_registry import TRAINED
-
-#: the Segment dock's model choices: the built-in model, a file, a model trained this session
-#: (``TRAINED`` + its name)
-BUILTIN = "built-in nuclei"
-FROM_FILE = "model file"
 
 
 def put_result(
@@ -98,31 +93,12 @@ def _free_name(viewer: Any, name: str) -> str:
 def model_record(image_name: str, source: str, model: Any) -> _results.ResultRecord:
     """The record of a run of ``model`` (None: built-in, a Path, or a trained UNet)."""
     if model is None:
-        ref, name = "nuclei", BUILTIN
+        ref: Any = "nuclei"
     elif isinstance(model, Path):
-        ref, name = str(model), model.stem
+        ref = str(model)
     else:
         ref = model
-        name = str((getattr(model, "card", None) or {}).get("name") or source)
-    return _results.ResultRecord(image_name, source, ref, name, None)
-
-
-def chosen_model(source: str, model_file: Any) -> Any:
-    """The Segment dock's model choice as ``segment_iter`` takes it: None, a Path or a UNet."""
-    from ..common.errors import UserInputError
-    from . import _model_registry as registry
-
-    if source == FROM_FILE:
-        path = Path(model_file)
-        if not path.is_file():
-            raise UserInputError(
-                f"choose a model file (.safetensors) or a BioImage.IO package (.zip); "
-                f"{path} is not a file"
-            )
-        return path
-    if source.startswith(TRAINED):
-        return registry.get_model(source[len(TRAINED) :])
-    return None
+    return _results.ResultRecord(image_name, source, ref, model_name(source, model), None)
 
 
 def describe(labels: Any) -> str:
@@ -177,7 +153,6 @@ def ask_replace(name: str) -> bool:
 
 __all__ = [
     "ask_replace",
-    "chosen_model",
     "describe",
     "drive",
     "in_dock_words",

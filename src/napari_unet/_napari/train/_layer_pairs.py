@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from ._dock import compact_combos
+from .._dock import compact_combos
 from ._train_inputs import PairSource
 
 if TYPE_CHECKING:

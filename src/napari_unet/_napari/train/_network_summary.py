@@ -31,9 +31,9 @@ def summary_text(
     """
     import torch
 
-    from ..common.errors import UserInputError
-    from ..model.summary import count_parameters, format_summary, layer_summary
-    from ..model.unet import UNet
+    from ...common.errors import UserInputError
+    from ...model.summary import count_parameters, format_summary, layer_summary
+    from ...model.unet import UNet
 
     try:
         with torch.device("meta"):
@@ -58,7 +58,7 @@ def check_patch(config: Any) -> None:
     """Raise ShapeError (with the nearest valid sizes) if the network cannot take the patch."""
     import torch
 
-    from ..model.unet import UNet
+    from ...model.unet import UNet
 
     with torch.device("meta"):
         net = UNet(1, 2, ndim=config.ndim, depth=config.depth, base_filters=1, batch_norm=False)
@@ -101,7 +101,7 @@ def read_only_monospace(text: TextEdit) -> None:
 
 def io_channels(sources: list[Any], task: str) -> tuple[int, int]:
     """Input channels and classes for the summary, from the first pair (cheap guesses)."""
-    from ..common.errors import UserInputError
+    from ...common.errors import UserInputError
     from ._train_inputs import channel_axis
 
     channels, classes = 1, 3

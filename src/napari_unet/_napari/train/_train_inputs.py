@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common.errors import ShapeError, UserInputError
+from ...common.errors import ShapeError, UserInputError
 
 log = logging.getLogger(__name__)
 

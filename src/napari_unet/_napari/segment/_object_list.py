@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import Container, FileEdit, PushButton, Table
 
-from ._dock import header, wrapping_label
-from ._feedback import report_error
+from .._dock import header, wrapping_label
+from .._feedback import report_error
 
 #: the most objects listed (the CSV export has them all)
 MAX_ROWS = 200
@@ -78,7 +78,7 @@ class ObjectList(Container):
         ``None`` (no table for this result: a dask image, semantic labels) clears the
         layer's features and hides the list.
         """
-        from ..inference.labels.objects import least_confident
+        from ...inference.labels.objects import least_confident
 
         self.layer, self.table, self._axes = layer, table, axes
         if table is None:
@@ -123,8 +123,8 @@ class ObjectList(Container):
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Write the whole table (one row per object, label order) to ``path``, atomically."""
-        from ..common.errors import UserInputError
-        from ..inference.labels.objects import write_csv
+        from ...common.errors import UserInputError
+        from ...inference.labels.objects import write_csv
 
         if self.table is None:
             raise UserInputError("no object table yet: segment an image first")
@@ -139,7 +139,7 @@ class ObjectList(Container):
 
     def _export_clicked(self, *_: Any) -> None:
         """The Export button: write the CSV, or say why not (never an uncaught error)."""
-        from ..common.errors import UserInputError
+        from ...common.errors import UserInputError
 
         try:
             self.export_csv(self.csv_file.value)

@@ -24,7 +24,7 @@ import numpy as np
 from ._train_inputs import PairSource, channel_axis, expand_sources, lead_channel_first
 
 if TYPE_CHECKING:
-    from ..model.unet import UNet
+    from ...model.unet import UNet
 
 log = logging.getLogger(__name__)
 
@@ -174,15 +174,15 @@ def training_job(
         How the models segment the held-back images: ``"no"`` for images already prepared as
         the network sees them (:func:`napari_unet.inference.pipeline.model_input`).
     """
-    from ..training.arrays import prepare_data
-    from ..training.events import EpochEnd
-    from ..training.loop import new_model, train_iter
-    from ..training.validation import split_strips, split_validation
+    from ...training.arrays import prepare_data
+    from ...training.events import EpochEnd
+    from ...training.loop import new_model, train_iter
+    from ...training.validation import split_strips, split_validation
 
     model = None
     if init is not None:
-        from ..model.files import load_model
-        from ..training.config import config_for_model
+        from ...model.files import load_model
+        from ...training.config import config_for_model
 
         if isinstance(init, str | Path):
             model = load_model(init, device="cpu")
@@ -317,8 +317,8 @@ def _among(pair: Any, pairs: list) -> bool:
 
 def _mean_ap50(model: Any, held_back: list, config: Any, invert: str = "auto") -> float:
     """Mean AP@0.5 of ``model`` (segmenting as the Segment dock does) on ``held_back``."""
-    from ..evaluation.instances import average_precision
-    from ..inference.pipeline import segment
+    from ...evaluation.instances import average_precision
+    from ...inference.pipeline import segment
 
     axes = "C" + "ZYX"[-config.ndim :]
     scores = []
@@ -340,7 +340,7 @@ def _mean_ap50(model: Any, held_back: list, config: Any, invert: str = "auto") -
 def model_task(ref: Any) -> str:
     """The task of a model, a built-in model or a model file (from its card, no weights);
     ``None`` is the built-in model."""
-    from ..model.files import BUILTIN_MODELS, builtin_model_path, read_card
+    from ...model.files import BUILTIN_MODELS, builtin_model_path, read_card
 
     if ref is None:
         return "instance"
@@ -355,8 +355,8 @@ def model_task(ref: Any) -> str:
 def working_diameter(pairs: list, config: Any, model: Any) -> float | None:
     """The object size (px) :func:`~napari_unet.training.loop.train_iter` resamples the
     training images to for ``model`` (None: not resampled); the same validation split."""
-    from ..training.validation import can_split, split_validation
-    from ..training.working_size import resolve_working_size
+    from ...training.data.working_size import resolve_working_size
+    from ...training.validation import can_split, split_validation
 
     train_pairs = list(pairs)
     if can_split(train_pairs, config.val_fraction):  # (without its warning a second time)
@@ -380,10 +380,10 @@ def predict_slice(
     preview shows what the network learns, and the labels are brought back to the slice's
     shape.
     """
-    from ..inference.images.normalize import normalize
-    from ..inference.labels.postprocess import instance_labels, semantic_labels
-    from ..inference.sizing.rescale import resize
-    from ..inference.tiling.predict import predict_tiled
+    from ...inference.images.normalize import normalize
+    from ...inference.labels.postprocess import instance_labels, semantic_labels
+    from ...inference.sizing.rescale import resize
+    from ...inference.tiling.predict import predict_tiled
 
     n_lead = len(source.labels.shape) - 2
     image = lead_channel_first(source.image, channel_axis(source), n_lead - (config.ndim - 2))
@@ -411,8 +411,8 @@ def _slice_factor(source: PairSource, index: tuple[int, ...], working: float | N
     """The factor training resamples the 2D slice ``index`` by (1.0 without ``working``)."""
     if working is None:
         return 1.0
-    from ..training.data import object_diameters
-    from ..training.working_size import pair_factor
+    from ...training.data.pairs import object_diameters
+    from ...training.data.working_size import pair_factor
 
     labels = np.asarray(source.labels[index])
     if source.region is not None:

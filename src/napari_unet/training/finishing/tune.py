@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..common.errors import UserInputError
-from ..common.progress import run_to_end
-from ..evaluation.instances import average_precision
-from ..inference.labels.postprocess import BACKGROUND, INTERIOR, LABEL_DTYPE, seed_mask
+from ...common.errors import UserInputError
+from ...common.progress import run_to_end
+from ...evaluation.instances import average_precision
+from ...inference.labels.postprocess import BACKGROUND, INTERIOR, LABEL_DTYPE, seed_mask
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +201,15 @@ def tune_model_iter(
     model : UNet
         A trained 3-class instance model (eval mode).
     crops : sequence of TrainingPair
-        Validation crops (:func:`~.validation.validation_crops`) with instance ``labels``.
+        Validation crops (:func:`~napari_unet.training.validation.validation_crops`) with
+        instance ``labels``.
     device : torch.device
     grid : mapping, optional
         See :func:`search_iter`.
     max_pixels : int
         Search on the first crops holding at most this many pixels (at least one crop).
     """
-    from .validation import crop_probabilities
+    from ..validation import crop_probabilities
 
     chosen, pixels = [], 0
     for c in crops:

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..common.errors import UserInputError
-from .augment import augment
-from .config import TrainConfig
-from .data import PatchSampler
+from ...common.errors import UserInputError
+from ..augment import augment
+from ..config import TrainConfig
+from .pairs import PatchSampler
 
 __all__ = ["batches", "default_workers", "draw_batch"]
 
@@ -86,7 +86,8 @@ def batches(
     current one trains; the batches are the same as with ``workers=0``. Closing the iterator
     (or dropping it) stops the workers. The images arrive in ``memory_format`` (the model's
     layout), converted in the same copy that moves them to ``device``. ``share``: the samples
-    of each batch to keep (a data-parallel rank's part of the global batch, :mod:`.ddp`).
+    of each batch to keep (a data-parallel rank's part of the global batch,
+    :mod:`napari_unet.training.ddp`).
     The workers start from a forkserver (a fresh interpreter), not by forking this process.
     """
     pin = device.type == "cuda"

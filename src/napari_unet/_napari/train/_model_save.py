@@ -19,8 +19,8 @@ def save_trained(
     message : str
         What happened, for the user (why not, when nothing was saved).
     """
-    from ..common.errors import UserInputError
-    from ..model.files import save_model
+    from ...common.errors import UserInputError
+    from ...model.files import save_model
 
     path = Path(path).expanduser()
     if str(path) in ("", ".") or path.is_dir():

@@ -4,8 +4,8 @@ The human-in-the-loop cycle of Cellpose 2: segment, paint corrections into the r
 (fix merged or split objects, erase false ones, draw missed ones), press **Retrain on
 corrections**, segment again with the new model. The model that produced the result (built-in,
 file or trained in this session) is fine-tuned by the training engine
-(:func:`._train_job.training_job`, which calls :func:`napari_unet.training.loop.train_iter`)
-with a fine-tuning learning rate on every corrected result of that model in the viewer. Where
+(:func:`~napari_unet._napari.train._train_job.training_job`, which calls
+:func:`napari_unet.training.loop.train_iter`) with a fine-tuning learning rate on every corrected result of that model in the viewer. Where
 the corrections are sparse (they and the objects they touch cover less than half of the image)
 only the corrected area, widened by a margin, counts as annotated; elsewhere the unchecked
 prediction would be learnt as truth. The result retrained on is the one the user edited: a new
@@ -14,8 +14,8 @@ result written beside it (the answer "No" to replacing edited labels) leaves the
 The new model is registered under a new name, which every Segment dock offers. It becomes the
 Segment model only when it beats the model it was fine-tuned from on held-back corrected images
 (with two or more corrected images, the run holds one back and both models segment it as
-Segment would, :class:`._train_job.HeldBackScores`); otherwise the user picks it. The status
-and a notification say which model is used and why. **Undo retrain** makes every Segment dock
+Segment would, :class:`~napari_unet._napari.train._train_job.HeldBackScores`); otherwise the
+user picks it. The status and a notification say which model is used and why. **Undo retrain** makes every Segment dock
 use the model before the retraining again.
 """
 
@@ -28,16 +28,14 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 
-from . import _model_registry as registry
-from . import _results
-from ._dock import wrapping_label
-from ._feedback import report_error, report_failure, show_message
-from ._layers import layer_array
-from ._segment_output import FROM_FILE
-from ._train_inputs import PairSource
-from ._train_job import Comparing, HeldBackScores, model_task
-from ._train_monitor import InOrder
-from ._train_settings import (
+from .. import _model_registry as registry
+from .._dock import wrapping_label
+from .._feedback import report_error, report_failure, show_message
+from .._layers import layer_array
+from ..train._train_inputs import PairSource
+from ..train._train_job import Comparing, HeldBackScores, model_task
+from ..train._train_monitor import InOrder
+from ..train._train_settings import (
     FINE_TUNE_EPOCHS,
     FINE_TUNE_LR,
     RETRAIN_EPOCHS,
@@ -45,6 +43,7 @@ from ._train_settings import (
     RETRAIN_LR,
     RETRAIN_STEPS,
 )
+from . import _results
 
 __all__ = ["FINE_TUNE_EPOCHS", "FINE_TUNE_LR", "RetrainBox", "correction_region"]
 
@@ -180,9 +179,9 @@ class RetrainBox(Container):
         """Fine-tune the model of the chosen result on the corrections; returns the worker."""
         from napari.qt.threading import GeneratorWorker, create_worker
 
-        from ..common.errors import UserInputError
-        from ..training.config import TrainConfig
-        from ._train_job import training_job
+        from ...common.errors import UserInputError
+        from ...training.config import TrainConfig
+        from ..train._train_job import training_job
 
         if self.worker is not None:
             return self.worker
@@ -258,7 +257,7 @@ class RetrainBox(Container):
 
     def _sources(self) -> tuple[_results.ResultRecord, list[PairSource]]:
         """The record of the chosen result and a training pair per corrected result."""
-        from ..common.errors import UserInputError
+        from ...common.errors import UserInputError
 
         layer = self.result.value
         record = _results.result_record(layer) if layer is not None else None
@@ -309,7 +308,7 @@ class RetrainBox(Container):
         return edited[-1] if edited else None
 
     def _on_event(self, event: Any) -> None:
-        from ..training.events import BatchEnd, EpochEnd
+        from ...training.events import BatchEnd, EpochEnd
 
         if isinstance(event, Comparing):
             plural = "s" if event.n_images != 1 else ""
@@ -370,7 +369,7 @@ def _as_the_network_saw_them(
     is given; and whether they were all prepared so. 3D and time series stay as they are."""
     import dataclasses
 
-    from ..inference.pipeline import model_input
+    from ...inference.pipeline import model_input
 
     out, prepared = [], True
     for source in sources:
@@ -392,7 +391,7 @@ def _as_the_network_saw_them(
 
 def _model_file(record: _results.ResultRecord) -> str:
     """The model file of a result made with a model file ("" for other models)."""
-    return str(record.model_ref) if record.model_source == FROM_FILE else ""
+    return str(record.model_ref) if record.model_source == registry.FROM_FILE else ""
 
 
 def _same_model(a: Any, b: Any) -> bool:
@@ -405,8 +404,8 @@ def _trainable(ref: Any) -> Any:
     Raises :class:`~napari_unet.common.errors.UserInputError` (in plain words) for a package
     whose network is not napari-unet's U-Net. Other models are passed on as they are.
     """
-    from ..zoo.package import is_package
-    from ..zoo.resolve import trainable_model
+    from ...zoo.package import is_package
+    from ...zoo.resolve import trainable_model
 
     if hasattr(ref, "predict_iter") or (isinstance(ref, str) and is_package(ref)):
         return trainable_model(ref)

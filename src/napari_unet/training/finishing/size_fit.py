@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inference.inputs import postprocessing_settings
-from ..inference.labels.postprocess import instance_labels
-from ..inference.sizing.rescale import resample
-from ..inference.sizing.size import MIN_RELIABLE, SIZE_MODEL_VERSION, diameter_from_labels
-from ..inference.tiling.predict import predict_tiled
-from ..model.unet import UNet
-from .data import TrainingPair
+from ...inference.inputs import postprocessing_settings
+from ...inference.labels.postprocess import instance_labels
+from ...inference.sizing.rescale import resample
+from ...inference.sizing.size import MIN_RELIABLE, SIZE_MODEL_VERSION, diameter_from_labels
+from ...inference.tiling.predict import predict_tiled
+from ...model.unet import UNet
+from ..data.pairs import TrainingPair
 
 log = logging.getLogger(__name__)
 

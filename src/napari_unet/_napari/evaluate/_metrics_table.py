@@ -64,7 +64,7 @@ def metric_tooltip(key: str) -> str:
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
     """``"0.5:0.95:0.05"`` (start:stop:step, stop included) or a list ``"0.5, 0.75"``."""
-    from ..common.errors import UserInputError
+    from ...common.errors import UserInputError
 
     try:
         if ":" in text:
