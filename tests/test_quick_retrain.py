@@ -134,3 +134,13 @@ def test_retrain_learns_from_the_corrected_image_as_the_network_saw_it():
     assert same is plain and not prepared
     (grey,), _ = _as_the_network_saw_them(sources[:1], "nuclei")
     assert np.corrcoef(grey.image.ravel(), image.ravel())[0, 1] > 0.9  # inverted as segmented
+
+
+def test_the_retrain_status_says_the_time_left():
+    from napari_unet._napari.segment._retrain import time_left
+    from napari_unet.training.events import BatchEnd
+
+    event = BatchEnd(epoch=0, step=4, steps=10, loss=0.5, lr=1e-3)  # 5 of 2 x 10 batches
+    assert time_left(event, 2, started=100.0, now=110.0) == "batch 5/20, about 30 s left"
+    last = BatchEnd(epoch=1, step=9, steps=10, loss=0.5, lr=1e-3)
+    assert time_left(last, 2, started=100.0, now=140.0) == "batch 20/20, about 0 s left"

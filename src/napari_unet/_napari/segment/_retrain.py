@@ -22,6 +22,7 @@ use the model before the retraining again.
 from __future__ import annotations
 
 import threading
+import time
 from functools import partial
 from typing import Any
 
@@ -128,6 +129,7 @@ class RetrainBox(Container):
         self._stop = threading.Event()
         self._in_order = InOrder()
         self._epochs = 0
+        self._started = 0.0
         super().__init__(
             labels=False,
             widgets=[
@@ -209,6 +211,7 @@ class RetrainBox(Container):
                 outer.stop()
 
         self._stop, self._epochs, self.scores = threading.Event(), config.epochs, None
+        self._started = time.monotonic()
         base = record.model_name
         self._retraining = ((record.model_source, _model_file(record)), base)
         worker = create_worker(
@@ -318,10 +321,10 @@ class RetrainBox(Container):
             )
         elif isinstance(event, HeldBackScores):
             self.scores = event
-        elif isinstance(event, BatchEnd) and event.step == event.steps - 1:
-            self.status.value = f"fine-tuning: epoch {event.epoch + 1}/{self._epochs} ..."
+        elif isinstance(event, BatchEnd):
+            self.status.value = f"fine-tuning: {time_left(event, self._epochs, self._started)}"
             pbar = getattr(self.worker, "pbar", None)
-            if pbar is not None:
+            if pbar is not None and event.step == event.steps - 1:
                 pbar.total = self._epochs
                 pbar.n = event.epoch
                 pbar.update(1)
@@ -387,6 +390,16 @@ def _as_the_network_saw_them(
         )
         out.append(dataclasses.replace(source, image=image, rgb=False))
     return out, prepared
+
+
+def time_left(event: Any, epochs: int, started: float, now: float | None = None) -> str:
+    """``"batch 7/20, about 30 s left"``: the batches done of the run's ``epochs`` and the
+    time the rest takes at the pace so far (since ``started``, :func:`time.monotonic`)."""
+    done = event.epoch * event.steps + event.step + 1
+    total = max(epochs * event.steps, done)
+    elapsed = (time.monotonic() if now is None else now) - started
+    left = elapsed / done * (total - done)
+    return f"batch {done}/{total}, about {left:.0f} s left"
 
 
 def _model_file(record: _results.ResultRecord) -> str:
