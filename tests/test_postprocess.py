@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from napari_unet.common.errors import ShapeError
 from napari_unet.inference.labels.postprocess import (
     ChunkProgress,
+    _distance_to_background,
     instance_labels,
     instance_labels_chunked,
     semantic_labels,
@@ -188,3 +190,23 @@ def test_chunked_split_equals_in_memory(tmp_path):
     assert got.max() == expected.max()
     np.testing.assert_array_equal(got > 0, expected > 0)
     assert _disagreement(expected, got) < 1e-3
+
+
+def test_distance_to_background_equals_scipy():
+    # the seeds' distance transform, summed as integers: scipy's float64 values, as float32
+    rng = np.random.default_rng(4)
+    masks = [
+        _nuclei() > 0,
+        rng.random((40, 30, 20)) > 0.3,
+        rng.random(50) > 0.5,
+        np.ones((5, 7), bool),
+        np.zeros((4, 4), bool),
+    ]
+    for mask in masks:
+        want = ndi.distance_transform_edt(mask).astype(np.float32)
+        got = _distance_to_background(mask, None)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+    anisotropic = _distance_to_background(masks[1], (3.0, 1.0, 1.0))
+    want = ndi.distance_transform_edt(masks[1], sampling=(3.0, 1.0, 1.0)).astype(np.float32)
+    np.testing.assert_array_equal(anisotropic, want)
