@@ -27,7 +27,8 @@ For an image set the built-in model was not trained on, it plays the user of the
 Sets: ``brightfield`` (the 16 greyscale brightfield 1024x1024 images of
 ``dsb2018_other``), ``he`` (the 12 H&E images of the DSB stage-1 test set), and DSB stage-1
 test fluorescence groups by size (``fluo256``: 256x256, ``fluo512``: 512x640, ``fluo520``:
-520x696, ``wide``: 519x253), 4 near-duplicates of training images excluded.
+520x696, ``wide``: 519x253, ``strips``: 519x161/162, ``fluo260``: 260x347, ``fluo348``:
+520x348), 4 near-duplicates of training images excluded.
 Times: wall clock and CPU seconds of the retraining alone (a shared machine: compare CPU).
 """
 
@@ -58,8 +59,9 @@ from napari_unet.inference.pipeline import model_input
 from napari_unet.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-SIZES = {"fluo256": ("256", "256"), "fluo512": ("512", "640"), "fluo520": ("520", "696"),
-         "wide": ("519", "253")}  # fmt: skip
+SIZES = {"fluo256": [("256", "256")], "fluo512": [("512", "640")], "fluo520": [("520", "696")],
+         "wide": [("519", "253")], "strips": [("519", "161"), ("519", "162")],
+         "fluo260": [("260", "347")], "fluo348": [("520", "348")]}  # fmt: skip
 
 
 def image_set(name: str) -> tuple[Path, list[str]]:
@@ -76,7 +78,7 @@ def image_set(name: str) -> tuple[Path, list[str]]:
     return folder, [
         r["id"]
         for r in rows
-        if (r["height"], r["width"]) == SIZES[name] and r["modality"] == "fluorescence"
+        if (r["height"], r["width"]) in SIZES[name] and r["modality"] == "fluorescence"
     ]
 
 

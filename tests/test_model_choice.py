@@ -19,6 +19,7 @@ import pytest
 from napari_unet._napari import _model_registry as registry
 from napari_unet._napari._model_registry import BUILTIN, FROM_FILE, TRAINED
 from napari_unet._napari.segment import _segment_output
+from napari_unet._napari.train._train_job import MARGIN
 from napari_unet._napari.train._train_settings import (
     FINE_TUNE_EPOCHS,
     FINE_TUNE_LR,
@@ -201,7 +202,7 @@ def test_a_new_model_that_beats_the_one_in_use_on_held_back_data_is_used(
     scores = train._scores
     assert scores.old_ap50 == pytest.approx(_ap50(*crops[held], tiny_model_file))
     assert scores.new_ap50 == pytest.approx(_ap50(*crops[held], train.result.model))
-    assert scores.new_ap50 > scores.old_ap50
+    assert scores.new_ap50 >= scores.old_ap50 + MARGIN  # clearly ahead
     assert segment.model_source.value == TRAINED + "nuclei tuned"  # used at once
     said = (
         f"now using the new model 'nuclei tuned': it scored AP@0.5 {scores.new_ap50:.3f} on "
@@ -365,7 +366,7 @@ def test_the_registry_names_trained_models_as_the_segment_dock_does(tiny_model):
 
 
 def test_held_back_scores_tie_keeps_and_unlabelled_pixels_are_left_out(crops):
-    from napari_unet._napari.train._train_job import _annotated, held_back_scores
+    from napari_unet._napari.train._train_job import HeldBackScores, _annotated, held_back_scores
     from napari_unet.evaluation.instances import average_precision
     from napari_unet.training.config import TrainConfig
 
@@ -386,6 +387,10 @@ def test_held_back_scores_tie_keeps_and_unlabelled_pixels_are_left_out(crops):
     assert scores.n_images == 1 and not scores.beats
     assert "kept 'a': the new model 'b' scored AP@0.5" in scores.describe("b", "a")
     # nothing to compare on: no scores, and the reason in plain words
+    # ahead, but by less than the margin: within the noise of a few held-back objects
+    near = HeldBackScores(0.833, 0.806, 1)
+    assert not near.beats and "(not 0.05 or more ahead)" in near.describe("b", "a")
+    assert HeldBackScores(0.86, 0.806, 1).beats
     none = held_back_scores("nuclei", "nuclei", [], config)
     assert (none.new_ap50, none.beats) == (None, False)
     assert none.describe("b", "a").startswith("kept 'a': no image was held back")
