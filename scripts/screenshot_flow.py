@@ -3,7 +3,7 @@
 
 Usage (needs a display: run it under Xvfb at the laptop size)::
 
-    xvfb-run -a -s "-screen 0 1366x768x24" python scripts/screenshot_flow.py [docs/flow] [--epochs 3]
+    xvfb-run -a -s "-screen 0 1366x768x24" python scripts/screenshot_flow.py [docs/flow] [--epochs N]
 
 The correction is what a user would paint: every annotated nucleus that the built-in model
 missed or got wrong (IoU < 0.5 with its best prediction) is erased from the result and drawn
@@ -61,10 +61,22 @@ def shot(viewer, path: Path) -> None:
     print(f"saved {path}")
 
 
+def _scroll_to(widget) -> None:
+    """Scroll the dock holding ``widget`` until it shows."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QScrollArea):
+        parent = parent.parentWidget()
+    if parent is not None:
+        parent.ensureWidgetVisible(widget)
+        QApplication.processEvents()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prefix", nargs="?", default="docs/flow")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="Retrain epochs (default: the dock's)")
     args = parser.parse_args()
     prefix = Path(args.prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -88,17 +100,20 @@ def main() -> None:
     labels.mode = "paint"
     shot(viewer, Path(f"{prefix}-2-correct.png"))
 
-    seg.retrain.epochs.value = args.epochs
+    if args.epochs is not None:
+        seg.retrain.epochs.value = args.epochs
     t0 = time.monotonic()
     seg.retrain.run()
-    wait_until(lambda: "epoch" in seg.retrain.status.value)
+    wait_until(lambda: "left" in seg.retrain.status.value)  # "batch 3/20, about 30 s left"
+    _scroll_to(seg.retrain.status.native)  # the Retrain rows, at the dock's foot
     shot(viewer, Path(f"{prefix}-3-retrain.png"))
     wait_until(lambda: not seg.retrain.running)
     print(f"retrain ({time.monotonic() - t0:.0f} s):", seg.retrain.status.value)
 
     labels.mode = "pan_zoom"
     labels.visible = False
-    # one corrected image: nothing held back to compare on, so the user picks the new model
+    # used already if it beat the built-in model on the held-back strip; else the user picks it
+    print("model in use:", seg.model_source.value)
     seg.model_source.value = registry.trained_choice(seg.retrain.model_name)
     seg.run()
     wait_until(lambda: not seg.running)
