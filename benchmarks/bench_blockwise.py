@@ -12,8 +12,8 @@ written to a zarr store chunk by chunk, then segmented by the built-in model wit
 ``z_mode="3d"`` in a fresh process (``segment(zarr, block=..., out=...)``, ``diameter=None``),
 which reports its wall time and its peak resident memory (``resource.getrusage``). Prints one
 line per size and a ``RESULT`` line: seconds per million voxels (linear time: about constant
-over the sizes) and the largest peak RSS. ``--scheduler`` passes the address as ``client=``
-(the blocks then run in this process; 'stitch' is what the workers share).
+over the sizes) and the largest peak RSS. ``--scheduler`` passes the address as ``client=``:
+each block is then one task on the cluster's workers, and this process writes and joins them.
 
 The issue's run (256 x 2048 x 2048, ~2 GB of uint16, peak RSS < 3 GB) takes hours on a laptop
 CPU: ``--sizes 64x2048x2048 128x2048x2048 256x2048x2048 --block 256 144 144`` (windows of
