@@ -140,7 +140,9 @@ def test_the_retrain_status_says_the_time_left():
     from napari_unet._napari.segment._retrain import time_left
     from napari_unet.training.events import BatchEnd
 
-    event = BatchEnd(epoch=0, step=4, steps=10, loss=0.5, lr=1e-3)  # 5 of 2 x 10 batches
-    assert time_left(event, 2, started=100.0, now=110.0) == "batch 5/20, about 30 s left"
+    first = BatchEnd(epoch=0, step=0, steps=10, loss=0.5, lr=1e-3)  # start-up: no pace yet
+    assert time_left(first, 2, first=100.0, now=100.0) == "batch 1/20"
+    event = BatchEnd(epoch=0, step=4, steps=10, loss=0.5, lr=1e-3)  # 4 batches in 8 s
+    assert time_left(event, 2, first=100.0, now=108.0) == "batch 5/20, about 30 s left"
     last = BatchEnd(epoch=1, step=9, steps=10, loss=0.5, lr=1e-3)
-    assert time_left(last, 2, started=100.0, now=140.0) == "batch 20/20, about 0 s left"
+    assert time_left(last, 2, first=100.0, now=140.0) == "batch 20/20, about 0 s left"

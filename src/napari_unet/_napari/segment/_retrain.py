@@ -129,7 +129,7 @@ class RetrainBox(Container):
         self._stop = threading.Event()
         self._in_order = InOrder()
         self._epochs = 0
-        self._started = 0.0
+        self._first_batch: float | None = None
         super().__init__(
             labels=False,
             widgets=[
@@ -211,7 +211,7 @@ class RetrainBox(Container):
                 outer.stop()
 
         self._stop, self._epochs, self.scores = threading.Event(), config.epochs, None
-        self._started = time.monotonic()
+        self._first_batch = None
         base = record.model_name
         self._retraining = ((record.model_source, _model_file(record)), base)
         worker = create_worker(
@@ -322,7 +322,10 @@ class RetrainBox(Container):
         elif isinstance(event, HeldBackScores):
             self.scores = event
         elif isinstance(event, BatchEnd):
-            self.status.value = f"fine-tuning: {time_left(event, self._epochs, self._started)}"
+            if self._first_batch is None:
+                self._first_batch = time.monotonic()
+            left = time_left(event, self._epochs, self._first_batch)
+            self.status.value = f"fine-tuning: {left}"
             pbar = getattr(self.worker, "pbar", None)
             if pbar is not None and event.step == event.steps - 1:
                 pbar.total = self._epochs
@@ -392,14 +395,17 @@ def _as_the_network_saw_them(
     return out, prepared
 
 
-def time_left(event: Any, epochs: int, started: float, now: float | None = None) -> str:
+def time_left(event: Any, epochs: int, first: float | None, now: float | None = None) -> str:
     """``"batch 7/20, about 30 s left"``: the batches done of the run's ``epochs`` and the
-    time the rest takes at the pace so far (since ``started``, :func:`time.monotonic`)."""
+    time the rest takes at the pace since the first batch ended (``first``,
+    :func:`time.monotonic`; the first batch also holds the start-up, so it is not counted).
+    Until a second batch has ended there is no pace: ``"batch 1/20"``."""
     done = event.epoch * event.steps + event.step + 1
     total = max(epochs * event.steps, done)
-    elapsed = (time.monotonic() if now is None else now) - started
-    left = elapsed / done * (total - done)
-    return f"batch {done}/{total}, about {left:.0f} s left"
+    if first is None or done < 2:
+        return f"batch {done}/{total}"
+    pace = ((time.monotonic() if now is None else now) - first) / (done - 1)
+    return f"batch {done}/{total}, about {pace * (total - done):.0f} s left"
 
 
 def _model_file(record: _results.ResultRecord) -> str:
