@@ -55,6 +55,7 @@ from napari_unet._napari.train._train_settings import (
     RETRAIN_LR,
     RETRAIN_STEPS,
 )
+from napari_unet.common.progress import run_to_end
 from napari_unet.inference.pipeline import model_input
 from napari_unet.training.config import TrainConfig
 
@@ -105,7 +106,6 @@ def corrected_objects(
     Returns the corrected labels, the annotated region (:func:`correction_region`) and what
     Segment decided (the layer metadata's ``choice``).
     """
-    from napari_unet.common.progress import run_to_end
     from napari_unet.inference.pipeline import segment_iter
 
     events = []
@@ -150,15 +150,14 @@ def retrain(sources: list[PairSource], lr=RETRAIN_LR, layers=RETRAIN_LAYERS, ste
         sources, config, threading.Event(), init=parent, compare_with=parent,
         invert="no" if prepared else "auto",
     )  # fmt: skip
-    verdict = HeldBackScores(None, None, 0, "no comparison")
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            result = done.value
-            break
+    verdicts = [HeldBackScores(None, None, 0, "no comparison")]
+
+    def keep(event) -> None:
         if isinstance(event, HeldBackScores):
-            verdict = event
+            verdicts.append(event)
+
+    result = run_to_end(gen, keep)
+    verdict = verdicts[-1]
     return result, verdict, parent, time.perf_counter() - t0, time.process_time() - c0
 
 

@@ -151,12 +151,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> tuple[list[Path], list[
 def remove_stale_temp_dirs(prefix: str) -> list[Path]:
     """Remove ``<tempdir>/<prefix><pid>-*`` folders whose process is gone (killed runs)."""
     removed = []
-    root = Path(tempfile.gettempdir())
-    try:
-        entries = list(root.glob(f"{prefix}*"))
-    except OSError:
-        return removed
-    for entry in entries:
+    for entry in _temp_entries(prefix):
         parts = entry.name[len(prefix) :].split("-", 1)
         if len(parts) != 2 or not parts[0].isdigit() or _alive(int(parts[0])):
             continue  # not ours (no "PID-" after the prefix), or its process still runs
@@ -174,15 +169,19 @@ def remove_own_temp_dirs(prefix: str = "napari-unet-") -> list[Path]:
     """
     pattern = re.compile(rf"^{re.escape(prefix)}(?:[a-z]+-)?{os.getpid()}-")
     removed = []
-    try:
-        entries = list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))
-    except OSError:
-        return removed
-    for entry in entries:
+    for entry in _temp_entries(prefix):
         if pattern.match(entry.name) and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
+
+
+def _temp_entries(prefix: str) -> list[Path]:
+    """``<tempdir>/<prefix>*`` (none if the folder cannot be listed)."""
+    try:
+        return list(Path(tempfile.gettempdir()).glob(f"{prefix}*"))
+    except OSError:
+        return []
 
 
 def _remove(path: Path) -> None:

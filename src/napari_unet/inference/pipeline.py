@@ -323,22 +323,9 @@ def segment_iter(
     canon, caxes = ax.to_canonical(array, axes)
     if not is_dask(canon):
         check_finite(canon)
-    colour = ax.is_colour(axes, array.shape)
     labels_like = looks_like_labels(array)  # told in the report: labels are not an image
-    model = _model_for(model, default_model, colour, channel, canon, caxes)
-    choice = InputChoice(axes=axes, axes_source=source, model=model_name(model))
-    if model is not None and default_model and model.card.get("colour_input"):
-        choice = replace(choice, model_reason="built-in for stained colour images")
-    canon, caxes, choice = prepare_input(
-        canon,
-        caxes,
-        in_channels=model.in_channels,
-        colour=colour,
-        channel=channel,
-        channel_names=channel_names,
-        invert=invert,
-        colour_input=model.card.get("colour_input"),
-        choice=choice,
+    canon, caxes, model, choice = _network_input(
+        array, canon, caxes, axes, source, model, default_model, channel, channel_names, invert
     )
     log.info("input: %s", choice.describe())
     if not (diameter == "auto" and scale == 1.0):  # a given size is checked before any work
@@ -489,9 +476,23 @@ def model_input(
         raise UserInputError(
             f"image: axes {axes!r} have a time axis; give one frame at a time to train on"
         )
+    canon, _, model, choice = _network_input(
+        array, canon, caxes, axes, source, model, default_model, channel, channel_names, invert
+    )
+    return np.asarray(canon), model, choice
+
+
+def _network_input(
+    array, canon, caxes: str, axes: str, source: str, model, default_model: bool,
+    channel, channel_names, invert,
+):  # fmt: skip
+    """The model for the image (the built-in H&E one for a stained colour image) and what its
+    network sees of the canonical image: ``(canon, caxes, model, choice)``."""
     colour = ax.is_colour(axes, array.shape)
     model = _model_for(model, default_model, colour, channel, canon, caxes)
     choice = InputChoice(axes=axes, axes_source=source, model=model_name(model))
+    if default_model and model.card.get("colour_input"):
+        choice = replace(choice, model_reason="built-in for stained colour images")
     canon, caxes, choice = prepare_input(
         canon,
         caxes,
@@ -503,7 +504,7 @@ def model_input(
         colour_input=model.card.get("colour_input"),
         choice=choice,
     )
-    return np.asarray(canon), model, choice
+    return canon, caxes, model, choice
 
 
 def model_name(model) -> str:

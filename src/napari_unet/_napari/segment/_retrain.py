@@ -376,7 +376,10 @@ def _as_the_network_saw_them(
     import dataclasses
 
     from ...inference.pipeline import model_input
+    from ...zoo.resolve import resolve_model
 
+    if model is not None and any(s.choice is not None for s in sources):
+        model = resolve_model(model)  # a built-in name or a file: read once, not per image
     out, prepared = [], True
     for source in sources:
         choice = source.choice
