@@ -190,3 +190,51 @@ def test_z_stack_in_3d_with_the_files_anisotropy(tmp_path):
     slices = tifffile.imread(out / "s_labels.tif")
     ids = [set(np.unique(s)) - {0} for s in slices]
     assert sum(map(len, ids)) == len(set().union(*ids))  # no id in two slices
+
+
+def test_threshold_flags_reach_the_post_processing(tmp_path, capsys):
+    """--seed-threshold / --foreground-threshold equal segment(postprocessing=...)."""
+    from napari_unet.common.sample import load_sample
+
+    image = load_sample()[0][:128, :128]  # the built-in model on a corner of the sample
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    results = []
+    for seed, foreground in ((0.5, 0.2), (0.5, 0.7)):
+        out = tmp_path / f"out{foreground}"
+        code = main(
+            ["segment", str(tmp_path / "a.tif"), "-o", str(out), "--diameter", "none",
+             "--seed-threshold", str(seed), "--foreground-threshold", str(foreground)]
+        )  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        labels = tifffile.imread(out / "a_labels.tif")
+        post = {"seed_threshold": seed, "foreground_threshold": foreground}
+        np.testing.assert_array_equal(labels, segment(image, diameter=None, postprocessing=post))
+        results.append(labels)
+    assert (results[0] > 0).sum() > (results[1] > 0).sum() > 0  # lower threshold: wider masks
+    for bad in ("0", "1", "nan", "x"):
+        args = ["segment", str(tmp_path / "a.tif"), "-o", str(tmp_path / "bad")]
+        assert main([*args, "--foreground-threshold", bad]) == 2
+        assert "--foreground-threshold" in capsys.readouterr().err
+
+
+def test_log_lines_never_share_a_line_with_the_progress_bar(capsys):
+    import logging
+
+    from tqdm import tqdm
+
+    from napari_unet.cli import _BarSafeHandler
+
+    handler = _BarSafeHandler()  # stderr, as main() sets it up
+    logger = logging.getLogger("napari_unet.test_bar")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with tqdm(total=2, desc="predict") as bar:
+            bar.update(1)
+            logger.warning("size pass")
+        logger.warning("after the bar")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "\nsize pass\n" in err  # its own line, not glued to "predict ... 1/2"
+    assert "after the bar" in err.splitlines()
