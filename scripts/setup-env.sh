@@ -25,7 +25,8 @@ log() { printf '[setup-env] %s\n' "$*"; }
 # pip, without the warnings about index locations that do not exist on this machine
 pip_install() {
   "$VENV/bin/python" -m pip install --progress-bar off "$@" 2>&1 \
-    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    | { grep -v -e "is ignored: it is neither a file nor a directory" \
+        -e "^Requirement already satisfied" || true; }
 }
 
 install_system_packages() {

@@ -104,6 +104,9 @@ def test_domain_warning_on_a_bright_background_and_on_doubt():
     assert "darker than the background" in check_domain(choice, 0.9, None)
     assert "--invert yes" in check_domain(choice, 0.9, None)
     assert "unsure of 60%" in check_domain(choice, 0.05, 0.6)
+    he = InputChoice(axes="YXC", colour="optical density", modality="H&E")
+    advice = check_domain(he, 0.05, 0.6)
+    assert "unsure of 60%" in advice and "--invert" not in advice and "retrain" in advice
 
 
 # -- end to end: segment() and the readers ------------------------------------------------

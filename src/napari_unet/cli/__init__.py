@@ -60,11 +60,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # usage errors (one line, exit 2), --help and --version (0)
         return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` runs it again
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s: %(message)s",
-    )
+    handler = _BarSafeHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     return run_command(args.func, args)
+
+
+class _BarSafeHandler(logging.StreamHandler):
+    """Log lines on stderr that start on a line of their own while a progress bar is drawn.
+
+    A tqdm bar redraws its line with ``\r`` and no newline; a log line written then would be
+    glued to the bar. This handler ends the bar's line first (clears it on a terminal, where
+    the bar redraws itself below) instead of tqdm's logging redirect, which the interrupt
+    handling avoids (``common/progress.py``).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is not None and len(getattr(tqdm.tqdm, "_instances", ())) > 0:
+            tty = getattr(self.stream, "isatty", lambda: False)()
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write("\r\x1b[K" if tty else "\n")
+        super().emit(record)
 
 
 def console_main() -> NoReturn:

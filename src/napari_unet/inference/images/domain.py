@@ -167,7 +167,9 @@ def check_domain(
 
 def _tips(choice: InputChoice) -> str:
     tips = []
-    if not choice.inverted:
+    if choice.colour == "optical density":
+        pass  # the colour model reads stain densities: inverting them has no meaning
+    elif not choice.inverted:
         tips.append("--invert yes")
     elif choice.invert_reason != "given":
         tips.append("--invert no")

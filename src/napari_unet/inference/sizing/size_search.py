@@ -139,7 +139,8 @@ def estimate_size_iter(
         measured, look = yield from _measure_at(canon, caxes, model, tiling, scale)
         seen.append(scale)
         m = None if measured is None else measured * settings["calibration"]
-        log.info("size pass at scale %.3f: objects measure %s px", scale, m)
+        size = "nothing measurable" if m is None else f"~{m:.1f} px"
+        log.info("size pass at scale %.3f: objects measure %s", scale, size)
         if m is not None and low <= m <= high:
             found = _decide(scale, m, d0, look)
             return (yield from _confirm(found, canon, caxes, model, tiling, settings))
