@@ -113,7 +113,9 @@ def test_interrupted_two_process_run_resumes_to_the_one_process_result(folders, 
     [
         ("2", "3", "--batch 3 is not a multiple of --nproc 2: each process trains on an equal "
          "share of every batch (--batch 2 or 4)"),
-        ("4", "2", "--batch 2 is not a multiple of --nproc 4"),
+        ("2", "1", "--batch 1 is not a multiple of --nproc 2: each process trains on an equal "
+         "share of every batch (--batch 2)"),
+        ("1000", "8", "--nproc 1000 is more than this machine's"),  # not "--batch 1000"
         ("1000", "1000", "--nproc 1000 is more than this machine's"),
     ],
 )  # fmt: skip

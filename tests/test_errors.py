@@ -99,9 +99,18 @@ def ws(tmp_path_factory) -> dict[str, Path]:
         tifffile.imwrite(root / name / "labels" / "a.tif", lab)
     (root / "corrupt" / "images" / "b.tif").write_bytes(b"II*\x00broken")
     tifffile.imwrite(root / "corrupt" / "labels" / "b.tif", labels)
+    # a z-stack whose ImageJ metadata gives a z step of 1e6 pixels (issue 29 item 7)
+    p["spacing_stack"] = root / "spacing.tif"
+    tifffile.imwrite(p["spacing_stack"], np.stack([image] * 4).astype(np.uint16), imagej=True,
+                     metadata={"axes": "ZYX", "spacing": 1e6})  # fmt: skip
     # evaluation folders
-    for name in ("gt", "pred", "gt_neg", "gt_corrupt", "gt_obj", "gt_float", "pred_small"):
+    for name in ("gt", "pred", "gt_neg", "gt_corrupt", "gt_obj", "gt_float", "pred_small",
+                 "gt_intensity"):  # fmt: skip
         (root / name).mkdir()
+    rng = np.random.default_rng(3)  # an intensity image (whole numbers) given as ground truth
+    tifffile.imwrite(
+        root / "gt_intensity" / "a.tif", rng.integers(0, 4000, labels.shape, np.uint16)
+    )
     tifffile.imwrite(root / "gt" / "a.tif", labels)
     tifffile.imwrite(root / "pred" / "a_labels.tif", labels)
     tifffile.imwrite(root / "gt_neg" / "a.tif", labels.astype(np.int32) - 1)
@@ -237,6 +246,13 @@ CASES = [
      "could run code"),
     ("train-resume-text", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{text}"], 2,
      "not a readable training checkpoint"),
+    ("train-nproc-too-many", [*_TRAIN, "-o", "{root}/t.safetensors", "--nproc", "1000"], 2,
+     "--nproc 1000 is more than this machine's"),
+    ("seg-spacing-metadata", ["segment", "{spacing_stack}", "--model", "{model}", "-o",
+                              "{root}/o1"], 2, "--anisotropy"),
+    ("seg-threshold-above-1", [*_SEG, "{root}/o1", "--foreground-threshold", "1"], 2,
+     "--foreground-threshold"),
+    ("seg-threshold-zero", [*_SEG, "{root}/o1", "--seed-threshold", "0"], 2, "--seed-threshold"),
     ("train-resume-model", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{model}"], 2,
      "--init"),
     ("seg-model-is-checkpoint", ["segment", "{image}", "-o", "{root}/o1", "--model",
@@ -256,6 +272,8 @@ CASES = [
      "negative label ids"),
     ("eval-float-gt", ["evaluate", "--gt", "{root}/gt_float", "--pred", "{root}/pred"], 2,
      "whole-number label ids"),
+    ("eval-intensity-gt", ["evaluate", "--gt", "{root}/gt_intensity", "--pred", "{root}/pred"],
+     2, "does not look like a label image"),
     ("eval-shape-mismatch", ["evaluate", "--gt", "{root}/gt", "--pred", "{root}/pred_small"], 2,
      "same shape"),
     ("eval-missing-gt", ["evaluate", "--gt", "{root}/nope", "--pred", "{root}/pred"], 2,
@@ -303,6 +321,28 @@ def test_no_output_is_left_by_the_refused_commands(ws):
     assert ws["existing"].read_bytes() == b"keep me"
     assert ws["existing_tif"].read_bytes() == b"keep me"
     assert not list(ws["root"].glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["segment", "{image}", "--model", "{text}", "-o", "{root}/new/deeper/out"],
+        [*_TRAIN, "-o", "{root}/new/deeper/m.safetensors", "--init", "{pickle_model}"],
+    ],
+    ids=["segment-bad-model", "train-bad-init"],
+)
+def test_a_refused_command_leaves_no_folder_it_created(ws, capsys, argv):
+    assert main(_cmd(ws, argv)) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (ws["root"] / "new").exists()  # every folder it made, not only the last
+
+
+def test_a_failed_batch_keeps_its_folder_with_the_written_results(ws, tmp_path, capsys):
+    out = tmp_path / "made" / "out"
+    code = main(["segment", str(ws["image"]), str(ws["corrupt"]), "--model", str(ws["model"]),
+                 "-o", str(out)])  # fmt: skip
+    assert code == 2 and "1 written, 1 failed" in capsys.readouterr().err
+    assert (out / "img_labels.tif").exists()
 
 
 # -- the public Python functions: the same classes, the same messages -------------------------

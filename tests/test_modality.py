@@ -208,7 +208,8 @@ def test_evaluate_refuses_an_intensity_image_as_ground_truth(tmp_path, capsys):
         (tmp_path / folder).mkdir()
         tifffile.imwrite(tmp_path / folder / "a.tif", data)
     assert main(["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]) == 2
-    assert "does not look like a label image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ground truth" in err and "does not look like a label image" in err  # names its role
 
 
 def test_noise_is_not_resampled_and_is_said_to_be_noise(tiny_model):

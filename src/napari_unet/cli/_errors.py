@@ -58,7 +58,20 @@ def _is_out_of_memory(err: BaseException) -> bool:
 
 
 def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
-    """Run one sub-command and turn whatever it raises into an exit code and one line."""
+    """Run one sub-command and turn whatever it raises into an exit code and one line.
+
+    A command that does not succeed leaves no empty output folder that it created behind.
+    """
+    from ..common.outputs import forget_made_folders, remove_made_folders
+
+    forget_made_folders()
+    code = _run_guarded(func, args)
+    if code != 0:
+        remove_made_folders()
+    return code
+
+
+def _run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     from ..common.errors import UserInputError, describe_os_error
 
     command = getattr(args, "command", None) or "command"

@@ -230,19 +230,13 @@ def run(args: argparse.Namespace) -> int:
     from ..common.readers import expand_inputs
 
     inputs = expand_inputs(args.inputs, "INPUT")  # before loading the model: seconds, not minutes
-    created = not Path(args.outdir).exists()
-    outdir = check_output_dir(args.outdir, "-o/--outdir")
+    outdir = check_output_dir(args.outdir, "-o/--outdir")  # removed by a failed run if empty
     report_log = logging.getLogger("napari_unet.report")
     level = report_log.level
     if not getattr(args, "verbose", False):  # each image's line carries its warning once
         report_log.setLevel(logging.ERROR)
     try:
         return _run(args, inputs, outdir)
-    except BaseException:
-        if created:  # leave no empty output folder behind a failed run
-            with contextlib.suppress(OSError):
-                outdir.rmdir()
-        raise
     finally:
         report_log.setLevel(level)
 

@@ -17,7 +17,13 @@ from .errors import UserInputError, describe_os_error
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_output_dir", "check_output_file", "probe_writable"]
+__all__ = [
+    "check_output_dir",
+    "check_output_file",
+    "forget_made_folders",
+    "probe_writable",
+    "remove_made_folders",
+]
 
 
 def probe_writable(folder: Path, arg: str) -> None:
@@ -47,12 +53,38 @@ def _make_folder(folder: Path, arg: str) -> None:
             raise UserInputError(
                 f"{arg} {folder}: {parent} is a file, not a folder; choose another location"
             )
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserInputError(
             f"{arg} {folder}: cannot create the folder ({describe_os_error(err, with_path=False)})"
         ) from err
+    _MADE.extend(missing)
+
+
+#: output folders this process created (each missing parent too), for a failed command to undo
+_MADE: list[Path] = []
+
+
+def forget_made_folders() -> None:
+    """Start a new record of created folders (at the start of each command)."""
+    _MADE.clear()
+
+
+def remove_made_folders() -> None:
+    """Remove the output folders this process created that are still empty, deepest first.
+
+    A command that fails or is interrupted calls it (``cli._errors.run_command``), so a
+    refused run leaves no empty folder behind; a folder holding anything (another image's
+    result, a training checkpoint) stays. The record is cleared either way.
+    """
+    for folder in sorted(set(_MADE), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or gone: leave it
+            pass
+    _MADE.clear()
 
 
 def check_output_file(

@@ -100,14 +100,15 @@ def match_files(
     )
 
 
-def read_labels(path: Path) -> NDArray:
+def read_labels(path: Path, role: str = "labels") -> NDArray:
     """Read a label image (TIFF, ``.npy``, PNG or zarr) as a checked integer array.
 
     Goes through :func:`napari_unet.common.readers.read_labels`: a corrupt, empty, negative or
-    non-integer file is a :class:`UserInputError` naming it.
+    non-integer file is a :class:`UserInputError` naming it, and so is one that does not look
+    like labels (an intensity image), named by its ``role`` ("ground truth", "prediction").
     """
     labels = _read_labels(path)
-    check_looks_like_labels(labels, f"labels {path}")
+    check_looks_like_labels(labels, f"{role} {path}")
     return labels
 
 
@@ -142,7 +143,8 @@ def iter_evaluate_folders(
         yield EvaluationProgress(i, len(pairs), name)
         try:
             result = evaluate_pair(
-                read_labels(g), read_labels(p), thresholds=thresholds,
+                read_labels(g, "ground truth"), read_labels(p, "prediction"),
+                thresholds=thresholds,
                 iou_threshold=iou_threshold, image=name, **kwargs,
             )  # fmt: skip
         except UserInputError as err:

@@ -149,14 +149,7 @@ def check_world(world_size: int, batch_size: int, device: torch.device) -> None:
             f"--nproc {world_size} trains on the CPU or on CUDA GPUs, not on {device.type}: "
             "pass --device cpu (or drop --nproc)"
         )
-    if batch_size % world_size:
-        up = -(-batch_size // world_size) * world_size
-        down = batch_size // world_size * world_size
-        choices = f"--batch {down} or {up}" if down else f"--batch {up}"
-        raise UserInputError(
-            f"--batch {batch_size} is not a multiple of --nproc {world_size}: each process "
-            f"trains on an equal share of every batch ({choices})"
-        )
+    # the process limit first: a batch advice for a --nproc that cannot run would mislead
     limit, what = process_limit(device)
     if world_size > limit:
         per = "one process per GPU" if device.type == "cuda" else "one process per CPU core"
@@ -164,6 +157,14 @@ def check_world(world_size: int, batch_size: int, device: torch.device) -> None:
             f"--nproc {world_size} is more than this machine's {limit} {what} ({per} at "
             f"most): pass --nproc {limit} or fewer"
             + ("" if limit else "; no CUDA GPU is visible, train on the CPU with --device cpu")
+        )
+    if batch_size % world_size:
+        up = -(-batch_size // world_size) * world_size
+        down = batch_size // world_size * world_size
+        choices = f"--batch {down} or {up}" if down else f"--batch {up}"
+        raise UserInputError(
+            f"--batch {batch_size} is not a multiple of --nproc {world_size}: each process "
+            f"trains on an equal share of every batch ({choices})"
         )
 
 
