@@ -347,7 +347,7 @@ def test_the_default_fine_tune_trains_from_the_built_in_model(make_napari_viewer
     scores = train._scores
     assert scores.n_images == 1 and scores.new_ap50 is not None
     assert (registry.current_choice() is not None) == scores.beats
-    assert "on 1 held-back image against" in train.message.value
+    assert "on its held-back strip against" in train.message.value
 
 
 def test_the_registry_names_trained_models_as_the_segment_dock_does(tiny_model):

@@ -84,7 +84,7 @@ def test_tiny_training_plots_registers_previews_and_saves(viewer, qtbot, crop, t
     assert "(on a held-back strip)" in widget.message.value
     assert registry.get_model("tiny nuclei") is result.model
     scores = widget._scores
-    assert scores.n_images == 1 and "on 1 held-back image against" in widget.message.value
+    assert scores.n_images == 1 and "on its held-back strip against" in widget.message.value
     assert (registry.current_choice() is not None) == scores.beats
 
     # the last preview used the best model, i.e. the returned one

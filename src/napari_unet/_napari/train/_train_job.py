@@ -15,7 +15,7 @@ import copy
 import logging
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,12 +98,16 @@ class HeldBackScores:
         Held-back images (0: the run validated on its training images).
     reason : str
         Why there are no scores, in plain words ("" when there are).
+    unit : {"image", "strip"}
+        What was held back of each image: the whole image, or a strip of it (a run on fewer
+        than :data:`~napari_unet.training.validation.STRIPS_BELOW` images).
     """
 
     new_ap50: float | None
     old_ap50: float | None
     n_images: int
     reason: str = ""
+    unit: str = "image"
 
     @property
     def beats(self) -> bool:
@@ -120,7 +124,10 @@ class HeldBackScores:
 
         ``where`` names the box in which the user can pick the new model anyway.
         """
-        images = f"{self.n_images} held-back image{'s' if self.n_images != 1 else ''}"
+        if self.unit == "strip":
+            images = "its held-back strip" if self.n_images == 1 else "the held-back strips"
+        else:
+            images = f"{self.n_images} held-back image{'s' if self.n_images != 1 else ''}"
         if self.beats:
             return (
                 f"now using the new model {new_name!r}: it scored AP@0.5 {self.new_ap50:.3f} "
@@ -232,9 +239,10 @@ def training_job(
             if compare_with is not NO_COMPARISON and result.best_epoch >= 0:
                 if held_back and not stop.is_set():
                     yield Comparing(len(held_back))
-                yield held_back_scores(
+                scores = held_back_scores(
                     result.model, compare_with, held_back, config, stop, invert=invert
                 )
+                yield replace(scores, unit="strip") if strips is not None else scores
             return result
         yield event
         if not isinstance(event, EpochEnd):
