@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     python benchmarks/bench_blockwise.py [--sizes 32x256x256 64x256x256 64x512x512]
         [--block Z Y X] [--anisotropy 2] [--threads 2] [--engine auto]
-        [--scheduler ADDRESS] [--workdir DIR]
+        [--scheduler ADDRESS] [--workdir DIR] [--stop-after SECONDS]
 
 For each size a synthetic uint16 volume of textured ellipsoidal nuclei (``tests/synthetic3d.py``,
 a 32 x 256 x 256 stack mirrored across the volume, so nuclei continue over the tile seams) is
@@ -20,6 +20,8 @@ CPU: ``--sizes 64x2048x2048 128x2048x2048 256x2048x2048 --block 256 144 144`` (w
 about 2 GB by the 60 bytes per voxel estimate, 6x the voxels read: the receptive field of 107
 px around 144 px cores), on a machine with time to spare; without ``--block`` the blocks are
 sized from half the free memory (at most 8 GB: 256 x 507 x 507 cores, 1.9x read).
+``--stop-after S`` samples such a run: it stops at the first block that ends after S seconds
+and prints the blocks' times, the peak RSS after each block and the pace's projection.
 """
 
 from __future__ import annotations
@@ -92,7 +94,48 @@ def _child(args: argparse.Namespace) -> None:
     plan = plan_blocks(volume.shape, block, halo, pooling_align(model, args.anisotropy))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    labels = segment(
+    finished: list[tuple[float, float]] = []  # (seconds, peak RSS in MB) as each block ends
+
+    def watch(event) -> None:
+        if event.stage == "postprocess" and event.total == len(plan.blocks):
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            finished.append((time.perf_counter() - start, peak))
+            if args.stop_after and finished[-1][0] > args.stop_after:
+                raise _Stopped
+
+    try:
+        labels = _segment_volume(segment, volume, model, block, args, watch)
+    except _Stopped:
+        seconds = time.perf_counter() - start
+        per_block = [b - a for (a, _), (b, _) in zip([(0.0, 0.0), *finished], finished)]
+        print(
+            json.dumps(
+                {
+                    "shape": list(volume.shape),
+                    "stopped_after_blocks": len(finished),
+                    "blocks": len(plan.blocks),
+                    "block": list(plan.block),
+                    "halo": list(plan.halo),
+                    "seconds": seconds,
+                    "block_seconds": per_block,
+                    "peak_mb_after_each_block": [p for _, p in finished],
+                    "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    "before_mb": before / 1024,
+                    "read_factor": sum(b.outer_voxels for b in plan.blocks)
+                    / math.prod(volume.shape),
+                }
+            )
+        )
+        return
+    _report(labels, volume, plan, before, start)
+
+
+class _Stopped(Exception):
+    """--stop-after: the time is up (raised from the progress callback after a block)."""
+
+
+def _segment_volume(segment, volume, model, block, args, watch):
+    return segment(
         volume,
         model,
         axes="ZYX",
@@ -103,7 +146,11 @@ def _child(args: argparse.Namespace) -> None:
         out=Path(args.child).with_name("labels.zarr"),
         engine=args.engine,
         client=args.scheduler,
+        progress=watch,
     )
+
+
+def _report(labels, volume, plan, before: int, start: float) -> None:
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     read = sum(b.outer_voxels for b in plan.blocks) / math.prod(volume.shape)
@@ -133,6 +180,13 @@ def main() -> None:
     p.add_argument("--engine", default="auto")
     p.add_argument("--scheduler", metavar="ADDRESS")
     p.add_argument("--workdir", type=Path, help="where the volumes go (default: a temp folder)")
+    p.add_argument(
+        "--stop-after",
+        type=float,
+        metavar="S",
+        help="stop at the first block that ends after S seconds and report the blocks done, "
+        "their times and the peak RSS after each (a sample of a run too long to finish)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -148,8 +202,12 @@ def main() -> None:
             cmd += ["--engine", args.engine]
             cmd += ["--block", *map(str, args.block)] if args.block else []
             cmd += ["--scheduler", args.scheduler] if args.scheduler else []
+            cmd += ["--stop-after", str(args.stop_after)] if args.stop_after else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
+            if "stopped_after_blocks" in row:
+                _print_sample(row)
+                continue
             voxels = math.prod(row["shape"])
             row["s_per_mvoxel"] = row["seconds"] / (voxels / 1e6)
             rows.append(row)
@@ -161,11 +219,29 @@ def main() -> None:
                 f"peak RSS {row['peak_mb']:.0f} MB (before {row['before_mb']:.0f} MB)",
                 flush=True,
             )
+    if not rows:
+        return
     per = [r["s_per_mvoxel"] for r in rows]
     where = f"cluster {args.scheduler}" if args.scheduler else "in-process"
     print(
         f"RESULT blockwise 3d ({where}): {min(per):.1f}-{max(per):.1f} s/Mvoxel, "
         f"peak RSS <= {max(r['peak_mb'] for r in rows):.0f} MB"
+    )
+
+
+def _print_sample(row: dict) -> None:
+    """A run stopped by --stop-after: its blocks, their pace and the memory after each."""
+    k, n = row["stopped_after_blocks"], row["blocks"]
+    times = row["block_seconds"]
+    pace = sum(times[1:]) / max(1, len(times) - 1) if len(times) > 1 else times[0]
+    peaks = ", ".join(f"{p:.0f}" for p in row["peak_mb_after_each_block"])
+    print(
+        f"{'x'.join(map(str, row['shape']))}: stopped after {k} of {n} blocks of "
+        f"{row['block']} (halo {row['halo']}, {row['read_factor']:.2f}x voxels read) in "
+        f"{row['seconds']:.0f} s; block times {', '.join(f'{t:.0f}' for t in times)} s; "
+        f"peak RSS after each block {peaks} MB (before {row['before_mb']:.0f} MB); "
+        f"at this pace all {n} blocks take about {pace * n / 3600:.2f} h",
+        flush=True,
     )
 
 

@@ -44,9 +44,9 @@ def settle(seconds: float = 0.5) -> None:
         time.sleep(0.02)
 
 
-def shot(viewer, dock, path: Path) -> None:
-    """Raise ``dock``'s tab, scroll it to the top and save the whole window to ``path``
-    (without napari's notification pop-ups, which would cover the image)."""
+def shot(viewer, dock, path: Path, bottom: bool = False) -> None:
+    """Raise ``dock``'s tab, scroll it to the top (``bottom``: the bottom) and save the whole
+    window to ``path`` (without napari's notification pop-ups, which would cover the image)."""
     from qtpy.QtWidgets import QWidget
 
     window = viewer.window._qt_window
@@ -54,7 +54,9 @@ def shot(viewer, dock, path: Path) -> None:
         if type(widget).__name__ == "NapariQtNotification":
             widget.close()
     dock.raise_()
-    dock.widget().verticalScrollBar().setValue(0)
+    settle(0.3)
+    bar = dock.widget().verticalScrollBar()
+    bar.setValue(bar.maximum() if bottom else 0)
     settle()
     path.parent.mkdir(parents=True, exist_ok=True)
     viewer.window._qt_window.grab().save(str(path))
@@ -102,6 +104,10 @@ def main() -> None:
         shot(viewer, dock, paths[name])
         said = widget.message.value if name == "Train" else widget.status.value
         print(f"{paths[name]}: U-Net {name}: {said}")
+    segment.advanced.set_expanded(True)  # the detection and computation settings
+    settle()
+    shot(viewer, segment_dock, Path(f"{stem}_advanced{suffix}"), bottom=True)
+    segment.advanced.set_expanded(False)
     shot(viewer, segment_dock, out)  # the Segment tab raised, as a user left it
     viewer.close()
 
