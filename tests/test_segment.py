@@ -213,6 +213,32 @@ def test_temporary_stores_go_with_the_results(net, tmp_path, monkeypatch, probab
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_kept_probabilities_beside_a_zarr_output_are_temporary(
+    net, tmp_path, monkeypatch, blockwise
+):
+    """``out=`` with ``return_probabilities``: the labels stay, the probabilities' temporary
+    store goes with the result (tiles in 2D, blocks in 3D)."""
+    import gc
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    if blockwise:
+        image = da.from_array(np.stack([_blobs((64, 64))] * 8), chunks=(8, 32, 32))
+        kwargs = {"axes": "ZYX", "z_mode": "3d", "block": (8, 32, 32)}
+    else:
+        image, kwargs = da.from_array(_blobs((200, 200)), chunks=(100, 100)), {"tile_shape": 32}
+    out = tmp_path / "result_labels.zarr"
+    labels, probs = segment(image, net, out=out, return_probabilities=True, **kwargs)
+    assert out.is_dir() and len(list(scratch.iterdir())) == 1  # the probabilities' store
+    assert probs.shape[1:] == labels.shape
+    del labels, probs
+    gc.collect()
+    assert list(scratch.iterdir()) == [] and out.is_dir()
+
+
 def test_constant_and_tiny_images(net):
     for value in (0, 255):
         labels = segment(np.full((40, 50), value, np.uint8), net)

@@ -197,59 +197,26 @@ class SegmentJob:
     def run_lazy(self, tiling: dict, out, finish=None) -> Generator[SegmentProgress, None, tuple]:
         """Tile by tile into zarr stores: probabilities (temporary), then labels (``out``).
 
-        ``out`` is written under a hidden temporary name beside it and renamed into place only
-        when complete (an existing ``out`` is replaced then); a failure or an interruption
-        removes every temporary store, and those of a killed earlier run are removed here.
-        ``finish``: a generator function given the labels store, run before the rename (z-stack
-        ids linked across slices): a run killed at any moment leaves no store under ``out``.
+        The stores are written as :func:`into_stores` says: under a temporary name, renamed
+        to ``out`` only when complete. ``finish``: a generator function given the labels
+        store, run before the rename (z-stack ids linked across slices): a run killed at any
+        moment leaves no store under ``out``.
         """
-
-        from ..common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
-
         keep = self.keep_probs or self.output == "probabilities"
-        for prefix in (_TEMP_PREFIX, _PROBS_PREFIX, _WORK_PREFIX, SEEDS_PREFIX):
-            remove_stale_temp_dirs(prefix)
-        final = Path(out) if out is not None else None
-        if final is not None:
-            remove_stale_temporaries(final)
-        pid = os.getpid()
-        writing = atomic_dir(final) if final is not None else contextlib.nullcontext(None)
-        probs_dir = None
-        root = None
-        try:
-            with writing as tmp:
-                root = (
-                    tmp
-                    if tmp is not None
-                    else Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{pid}-"))
-                )
-                probs_dir = (
-                    root
-                    if self.output == "probabilities"
-                    else Path(tempfile.mkdtemp(prefix=f"{_PROBS_PREFIX}{pid}-"))
-                )
-                probs_z, labels_z = yield from self._run_lazy_into(tiling, root, probs_dir)
-                if finish is not None and labels_z is not None:
-                    yield from finish(labels_z)
-        except BaseException:  # cancelled (GeneratorExit), interrupted or failed: no partial output
-            if probs_dir is not None:
-                shutil.rmtree(probs_dir, ignore_errors=True)
-            if final is None and root is not None:
-                shutil.rmtree(root, ignore_errors=True)
-            raise
-        if final is not None:  # renamed into place: read the results from their final home
-            probs_z, labels_z = _reopen(final, probs_z, labels_z, self.output)
-            root = probs_dir = final if self.output == "probabilities" else probs_dir
-        if not keep:
-            shutil.rmtree(probs_dir, ignore_errors=True)
-        probs_temporary = probs_dir != root or out is None
-        return lazy_results(
-            probs_z,
-            labels_z,
-            keep,
-            probs_temp=probs_dir if probs_temporary else None,
-            labels_temp=root if out is None else None,
+
+        def work(root: Path, probs_dir: Path):
+            probs_z, labels_z = yield from self._run_lazy_into(tiling, root, probs_dir)
+            if finish is not None and labels_z is not None:
+                yield from finish(labels_z)
+            return probs_z, labels_z
+
+        separate = self.output != "probabilities"  # the probabilities are always computed
+        probs_z, labels_z, probs_temp, labels_temp = yield from into_stores(
+            out, work, output=self.output, separate_probs=separate
         )
+        if not keep and probs_temp is not None:
+            shutil.rmtree(probs_temp, ignore_errors=True)
+        return lazy_results(probs_z, labels_z, keep, probs_temp, labels_temp)
 
     def _run_lazy_into(self, tiling: dict, root: Path, probs_dir: Path):
         probs_z, labels_z = self._open_stores(root, probs_dir)
@@ -291,6 +258,67 @@ class SegmentJob:
         yield from relay(
             steps, lambda event: SegmentProgress("postprocess", event.done, event.total, i, n)
         )
+
+
+def into_stores(
+    out, work, *, output: str, separate_probs: bool
+) -> Generator[Any, None, tuple[Any, Any, Path | None, Path | None]]:
+    """Run ``work(root, probs_dir)`` into zarr stores under temporary names; rename to ``out``.
+
+    Parameters
+    ----------
+    out : path-like or None
+        The final store: ``work`` writes under a hidden temporary name beside it, renamed into
+        place only when complete (an existing ``out`` is replaced then). None: a temporary
+        folder of the system's.
+    work : callable
+        ``work(root, probs_dir)``, a generator of progress events returning
+        ``(probs_z, labels_z)``: the stores it opened at ``root`` (the result: the labels, or
+        the probabilities for ``output="probabilities"``) and ``probs_dir``.
+    output : str
+        The job's output (``"probabilities"``: the result is the probabilities store).
+    separate_probs : bool
+        Give the probabilities a temporary folder of their own; else ``probs_dir`` is ``root``.
+
+    Returns
+    -------
+    tuple
+        ``(probs_z, labels_z, probs_temp, labels_temp)``: the stores (opened again read-only
+        at ``out`` once renamed) and the folders that are temporary (None: not), as
+        :func:`lazy_results` takes them.
+
+    A failure, a cancellation (``GeneratorExit``) or an interrupt removes every temporary
+    store; those of a killed earlier run are removed first.
+    """
+    from ..common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
+
+    for prefix in (_TEMP_PREFIX, _PROBS_PREFIX, _WORK_PREFIX, SEEDS_PREFIX):
+        remove_stale_temp_dirs(prefix)
+    final = Path(out) if out is not None else None
+    if final is not None:
+        remove_stale_temporaries(final)
+    pid = os.getpid()
+    writing = atomic_dir(final) if final is not None else contextlib.nullcontext(None)
+    root = probs_dir = None
+    try:
+        with writing as tmp:
+            root = (
+                tmp if tmp is not None else Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{pid}-"))
+            )
+            probs_dir = root
+            if separate_probs:
+                probs_dir = Path(tempfile.mkdtemp(prefix=f"{_PROBS_PREFIX}{pid}-"))
+            probs_z, labels_z = yield from work(root, probs_dir)
+    except BaseException:  # cancelled, interrupted or failed: no partial output
+        if probs_dir is not None and probs_dir != root:
+            shutil.rmtree(probs_dir, ignore_errors=True)
+        if final is None and root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    if final is None:
+        return probs_z, labels_z, probs_dir, root
+    probs_z, labels_z = _reopen(final, probs_z, labels_z, output)
+    return probs_z, labels_z, (probs_dir if probs_dir != root else None), None
 
 
 def _reopen(final: Path, probs_z, labels_z, output: str):

@@ -16,11 +16,8 @@ An in-memory image gives numpy arrays.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ import numpy as np
 
 from ....common.errors import UserInputError
 from ....common.progress import relay
-from ...frames import _PROBS_PREFIX, _TEMP_PREFIX, SegmentJob, SegmentProgress, is_dask
+from ...frames import SegmentJob, SegmentProgress, into_stores, is_dask, lazy_results
 from ...images import axes as ax
 from ...labels.postprocess import LABEL_DTYPE
 from .block import BlockResult, label_block
@@ -183,45 +180,18 @@ def _run_into_memory(job, plan, tiling, z_factor, out=None, source=None):
 
 
 def _run_into_stores(job, plan, tiling, z_factor, out, source=None):
-    from ....common.atomic import atomic_dir, remove_stale_temp_dirs, remove_stale_temporaries
-    from ...frames import _reopen, lazy_results
-
     keep = job.keep_probs or job.output == "probabilities"
-    for prefix in (_TEMP_PREFIX, _PROBS_PREFIX):
-        remove_stale_temp_dirs(prefix)
-    final = Path(out) if out is not None else None
-    if final is not None:
-        remove_stale_temporaries(final)
-    pid = os.getpid()
-    writing = atomic_dir(final) if final is not None else contextlib.nullcontext(None)
-    root = probs_dir = None
-    try:
-        with writing as tmp:
-            root = (
-                tmp if tmp is not None else Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{pid}-"))
-            )
-            probs_dir = root
-            if job.output != "probabilities" and keep:
-                probs_dir = Path(tempfile.mkdtemp(prefix=f"{_PROBS_PREFIX}{pid}-"))
-            labels_z, probs_z = _open_stores(job, plan, root, probs_dir, keep)
-            yield from _segment_frames(job, plan, tiling, z_factor, labels_z, probs_z, source)
-    except BaseException:  # cancelled, interrupted or failed: no partial output
-        if probs_dir is not None and probs_dir != root:
-            shutil.rmtree(probs_dir, ignore_errors=True)
-        if final is None and root is not None:
-            shutil.rmtree(root, ignore_errors=True)
-        raise
-    if final is not None:  # renamed into place: read the results from their final home
-        probs_z, labels_z = _reopen(final, probs_z, labels_z, job.output)
-        probs_dir = final if probs_dir == root else probs_dir
-        root = final
-    return lazy_results(
-        probs_z,
-        labels_z,
-        keep,
-        probs_temp=probs_dir if (probs_dir != root or out is None) else None,
-        labels_temp=root if out is None else None,
+
+    def work(root: Path, probs_dir: Path):
+        labels_z, probs_z = _open_stores(job, plan, root, probs_dir, keep)
+        yield from _segment_frames(job, plan, tiling, z_factor, labels_z, probs_z, source)
+        return probs_z, labels_z
+
+    separate = job.output != "probabilities" and keep  # else no probabilities store at all
+    probs_z, labels_z, probs_temp, labels_temp = yield from into_stores(
+        out, work, output=job.output, separate_probs=separate
     )
+    return lazy_results(probs_z, labels_z, keep, probs_temp, labels_temp)
 
 
 def _open_stores(job, plan: BlockPlan, root: Path, probs_dir: Path, keep: bool):
