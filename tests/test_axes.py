@@ -61,6 +61,19 @@ def test_guess_axes_refuses_channels_or_z(shape):
         ax.guess_axes(shape)
 
 
+@pytest.mark.parametrize(
+    ("shape", "axes"), [((128, 128, 2), "YXC"), ((16, 300, 2), "YXC"), ((9, 64, 64, 2), "ZYXC")]
+)
+def test_guess_axes_refuses_channels_stored_last(shape, axes):
+    """(128, 128, 2) is two interleaved channels, never 128 slices of 128 x 2 pixels."""
+    with pytest.raises(ax.AmbiguousAxesError, match=rf"channels stored last.*--axes {axes}"):
+        ax.guess_axes(shape)
+
+
+def test_one_channel_stored_last_is_read_as_a_channel():
+    assert ax.guess_axes((520, 696, 1)) == "YXC"
+
+
 def test_is_colour_needs_a_trailing_colour_axis():
     assert ax.is_colour("YXC", (64, 64, 3))
     assert not ax.is_colour("CYX", (3, 64, 64))

@@ -124,6 +124,20 @@ def test_bad_blocks_are_refused_naming_the_argument(bad):
         blockwise.check_block(bad)
 
 
+@pytest.mark.parametrize("block", [(1, 1, 1), (8, 16, 16)])
+def test_blocks_much_smaller_than_the_halo_are_refused_before_any_work(block, monkeypatch):
+    """A block of 16 px against a 107 px halo would read each voxel ~60 times: refused at once
+    (it used to run for minutes), naming the size that works."""
+    volume = da.zeros((8, 128, 128), np.float32, chunks=(8, 64, 64))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a block was segmented")
+
+    monkeypatch.setattr(blockwise.run, "label_block", never)
+    with pytest.raises(UserInputError, match=r"read and segmented about \d+ times.*at least 107"):
+        segment(volume, axes="ZYX", z_mode="3d", block=block, diameter=None)
+
+
 # -- merging -----------------------------------------------------------------------------------
 def test_faces_join_the_same_object_and_not_touching_neighbours():
     theirs = np.array([[1, 1, 1, 2, 2, 2, 0, 7]])

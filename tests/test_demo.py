@@ -50,6 +50,10 @@ def test_summary_puts_the_scores_beside_the_readmes_and_flags_a_gap():
     assert "differs" not in text
     worse = summary({**record, "ap@0.50": 0.741 - 2 * TOLERANCE}, 129)
     assert re.search(r"AP@0\.5\s+0\.701\s+0\.741\s+differs$", worse.splitlines()[3])
+    assert worse.splitlines()[5].startswith("NOT as expected: AP@0.5 more than 0.02")
+    assert "good" not in worse.splitlines()[5]
+    other = summary({**record, "pixel_dice": 0.0, "ap@0.50": 0.0}, 129, builtin=False)
+    assert other.splitlines()[5].startswith("another model") and "good" not in other
 
 
 def test_progress_is_one_bar_counting_up_per_stage(capsys):

@@ -99,6 +99,14 @@ def ws(tmp_path_factory) -> dict[str, Path]:
         tifffile.imwrite(root / name / "labels" / "a.tif", lab)
     (root / "corrupt" / "images" / "b.tif").write_bytes(b"II*\x00broken")
     tifffile.imwrite(root / "corrupt" / "labels" / "b.tif", labels)
+    p["empty_file"] = root / "empty.tif"  # 0 bytes
+    p["empty_file"].write_bytes(b"")
+    p["fifo"] = root / "pipe.tif"  # reading a named pipe would wait for a writer for ever
+    os.mkfifo(p["fifo"])
+    p["loop"] = root / "loop.tif"  # a symbolic link to itself
+    p["loop"].symlink_to(p["loop"])
+    p["channels_last"] = root / "channels_last.npy"  # (Y, X, 2): not 40 slices 2 px wide
+    np.save(p["channels_last"], np.stack([image, image], -1))
     # a z-stack whose ImageJ metadata gives a z step of 1e6 pixels (issue 29 item 7)
     p["spacing_stack"] = root / "spacing.tif"
     tifffile.imwrite(p["spacing_stack"], np.stack([image] * 4).astype(np.uint16), imagej=True,
@@ -252,6 +260,14 @@ CASES = [
                               "{root}/o1"], 2, "--anisotropy"),
     ("seg-threshold-above-1", [*_SEG, "{root}/o1", "--foreground-threshold", "1"], 2,
      "--foreground-threshold"),
+    ("seg-empty-file", ["segment", "{empty_file}", "--model", "{model}", "-o", "{root}/o1"], 2,
+     "empty (0 bytes)"),
+    ("seg-fifo", ["segment", "{fifo}", "--model", "{model}", "-o", "{root}/o1"], 2,
+     "named pipe"),
+    ("seg-symlink-loop", ["segment", "{loop}", "--model", "{model}", "-o", "{root}/o1"], 2,
+     "symbolic link to nothing"),
+    ("seg-channels-last", ["segment", "{channels_last}", "--model", "{model}", "-o",
+                           "{root}/o1"], 2, "--axes YXC"),
     ("seg-threshold-zero", [*_SEG, "{root}/o1", "--seed-threshold", "0"], 2, "--seed-threshold"),
     ("train-resume-model", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{model}"], 2,
      "--init"),
@@ -284,6 +300,9 @@ CASES = [
     ("eval-csv-not-writable", [*_EVAL, "--csv", "/sys/t.csv"], 2, "cannot write"),
     ("eval-iou-nan", [*_EVAL, "--iou-threshold", "nan"], 2, "--iou-threshold"),
     ("eval-iou-above-1", [*_EVAL, "--iou-thresholds", "0.5", "1.5"], 2, "--iou-thresholds"),
+    ("eval-iou-1", [*_EVAL, "--iou-thresholds", "0", "1"], 2, "--iou-thresholds"),
+    ("eval-iou-twice", [*_EVAL, "--iou-thresholds", "0.5", "0.5", "0.9"], 2,
+     "0.5 given more than once"),
     # -- info
     ("info-folder", ["info", "{empty_dir}"], 2, "is a folder, not a model file"),
     ("info-missing", ["info", "{root}/nope.safetensors"], 2, "not found"),

@@ -320,3 +320,21 @@ def test_the_model_cards_postprocessing_settings_are_used():
         "min_size": 20,
     }
     assert postprocessing_settings(model, min_size=5)["min_size"] == 5
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.uint64, np.uint16])
+def test_resampling_keeps_whole_numbers_within_their_type(dtype):
+    """Enlarged or shrunk, the largest values of a wide integer type do not wrap to 0."""
+    from napari_unet.inference.sizing.rescale import resample
+
+    top = np.iinfo(dtype).max
+    image = np.zeros((16, 16), dtype)
+    image[4:12, 4:12] = top
+    for zoom in ((3.0, 3.0), (0.5, 0.5)):
+        out = resample(image, zoom, order=1)
+        assert out.dtype == dtype and out.min() == 0
+        centre = tuple(n // 2 for n in out.shape)
+        if np.dtype(dtype).itemsize < 8:
+            assert out.max() == top and out[centre] == top  # no wrap-around
+        else:  # 2**64 - 1 is not a float64: the nearest one below it
+            assert out.max() == out[centre] > top - 4096

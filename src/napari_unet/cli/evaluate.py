@@ -7,7 +7,7 @@ import sys
 
 from ._args import number
 
-_IOU = number(minimum=0, maximum=1)
+_IOU = number(minimum=0, maximum=1, high_open=True)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

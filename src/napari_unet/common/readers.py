@@ -99,9 +99,35 @@ def expand_inputs(paths: list[str | os.PathLike], arg: str = "INPUT") -> list[Pa
     out: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
+            if p.is_symlink():
+                raise UserInputError(
+                    f"input {p} ({arg}) is a symbolic link to nothing (broken, or a loop); "
+                    "give the file it should point to"
+                )
             raise UserInputError(f"input not found: {p} ({arg}); check the path")
+        if not p.is_dir():
+            check_regular_file(p)
         out.extend(list_images(p, arg) if p.is_dir() and not _looks_zarr(p) else [p])
     return out
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse what is not a readable file: a pipe, socket or device (reading one could wait
+    for ever) or an empty file.
+
+    Raises
+    ------
+    UserInputError
+        Naming ``path`` and what it is.
+    """
+    import stat
+
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        what = "a named pipe" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise UserInputError(f"{path} is {what}, not an image file; give an image file")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{path} is empty (0 bytes): not an image; check the file")
 
 
 def _looks_zarr(path: Path) -> bool:
@@ -131,6 +157,7 @@ def read_image(path: str | os.PathLike, *, lazy: bool = True) -> tuple[Any, str 
         if not lazy:
             image = np.asarray(image)
     else:
+        check_regular_file(path)
         name = path.name.lower()
         if name.endswith(TIFF_SUFFIXES):
             image, axes = _read_tiff(path)

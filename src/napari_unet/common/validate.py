@@ -197,16 +197,20 @@ def looks_like_labels(array: Any) -> bool:
     return flat >= LABELS_FLATNESS and zeros >= LABELS_BACKGROUND
 
 
-def check_looks_like_labels(labels: Any, name: str) -> None:
+def check_looks_like_labels(labels: Any, name: str, minimum: float = LABELS_FLATNESS) -> None:
     """Refuse an intensity image given where labels are expected (values vary pixel to pixel).
+
+    ``minimum``: the share of non-zero pixels equal to their neighbour below which ``labels``
+    is refused. Objects ``w`` pixels wide give about ``(w - 1) / w``, so annotations of tiny
+    objects (training) want a lower bar than whole-image label files (evaluation).
 
     Raises
     ------
     UserInputError
-        Fewer than :data:`LABELS_FLATNESS` of the non-zero pixels equal their neighbour.
+        Fewer than ``minimum`` of the non-zero pixels equal their neighbour.
     """
     flat, _ = flatness(labels)
-    if flat < LABELS_FLATNESS:
+    if flat < minimum:
         raise UserInputError(
             f"{name} does not look like a label image: only {flat:.0%} of its object pixels "
             "equal their neighbour (label images are piecewise constant, intensity images vary "

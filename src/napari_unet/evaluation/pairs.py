@@ -95,6 +95,12 @@ def _thresholds(
     for t in (*ap, iou_threshold):
         if not 0.0 <= t < 1.0:
             raise UserInputError(f"IoU thresholds must be in [0, 1), got {t}")
+    twice = sorted({t for t in ap if ap.count(t) > 1})
+    if twice:  # the mean over the thresholds would count it twice, unlike its table column
+        raise UserInputError(
+            f"IoU threshold(s) {', '.join(f'{t:g}' for t in twice)} given more than once; "
+            "give each threshold once"
+        )
     return ap, tuple(sorted({*ap, round(float(iou_threshold), 6)}))
 
 

@@ -20,6 +20,7 @@ import torch
 
 from ..common.atomic import atomic_write
 from ..common.errors import ModelFileError, UserInputError, describe_os_error, write_error
+from .card_checks import REMEDY, TASKS, check_document, check_weights
 from .unet import UNet, UNetConfig, build_model
 
 FORMAT_VERSION = 1
@@ -27,7 +28,6 @@ METADATA_KEY = "napari_unet"
 BUILTIN_MODELS = ("nuclei", "nuclei-he")
 
 DEFAULT_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
-TASKS = ("instance", "semantic")
 #: class names of the instance task: the target a 3-class model learns
 INSTANCE_CLASSES = ["background", "interior", "boundary"]
 
@@ -132,7 +132,12 @@ def save_model(model: UNet, path: str | os.PathLike, *, half: bool = False, **ca
 
 
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check the JSON document of a model file without loading the weights."""
+    """Read and check the JSON document of a model file without loading the weights.
+
+    The document is checked by :func:`~.card_checks.check_document`: a damaged or hand-edited
+    card (not an object, no valid architecture, normalisation percentiles or post-processing
+    settings out of range, a bad ``object_diameter`` ...) raises :class:`ModelFileError`.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -160,17 +165,22 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         document = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise ModelFileError(f"{path} has a corrupt model card: {err}") from err
+    if not isinstance(document, dict):
+        raise ModelFileError(
+            f"{path} has an invalid model card: it must be a JSON object (a dict), got "
+            f"{type(document).__name__} ({REMEDY})"
+        )
     version = document.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError(f"{path} has no valid format_version in its model card")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} was written by a newer napari-unet (model format {version}; this version "
             f"reads up to {FORMAT_VERSION}): upgrade napari-unet to load it"
         )
-    return document
+    return check_document(document, path)
 
 
 #: first bytes of the files that carry code: a zip (torch.save) or a raw pickle
@@ -237,8 +247,9 @@ def load_model(
     Raises
     ------
     ModelFileError
-        The file is missing, truncated, not a model, from a newer format, or its weights do
-        not match its architecture.
+        The file is missing, truncated, not a model, from a newer format, its card is invalid
+        (see :func:`read_card`), or its weights do not match its architecture or hold NaN or
+        infinite values.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -246,14 +257,8 @@ def load_model(
     path = builtin_model_path() if path is None else path
     if isinstance(path, str) and path in BUILTIN_MODELS:
         path = builtin_model_path(path)
-    document = read_card(path)
-    try:
-        config = UNetConfig(**document["architecture"])
-    except (KeyError, TypeError, UserInputError) as err:
-        raise ModelFileError(
-            f"{path} has an invalid architecture in its model card: {err}"
-        ) from err
-    model = build_model(config)
+    document = read_card(path)  # checked: the architecture is valid
+    model = build_model(UNetConfig(**document["architecture"]))
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
@@ -261,12 +266,13 @@ def load_model(
             f"{path}: the weights cannot be read (truncated file?): {err}"
         ) from err
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    check_weights(model.state_dict(), state, path)  # names, shapes, finite values
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+    except RuntimeError as err:  # not expected after check_weights: still one line
         raise ModelFileError(
-            f"{path}: the weights do not match the architecture in the card: "
-            f"{str(err).splitlines()[0]}"
+            f"{path}: its weights do not match the architecture in its card: "
+            f"{' '.join(str(err).split())} ({REMEDY})"
         ) from err
     model.card = {k: v for k, v in document.items() if k not in ("format_version", "architecture")}
     return model.to(device).eval()

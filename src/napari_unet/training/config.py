@@ -129,6 +129,14 @@ class TrainConfig:
             raise UserInputError(
                 f"object_diameter must be 'auto', None or a positive number of pixels, got {d!r}"
             )
+        patch = self.patch_size
+        smallest = min(patch) if isinstance(patch, tuple | list) else patch
+        if _positive_number(d) and _positive_number(smallest) and d > smallest:
+            raise UserInputError(
+                f"object_diameter {d:g} px is larger than the training patch ({smallest} px): "
+                "the network would never see a whole object; give the diameter the objects "
+                "should have for the network (e.g. 20), or a larger patch"
+            )
         if isinstance(self.augment, dict):
             aug = dict(self.augment)
             if "zoom" in aug:

@@ -322,6 +322,12 @@ def _train_step(
     optimizer.zero_grad(set_to_none=True)
     logits = model(image)
     loss = combined_loss(logits, target, weight, valid, config.dice_weight, ranks.total)
+    if not torch.isfinite(loss.detach()):  # diverged: stop before the step spoils the weights
+        raise UserInputError(
+            f"training diverged: the loss became {float(loss.detach())} (learning rate "
+            f"{config.learning_rate:g}), so no model was saved; train again with a learning "
+            "rate 10 times lower (--lr, or the Train dock's learning rate)"
+        )
     ranks.backward(loss)
     if config.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -106,6 +106,14 @@ def guess_axes(
         return parse_axes(labels + suffix, ndim)
     if not rgb and looks_colour(shape):
         return guess_axes(shape, rgb=True, in_channels=in_channels, model_ndim=model_ndim)
+    if not rgb and _trailing_channels(shape) and shape[-1] == 1:  # one channel stored last
+        return guess_axes(shape, rgb=True, in_channels=in_channels, model_ndim=model_ndim)
+    if not rgb and _trailing_channels(shape):
+        raise AmbiguousAxesError(
+            f"the last axis of shape {tuple(shape)} holds only {shape[-1]} values after two "
+            f"long ones: channels stored last, not an image {shape[-1]} pixels wide; give the "
+            f"axes, e.g. --axes {'TZYXC'[-ndim:]} (axes= in Python, the Axes box in the dock)"
+        )
     lead = shape[: n_spatial - 2]
     prefix = _guess_leading(lead, rgb=rgb, in_channels=in_channels, model_ndim=model_ndim)
     if "Z" in prefix and not rgb and min(lead) <= MAX_AMBIGUOUS and model_ndim != 3:
@@ -121,6 +129,16 @@ def looks_colour(shape: Sequence[int]) -> bool:
     """A trailing axis of 3 or 4 samples after two long axes: the colour of an RGB(A) image."""
     return (
         len(shape) >= 3 and shape[-1] in RGB_SIZES and min(shape[-3], shape[-2]) >= MIN_COLOUR_SIDE
+    )
+
+
+def _trailing_channels(shape: Sequence[int]) -> bool:
+    """A last axis of at most :data:`MAX_AMBIGUOUS` after two long axes (not 3 or 4 colour
+    samples): interleaved channels, never an image that narrow."""
+    return (
+        len(shape) >= 3
+        and shape[-1] <= MAX_AMBIGUOUS
+        and min(shape[-3], shape[-2]) >= MIN_COLOUR_SIDE
     )
 
 

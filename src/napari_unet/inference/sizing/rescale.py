@@ -70,9 +70,15 @@ def resize(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
     if tuple(array.shape) == tuple(shape):
         return array
     zoom = [t / n for t, n in zip(shape, array.shape)]
-    src = array if order == 0 else np.asarray(array, np.float32)
+    dtype = np.dtype(array.dtype)
+    wide = dtype.kind in "iu" and dtype.itemsize >= 4  # float32 would round 2**32 - 1 up
+    src = array if order == 0 else np.asarray(array, np.float64 if wide else np.float32)
     out = ndi.zoom(src, zoom, order=order, mode="nearest", grid_mode=True)
-    return out.astype(array.dtype, copy=False)
+    if order != 0 and dtype.kind in "iu":  # back to whole numbers within the type's range
+        info = np.iinfo(dtype)  # 64-bit limits round up in float64: the last float below
+        high = np.nextafter(float(info.max), 0.0) if dtype.itemsize == 8 else info.max
+        out = np.clip(np.rint(out), info.min, high)
+    return out.astype(dtype, copy=False)
 
 
 def restore(labels, probs, original: tuple[int, ...], caxes: str, output: str):

@@ -18,12 +18,17 @@ import numpy as np
 from ...common.errors import ShapeError, UserInputError
 from ...common.readers import as_label_array, image_name, read_image
 from ...common.readers import list_images as _list_images
-from ...common.validate import check_labels, check_not_empty
+from ...common.validate import check_labels, check_looks_like_labels, check_not_empty
 from ...inference.images.normalize import check_finite, normalize
 from ...inference.sizing.size import equivalent_diameters
 from .targets import instance_to_classes, unet_weight_map
 
 log = logging.getLogger(__name__)
+
+#: labels whose non-zero pixels equal their right-hand neighbour less often than this are
+#: refused as intensity images: objects 2 px wide give 0.5, DSB intensity images 0.08-0.78
+#: (evaluation refuses below 0.8: whole label files, not a few small painted objects)
+TRAINING_FLATNESS = 0.5
 
 
 @dataclass
@@ -112,6 +117,8 @@ def prepare_pair(
         valid &= labels != ignore_label
         labels = np.where(labels == ignore_label, 0, labels)
     labels = check_labels(labels, f"labels{where}")  # after the ignore label (it may be -1)
+    # not an intensity image given as labels (judged where annotated: the rest is ignored)
+    check_looks_like_labels(np.where(valid, labels, 0), f"labels{where}", TRAINING_FLATNESS)
     if not valid.any():
         raise UserInputError(
             f"pair{where} has no annotated pixel (region mask / ignore label cover everything)"

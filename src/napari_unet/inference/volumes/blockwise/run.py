@@ -76,6 +76,14 @@ def plan_for(
     size = given or default_block(shape, halo, z_factor, _input_chunks(job))
     plan = plan_blocks(shape, size, halo, pooling_align(job.model, z_factor))
     need = plan.max_outer_voxels() * BYTES_PER_VOXEL
+    reads = read_factor(shape, plan.block, plan.halo)
+    if given is not None and reads > MAX_READ_FACTOR:
+        raise UserInputError(
+            f"block {given} is small against its halo {halo} (the network's receptive field):"
+            f" every voxel would be read and segmented about {reads:.0f} times, in "
+            f"{len(plan.blocks)} blocks; give a block with Y and X sides of at least "
+            f"{halo[1]} (--block Z Y X), or leave it out to size it from the free memory"
+        )
     free = available_memory()
     if given is not None and free is not None and need > free:
         raise UserInputError(
@@ -89,10 +97,15 @@ def plan_for(
         len(plan.blocks),
         plan.block,
         plan.halo,
-        read_factor(shape, plan.block, plan.halo),
+        reads,
         need / 1e9,
     )
     return plan
+
+
+#: a given block that makes the run read each voxel more often than this is refused (a block
+#: of 16 px against a halo of 107 px reads each voxel ~200 times: hours for seconds of work)
+MAX_READ_FACTOR = 32
 
 
 def _input_chunks(job: SegmentJob) -> tuple[int, int, int] | None:
