@@ -83,6 +83,8 @@ def ws(tmp_path_factory) -> dict[str, Path]:
     p["existing"].write_bytes(b"keep me")
     p["existing_tif"] = root / "existing.tif"
     p["existing_tif"].write_bytes(b"keep me")
+    p["existing_zip"] = root / "existing.zip"
+    p["existing_zip"].write_bytes(b"keep me")
     # training folders: good, with negative labels, with float labels, with a corrupt image,
     # with a shape mismatch
     for name in ("good", "negative", "floats", "corrupt", "mismatch"):
@@ -200,7 +202,7 @@ CASES = [
      "would resample the image by"),
     ("seg-anisotropy-huge", [*_SEG, "{root}/o1", "--anisotropy", "1e9"], 2,
      "anisotropy must be a number in"),
-    ("export-onto-existing", ["export", "{model}", "-o", "{existing}"], 2,
+    ("export-onto-existing", ["export", "{model}", "-o", "{existing_zip}"], 2,
      "exists; pass --overwrite"),
     ("seg-out-under-file", [*_SEG, "{existing}/sub"], 2, "is a file"),
     ("seg-out-file-name", [*_SEG, "{root}/result.tif"], 2, "looks like a file name"),
@@ -254,6 +256,15 @@ CASES = [
      "could run code"),
     ("train-resume-text", [*_TRAIN, "-o", "{root}/t.safetensors", "--resume", "{text}"], 2,
      "not a readable training checkpoint"),
+    ("export-not-zip", ["export", "{model}", "-o", "{root}/package.tif"], 2,
+     "-o/--output must end in .zip"),
+    ("export-onto-folder", ["export", "{model}", "-o", "{empty_dir}", "--overwrite"], 2,
+     "is a folder; give a file name"),
+    ("export-unwritable", ["export", "{model}", "-o", "/proc/package.zip"], 2, "-o/--output"),
+    ("train-diverges", [*_TRAIN, "-o", "{root}/t.safetensors", "--lr", "1e9", "--epochs", "2",
+                        "--steps-per-epoch", "3"], 2, "training diverged"),
+    ("train-diameter-beyond-patch", [*_TRAIN, "-o", "{root}/t.safetensors", "--object-diameter",
+                                     "1e6"], 2, "larger than the training patch"),
     ("train-nproc-too-many", [*_TRAIN, "-o", "{root}/t.safetensors", "--nproc", "1000"], 2,
      "--nproc 1000 is more than this machine's"),
     ("seg-spacing-metadata", ["segment", "{spacing_stack}", "--model", "{model}", "-o",
@@ -339,6 +350,7 @@ def test_no_output_is_left_by_the_refused_commands(ws):
         assert not (ws["root"] / name).exists()
     assert ws["existing"].read_bytes() == b"keep me"
     assert ws["existing_tif"].read_bytes() == b"keep me"
+    assert ws["existing_zip"].read_bytes() == b"keep me"
     assert not list(ws["root"].glob(".*.tmp"))
 
 

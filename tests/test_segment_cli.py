@@ -238,3 +238,28 @@ def test_log_lines_never_share_a_line_with_the_progress_bar(capsys):
     err = capsys.readouterr().err
     assert "\nsize pass\n" in err  # its own line, not glued to "predict ... 1/2"
     assert "after the bar" in err.splitlines()
+
+
+def test_an_output_folder_that_is_the_input_folder_skips_earlier_results(
+    tiny_model_file, tmp_path, capsys
+):
+    """A rerun into the input folder segments the images again, not a_labels.tif."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(
+        folder / "a.tif", (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    )
+    args = ["segment", str(folder), "-o", str(folder), "--model", str(tiny_model_file),
+            "--diameter", "none"]  # fmt: skip
+    assert main(args) == 0
+    assert main([*args, "--overwrite"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "a_labels.tif"]
+    assert "left out 1 earlier result(s)" in capsys.readouterr().err
+
+
+def test_an_output_folder_inside_the_input_store_is_refused(tiny_model_file, tmp_path, capsys):
+    store = tmp_path / "in.zarr"
+    zarr.open_array(str(store), mode="w", shape=(64, 64), chunks=(32, 32), dtype="uint8")[:] = 5
+    code = main(["segment", str(store), "-o", str(store / "out"), "--model", str(tiny_model_file)])
+    assert code == 2 and "inside the input store" in capsys.readouterr().err
+    assert not (store / "out").exists()

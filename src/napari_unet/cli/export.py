@@ -33,10 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..common.outputs import check_output_target
+    from ..common.outputs import check_output_file
     from ..zoo.export import export_bioimageio
 
-    check_output_target(args.output, "-o/--output", overwrite=args.overwrite)  # before any work
+    # before any work (the export takes half a minute): a .zip name, free or --overwrite, in a
+    # folder that can be written
+    check_output_file(args.output, "-o/--output", overwrite=args.overwrite, suffixes=(".zip",))
     path = export_bioimageio(
         args.model,
         args.output,

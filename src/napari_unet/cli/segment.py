@@ -230,7 +230,9 @@ def run(args: argparse.Namespace) -> int:
     from ..common.readers import expand_inputs
 
     inputs = expand_inputs(args.inputs, "INPUT")  # before loading the model: seconds, not minutes
+    _check_outdir_outside_stores(Path(args.outdir), inputs)
     outdir = check_output_dir(args.outdir, "-o/--outdir")  # removed by a failed run if empty
+    inputs = _without_earlier_results(inputs, outdir, args)
     report_log = logging.getLogger("napari_unet.report")
     level = report_log.level
     if not getattr(args, "verbose", False):  # each image's line carries its warning once
@@ -326,6 +328,44 @@ def _cluster(scheduler: str | None):
         return contextlib.nullcontext(None)
     print(f"computing on the dask cluster at {address}", file=sys.stderr)
     return cluster_client(address)
+
+
+def _check_outdir_outside_stores(outdir: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder inside an input zarr store (it would write into the input)."""
+    from ..common.errors import UserInputError
+
+    where = outdir.resolve()
+    for path in inputs:
+        if path.is_dir() and (where == path.resolve() or path.resolve() in where.parents):
+            raise UserInputError(
+                f"-o/--outdir {outdir} is inside the input store {path}: the results would be "
+                "written into the input; choose a folder outside it"
+            )
+
+
+def _without_earlier_results(inputs: list[Path], outdir: Path, args) -> list[Path]:
+    """The inputs less this command's own results, where a folder input is also ``outdir``:
+    a rerun would otherwise segment ``a_labels.tif`` into ``a_labels_labels.tif``."""
+    folders = {Path(p).resolve() for p in args.inputs if Path(p).is_dir()}
+    if outdir.resolve() not in folders:
+        return inputs
+    ours = ("_labels.", "_probabilities.")
+    kept = [p for p in inputs if not (p.parent.resolve() == outdir.resolve()
+                                      and any(tag in p.name for tag in ours))]  # fmt: skip
+    if not kept:
+        from ..common.errors import UserInputError
+
+        raise UserInputError(
+            f"{outdir} holds only earlier results (*_labels.*, *_probabilities.*) to segment; "
+            "give the folder of the images"
+        )
+    if len(kept) < len(inputs):
+        print(
+            f"{outdir}: left out {len(inputs) - len(kept)} earlier result(s) (*_labels.*, "
+            "*_probabilities.*): the output folder is also an input folder",
+            file=sys.stderr,
+        )
+    return kept
 
 
 def output_path(path: Path, outdir: Path, args: argparse.Namespace) -> Path:
