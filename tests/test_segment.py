@@ -260,11 +260,21 @@ def test_constant_and_tiny_images(net):
         (np.zeros((2, 2, 2, 2, 20, 20)), {}, ShapeError, "pass them explicitly"),
         (np.zeros((20, 20), complex), {}, UserInputError, "dtype"),
         (np.zeros((20, 20)), {"output": "labels"}, UserInputError, "output must be one of"),
+        (None, {}, UserInputError, "image is None"),
+        ("in/good.tif", {}, UserInputError, "image is a path"),
+        ([np.zeros((20, 20)), np.zeros((10, 10))], {}, UserInputError, "must be one array"),
+        (np.zeros((20, 20)), {"postprocessing": [1, 2]}, UserInputError, "must be a dict"),
+        (np.zeros((20, 20, 2)), {"axes": "YXC", "channel": 0.5}, UserInputError, "whole index"),
     ],
 )
 def test_bad_inputs_give_clear_errors(net, image, kwargs, error, match):
     with pytest.raises(error, match=match):
         segment(image, net, **kwargs)
+
+
+def test_a_model_that_is_not_one_is_named(net):
+    with pytest.raises(UserInputError, match="model must be a UNet, a model file path"):
+        segment(np.zeros((20, 20)), 42)
 
 
 def test_nan_in_a_dask_image_is_reported(net):

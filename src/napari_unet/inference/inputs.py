@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,11 @@ def postprocessing_settings(
         An unknown key in ``overrides``, a threshold outside (0, 1), a negative split or
         minimum size.
     """
+    if overrides is not None and not isinstance(overrides, dict):
+        raise UserInputError(
+            "postprocessing must be a dict such as {'foreground_threshold': 0.4}, got "
+            f"{type(overrides).__name__}"
+        )
     card = model.card.get("postprocessing") or {}
     post = {"min_size": 10, **{k: card[k] for k in POSTPROCESSING_KEYS if k in card}}
     if min_size is not None:
@@ -66,6 +72,13 @@ def postprocessing_settings(
 
 def as_array(image: Any):
     """A numpy or dask array from numpy, dask, zarr or any array-like input."""
+    if image is None:
+        raise UserInputError("image is None; pass an array (numpy, dask or zarr)")
+    if isinstance(image, str | os.PathLike):
+        raise UserInputError(
+            f"image is a path ({os.fspath(image)!r}), not an array: read it first, e.g. "
+            "napari_unet.common.readers.read_image(path)[0], or run napari-unet segment PATH"
+        )
     if is_dask(image):
         array = image
     elif is_zarr(image):
@@ -73,7 +86,13 @@ def as_array(image: Any):
 
         array = da.from_zarr(image)
     else:
-        array = np.asarray(image)
+        try:
+            array = np.asarray(image)
+        except ValueError as err:  # a list of arrays of different shapes
+            raise UserInputError(
+                f"image must be one array; got {type(image).__name__} that numpy cannot stack "
+                f"({err}); segment the images one at a time"
+            ) from None
     kind = array.dtype.kind
     if kind == "b":
         return array.astype(np.uint8)

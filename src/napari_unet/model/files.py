@@ -297,4 +297,9 @@ def resolve_model(
     """A :class:`UNet` from a model, a path, a built-in name or ``None`` (built-in)."""
     if isinstance(model, UNet):
         return model
+    if not (model is None or isinstance(model, str | os.PathLike)):
+        raise UserInputError(
+            f"model must be a UNet, a model file path or a built-in name such as 'nuclei', "
+            f"got {type(model).__name__}"
+        )
     return load_model(model, device=device)

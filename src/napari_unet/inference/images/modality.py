@@ -27,6 +27,7 @@ fluorescence images here and 0.82-0.95 on the 16 brightfield ones.
 from __future__ import annotations
 
 import logging
+import numbers
 import re
 import sys
 from collections.abc import Sequence
@@ -372,10 +373,15 @@ def _channel_index(
                 "give a channel index (0-based) or one of those names"
             )
         return found[0], names[found[0]] if names else None
+    whole = isinstance(channel, str) or (
+        isinstance(channel, numbers.Integral) and not isinstance(channel, bool)
+    )
     try:
-        index = int(channel)
+        index = int(channel) if whole else None
     except (TypeError, ValueError):
-        raise UserInputError(f"channel must be an index or a name, got {channel!r}") from None
+        index = None
+    if index is None:  # 0.5, True, None, ...: never rounded to some channel
+        raise UserInputError(f"channel must be a whole index or a name, got {channel!r}")
     if not 0 <= index < n:
         raise UserInputError(
             f"channel {index} does not exist: the image has {_list_channels(n, names)} "

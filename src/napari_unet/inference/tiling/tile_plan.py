@@ -237,7 +237,10 @@ def plan_tiles(
     overlaps = _per_axis("overlap", overlap, ndim, low=0)
     tiles = _per_axis("tile_shape", tile_shape, ndim, low=1)
     if tiles is not None:
-        model.check_input_shape(tiles)
+        try:
+            model.check_input_shape(tiles)
+        except ShapeError as err:  # name the setting the user gave (--tile, tile_shape=)
+            raise ShapeError(f"tile size {tiles} (--tile, tile_shape=): {err}") from None
     axes = []
     for axis, size in enumerate(spatial_shape):
         halo = halos[axis]
