@@ -159,7 +159,7 @@ def test_voxel_size_gives_the_anisotropy(tmp_path):
     assert anisotropy_of(tmp_path / "z.zarr") == pytest.approx(2.0)
 
 
-def test_z_stack_in_3d_with_the_files_anisotropy(tmp_path):
+def test_z_stack_in_3d_with_the_files_anisotropy(tmp_path, capsys):
     from napari_unet.metrics import average_precision
     from synthetic3d import ellipsoid_stack
 
@@ -170,6 +170,7 @@ def test_z_stack_in_3d_with_the_files_anisotropy(tmp_path):
     )  # fmt: skip
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "s.tif"), "-o", str(out), "--z-mode", "3d"]) == 0
+    assert "z-mode 3d, anisotropy 3 (from the file)" in capsys.readouterr().err  # said
     labels = tifffile.imread(out / "s_labels.tif")
     assert labels.shape == truth.shape
     assert average_precision(truth, labels, [0.5]).mean >= 0.9
@@ -263,3 +264,15 @@ def test_an_output_folder_inside_the_input_store_is_refused(tiny_model_file, tmp
     code = main(["segment", str(store), "-o", str(store / "out"), "--model", str(tiny_model_file)])
     assert code == 2 and "inside the input store" in capsys.readouterr().err
     assert not (store / "out").exists()
+
+
+def test_a_tiff_of_several_images_says_which_one_it_reads(tmp_path, caplog):
+    from napari_unet.common.readers import read_image
+
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, np.zeros((32, 40), np.uint8))
+    tifffile.imwrite(path, np.ones((16, 20), np.uint8), append=True)  # a second series
+    with caplog.at_level("WARNING"):
+        image, _ = read_image(path)
+    assert image.shape == (32, 40)
+    assert "holds 2 images of different shapes; reading the first, (32, 40)" in caplog.text

@@ -402,6 +402,10 @@ def segment_file(
     from ..inference.pipeline import run_with_progress, segment_iter
 
     image, file_axes = read_image(path)
+    zargs = z_arguments(path, args)
+    source = "given" if args.anisotropy is not None else "default"
+    if args.anisotropy is None and zargs["anisotropy"] != 1.0:
+        source = "from the file"
     zarr_output = target.suffix == ".zarr"
     axes = args.axes or file_axes
     started = time.perf_counter()
@@ -428,7 +432,7 @@ def segment_file(
             tta=args.tta,
             axes_source=None if args.axes else "file",
             table=args.table,
-            **z_arguments(path, args),
+            **zargs,
         )
         events: list = []
         result = run_with_progress(relay(gen, _remember(events)), progress=True)
@@ -441,7 +445,7 @@ def segment_file(
         note = _write_table(events[-1].table if events else None, table_path(target))
     if events:  # once written: a failed write leaves its one-line error alone on stderr
         seconds = time.perf_counter() - started
-        line = describe_run(events[-1], args.diameter, seconds)
+        line = describe_run(events[-1], args.diameter, seconds, {**zargs, "source": source})
         print(f"{path.name}: {line}{note}", file=sys.stderr)
     return target
 
@@ -501,8 +505,11 @@ def describe_size(event, diameter) -> str:
     return f"{size}, scale {event.scale:.3f}"
 
 
-def describe_run(event, diameter, seconds: float) -> str:
-    """One image's line: objects, size and scale, what was decided, a warning, the time."""
+def describe_run(event, diameter, seconds: float, z: dict | None = None) -> str:
+    """One image's line: objects, size and scale, what was decided, a warning, the time.
+
+    ``z``: the z-stack settings of :func:`z_arguments`; a stack's line states its anisotropy.
+    """
     report = event.report
     parts = []
     if report is not None and report.objects is not None:
@@ -510,6 +517,9 @@ def describe_run(event, diameter, seconds: float) -> str:
     parts.append(describe_size(event, diameter))
     if report is not None:
         parts.append(report.choice.describe())
+        if z is not None and "Z" in report.choice.axes:
+            mode = f"z-mode {z['z_mode']}, " if z.get("z_mode") else ""
+            parts.append(f"{mode}anisotropy {z['anisotropy']:g} ({z['source']})")
     parts.append(f"{seconds:.1f} s")
     line = ", ".join(parts)
     if report is not None and report.warning:

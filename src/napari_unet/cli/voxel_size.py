@@ -27,9 +27,17 @@ def anisotropy_of(path: Path) -> float | None:
         else:
             ratio = None
     except (OSError, ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as err:
-        log.info("%s: no voxel size read (%s)", path, err)
+        log.warning(
+            "%s: its voxel size could not be read (%s); anisotropy 1 unless given", path, err
+        )
         return None
-    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+    if ratio is None:
+        return None
+    if not math.isfinite(ratio) or ratio <= 0:  # said, not silently dropped
+        log.warning(
+            "%s: its voxel size gives an anisotropy of %s, which is not a positive number; "
+            "using 1 (pass the real value with --anisotropy F)", path, ratio
+        )  # fmt: skip
         return None
     return float(ratio)
 

@@ -256,6 +256,14 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
             series = tif.series[0]
             image = series.asarray()
             axes = "".join(_TIFF_AXES.get(a, a) for a in series.axes.upper())
+            if len(tif.series) > 1:  # pages of other shapes (a thumbnail, a second image)
+                others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4])
+                log.warning(
+                    "%s holds %d images of different shapes; reading the first, %s, and "
+                    "leaving out %s%s (save them as separate files to segment them)",
+                    path, len(tif.series), tuple(series.shape), others,
+                    ", ..." if len(tif.series) > 4 else "",
+                )  # fmt: skip
     except OSError as err:
         raise UserInputError(f"{path}: {describe_os_error(err, with_path=False)}") from err
     except (tifffile.TiffFileError, ValueError, IndexError, KeyError, TypeError) as err:
