@@ -276,3 +276,27 @@ def test_a_tiff_of_several_images_says_which_one_it_reads(tmp_path, caplog):
         image, _ = read_image(path)
     assert image.shape == (32, 40)
     assert "holds 2 images of different shapes; reading the first, (32, 40)" in caplog.text
+
+
+def test_a_cmyk_jpeg_is_read_as_its_colours(tmp_path):
+    """Four ink channels are not RGBA: a grey picture saved as CMYK reads as that grey."""
+    from PIL import Image
+
+    from napari_unet.common.readers import read_image
+
+    grey = np.zeros((48, 64), np.uint8)
+    grey[10:30, 20:40] = 200
+    path = tmp_path / "ink.jpg"
+    Image.fromarray(grey).convert("RGB").convert("CMYK").save(path, "JPEG", quality=100)
+    image, axes = read_image(path)
+    assert image.shape == (48, 64, 3) and axes == "YXC"
+    assert np.abs(image.mean(-1).astype(float) - grey).mean() < 3  # not the inverted K ink
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(tiny_model_file, tmp_path, capsys):
+    path = tmp_path / "new\nline.tif"
+    tifffile.imwrite(path, (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    args = ["segment", str(path), "-o", str(tmp_path / "o"), "--model", str(tiny_model_file)]
+    assert main([*args, "--diameter", "none"]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "objects" in ln]
+    assert len(lines) == 1 and lines[0].startswith("'new\\nline.tif': ")

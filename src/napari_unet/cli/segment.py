@@ -263,7 +263,10 @@ def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
         outputs = [target, *([table_path(target)] if with_table else [])]
         if args.skip_existing and all(out.exists() for out in outputs):
             names = " and ".join(out.name for out in outputs)
-            print(f"{path.name}: skipped, {names} exist(s) (--skip-existing)", file=sys.stderr)
+            print(
+                f"{_printable(path.name)}: skipped, {names} exist(s) (--skip-existing)",
+                file=sys.stderr,
+            )
             continue
         for out in outputs:  # --skip-existing with only some of them: refused as without it
             check_output_target(out, "-o/--outdir", overwrite=args.overwrite)
@@ -279,7 +282,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], outdir: Path) -> int:
                 if len(todo) == 1:
                     raise
                 failed.append((path, _reason(err)))
-                print(f"{path.name}: failed: {failed[-1][1]}", file=sys.stderr)
+                print(f"{_printable(path.name)}: failed: {failed[-1][1]}", file=sys.stderr)
                 continue
             log.info("%s -> %s", path, written)
             print(written)
@@ -446,8 +449,14 @@ def segment_file(
     if events:  # once written: a failed write leaves its one-line error alone on stderr
         seconds = time.perf_counter() - started
         line = describe_run(events[-1], args.diameter, seconds, {**zargs, "source": source})
-        print(f"{path.name}: {line}{note}", file=sys.stderr)
+        print(f"{_printable(path.name)}: {line}{note}", file=sys.stderr)
     return target
+
+
+def _printable(name: str) -> str:
+    """A file name for one line of output: quoted when it holds a newline or another control
+    character (which would split or garble the line)."""
+    return repr(name) if any(ord(c) < 32 or ord(c) == 127 for c in name) else name
 
 
 def _write_table(table: dict | None, path: Path) -> str:

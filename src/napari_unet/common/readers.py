@@ -294,12 +294,25 @@ def _read_picture(path: Path) -> np.ndarray:
     from skimage.io import imread
 
     try:
-        return np.asarray(imread(path))
+        cmyk = _cmyk_as_rgb(path)
+        return cmyk if cmyk is not None else np.asarray(imread(path))
     except OSError as err:
         raise UserInputError(f"{path}: {describe_os_error(err, with_path=False)}") from err
     except Exception as err:  # imageio/PIL raise many types for a bad file
         kind = path.suffix.lstrip(".").upper()
         raise UserInputError(f"{path}: not a readable {kind} file: {_first_line(err)}") from err
+
+
+def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
+    """A CMYK picture (some JPEGs) converted to RGB by Pillow, else ``None``: read as it is,
+    its four ink channels would pass for RGBA, the image in the (inverted) black ink lost."""
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        if picture.mode != "CMYK":
+            return None
+        log.info("%s: CMYK picture converted to RGB", path)
+        return np.asarray(picture.convert("RGB"))
 
 
 def _read_zarr(path: Path) -> tuple[Any, str | None]:
