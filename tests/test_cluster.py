@@ -261,6 +261,7 @@ def test_a_scheduler_address_that_is_not_one_is_a_line_not_a_hang(
 
 
 def test_a_dask_worker_is_not_taken_for_the_scheduler(client):
+    client.wait_for_workers(1, timeout=60)  # a loaded machine may not have registered them yet
     worker = next(iter(client.scheduler_info()["workers"]))
     with pytest.raises(UserInputError, match="is a dask Worker, not the scheduler"):
         cluster.probe_scheduler(worker)

@@ -306,13 +306,16 @@ def _read_picture(path: Path) -> np.ndarray:
 def _cmyk_as_rgb(path: Path) -> np.ndarray | None:
     """A CMYK picture (some JPEGs) converted to RGB by Pillow, else ``None``: read as it is,
     its four ink channels would pass for RGBA, the image in the (inverted) black ink lost."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as picture:
-        if picture.mode != "CMYK":
-            return None
-        log.info("%s: CMYK picture converted to RGB", path)
-        return np.asarray(picture.convert("RGB"))
+    try:
+        with Image.open(path) as picture:
+            if picture.mode != "CMYK":
+                return None
+            log.info("%s: CMYK picture converted to RGB", path)
+            return np.asarray(picture.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError):  # the usual reader says what is wrong
+        return None
 
 
 def _read_zarr(path: Path) -> tuple[Any, str | None]:
