@@ -16,7 +16,14 @@ import numpy as np
 
 from .errors import ShapeError, UserInputError
 
-__all__ = ["check_integer", "check_labels", "check_not_empty", "check_number"]
+__all__ = [
+    "POSTPROCESSING_KEYS",
+    "check_integer",
+    "check_labels",
+    "check_not_empty",
+    "check_number",
+    "check_postprocessing_value",
+]
 
 #: the largest label id kept exactly (labels are counted as int64)
 MAX_LABEL = np.iinfo(np.int64).max
@@ -157,6 +164,29 @@ def check_labels(labels: Any, name: str = "labels", *, empty_ok: bool = False) -
             "(e.g. skimage.segmentation.relabel_sequential)"
         )
     return arr
+
+
+#: the instance post-processing settings (a model card's ``postprocessing`` entry, the
+#: ``postprocessing=`` overrides of ``segment``; see ``inference.labels.postprocess``)
+POSTPROCESSING_KEYS = ("seed_threshold", "foreground_threshold", "split", "min_size")
+
+
+def check_postprocessing_value(key: str, value: Any, name: str) -> Any:
+    """One post-processing setting, by the rules the CLI's options follow; returns it.
+
+    Thresholds lie in (0, 1), ``split`` is at least 0 and ``min_size`` a whole number at least
+    0. ``name`` names the setting in the message.
+
+    Raises
+    ------
+    UserInputError
+        A value outside its range, or not a (finite) number.
+    """
+    if key.endswith("threshold"):
+        return check_number(value, name, minimum=0, maximum=1, low_open=True, high_open=True)
+    if key == "split":
+        return check_number(value, name, minimum=0)
+    return check_integer(value, name, minimum=0)
 
 
 #: label images are piecewise constant: on the DSB data, at least 0.84 of their object pixels

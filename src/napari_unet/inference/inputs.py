@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import ShapeError, UserInputError
-from ..common.validate import check_integer, check_not_empty, check_number
+from ..common.validate import (
+    POSTPROCESSING_KEYS,
+    check_integer,
+    check_not_empty,
+    check_number,
+    check_postprocessing_value,
+)
 from .frames import is_dask, is_zarr
 from .images import axes as ax
 
@@ -25,9 +31,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("instance", "semantic", "probabilities")
-
-
-POSTPROCESSING_KEYS = ("seed_threshold", "foreground_threshold", "split", "min_size")
 
 
 def postprocessing_settings(
@@ -59,13 +62,7 @@ def postprocessing_settings(
             raise UserInputError(
                 f"postprocessing has no setting {key!r}; use {', '.join(POSTPROCESSING_KEYS)}"
             )
-        if key.endswith("threshold"):
-            check_number(value, f"postprocessing {key}", minimum=0, maximum=1, low_open=True,
-                         high_open=True)  # fmt: skip
-        elif key == "split":
-            check_number(value, "postprocessing split", minimum=0)
-        else:
-            check_integer(value, "postprocessing min_size", minimum=0)
+        check_postprocessing_value(key, value, f"postprocessing {key}")
         post[key] = value
     return post
 

@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from ..common.errors import ModelFileError, UserInputError
-from ..common.validate import check_integer, check_number
+from ..common.validate import (
+    POSTPROCESSING_KEYS,
+    check_number,
+    check_postprocessing_value,
+)
 from .unet import UNetConfig
 
 __all__ = ["check_document", "check_weights", "compare_weights"]
 
 #: what every refusal of a damaged file ends with
 REMEDY = "the file is damaged or was edited by hand: re-export or retrain the model"
-#: the card's post-processing settings (as :data:`napari_unet.inference.inputs.POSTPROCESSING_KEYS`)
-POSTPROCESSING_KEYS = ("seed_threshold", "foreground_threshold", "split", "min_size")
 #: normalisation percentiles a card leaves out (as :mod:`napari_unet.inference.images.normalize`)
 DEFAULT_PERCENTILES = {"low": 1.0, "high": 99.8}
 #: what a model does (``files.py`` takes them from here)
@@ -171,16 +173,10 @@ def _check_postprocessing(post: Any, path: Path) -> None:
         return
     _mapping(path, "postprocessing", post)
     for key in POSTPROCESSING_KEYS:
-        if key not in post:
-            continue
-        name, value = f"postprocessing.{key}", post[key]
-        if key.endswith("threshold"):
-            _number(path, name, value, minimum=0, maximum=1, low_open=True, high_open=True)
-        elif key == "split":
-            _number(path, name, value, minimum=0)
-        else:
+        if key in post:
+            value = post[key]
             try:
-                check_integer(value, name, minimum=0)
+                check_postprocessing_value(key, value, f"postprocessing.{key}")
             except UserInputError as err:
                 raise _refuse(path, str(err).replace(repr(value), _short(value))) from None
 

@@ -20,6 +20,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from ...common.validate import POSTPROCESSING_KEYS
 from ...inference.images.modality import INVERT_CHOICES
 from .._dock import header
 from .._model_registry import BUILTIN, FROM_FILE, TRAINED
@@ -39,7 +40,7 @@ Z_MODES = (
 ENGINES = ("auto", "torch", "openvino", "onnxruntime", "openvino-int8")
 #: the instance post-processing settings of a model card (``postprocessing`` entry), in the
 #: order of the Advanced rows
-POST_KEYS = ("seed_threshold", "foreground_threshold", "split", "min_size")
+POST_KEYS = POSTPROCESSING_KEYS
 #: the width (pixels) of the result's outlines when Outlines is ticked (napari's ``contour``)
 OUTLINE_WIDTH = 2
 
