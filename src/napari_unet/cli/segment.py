@@ -349,12 +349,12 @@ def _check_outdir_outside_stores(outdir: Path, inputs: list[Path]) -> None:
 def _without_earlier_results(inputs: list[Path], outdir: Path, args) -> list[Path]:
     """The inputs less this command's own results, where a folder input is also ``outdir``:
     a rerun would otherwise segment ``a_labels.tif`` into ``a_labels_labels.tif``."""
-    folders = {Path(p).resolve() for p in args.inputs if Path(p).is_dir()}
-    if outdir.resolve() not in folders:
+    here = outdir.resolve()
+    if here not in {Path(p).resolve() for p in args.inputs if Path(p).is_dir()}:
         return inputs
     ours = ("_labels.", "_probabilities.")
-    kept = [p for p in inputs if not (p.parent.resolve() == outdir.resolve()
-                                      and any(tag in p.name for tag in ours))]  # fmt: skip
+    kept = [p for p in inputs
+            if not (p.parent.resolve() == here and any(tag in p.name for tag in ours))]  # fmt: skip
     if not kept:
         from ..common.errors import UserInputError
 
@@ -405,10 +405,7 @@ def segment_file(
     from ..inference.pipeline import run_with_progress, segment_iter
 
     image, file_axes = read_image(path)
-    zargs = z_arguments(path, args)
-    source = "given" if args.anisotropy is not None else "default"
-    if args.anisotropy is None and zargs["anisotropy"] != 1.0:
-        source = "from the file"
+    zargs, source = z_arguments(path, args)
     zarr_output = target.suffix == ".zarr"
     axes = args.axes or file_axes
     started = time.perf_counter()
@@ -469,15 +466,19 @@ def _write_table(table: dict | None, path: Path) -> str:
     return f"; objects in {path.name}"
 
 
-def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """``z_mode``, ``anisotropy`` (given, else from the file), ``stitch_threshold``, ``block``."""
+def z_arguments(path: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """``z_mode``, ``anisotropy`` (given, else from the file), ``stitch_threshold``, ``block``
+    as ``segment`` takes them, and where the anisotropy came from (``"given"``, ``"from the
+    file"`` or ``"default"``)."""
     from ..common.errors import UserInputError
     from ..inference.volumes.zstack import MAX_ANISOTROPY, MIN_ANISOTROPY
     from .voxel_size import anisotropy_of
 
-    anisotropy = args.anisotropy
+    anisotropy, source = args.anisotropy, "given"
     if anisotropy is None:
-        anisotropy = anisotropy_of(path) or 1.0
+        found_in_file = anisotropy_of(path)
+        anisotropy = found_in_file or 1.0
+        source = "default" if found_in_file is None else "from the file"
         if not MIN_ANISOTROPY <= anisotropy <= MAX_ANISOTROPY:
             raise UserInputError(
                 f"its voxel size gives an anisotropy (z step / XY pixel size) of "
@@ -491,7 +492,7 @@ def z_arguments(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         found["stitch_threshold"] = args.stitch_threshold
     if getattr(args, "block", None) is not None:
         found["block"] = tuple(args.block)
-    return found
+    return found, source
 
 
 def _remember(events: list):

@@ -122,11 +122,11 @@ def check_regular_file(path: Path) -> None:
     """
     import stat
 
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        what = "a named pipe" if stat.S_ISFIFO(mode) else "a socket or device"
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        what = "a named pipe" if stat.S_ISFIFO(info.st_mode) else "a socket or device"
         raise UserInputError(f"{path} is {what}, not an image file; give an image file")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise UserInputError(f"{path} is empty (0 bytes): not an image; check the file")
 
 
