@@ -219,3 +219,33 @@ def test_ctrl_c_in_the_terminal_stops_or_aborts_all_ranks(folders, tmp_path, pre
         assert err.strip().splitlines()[-1].startswith("napari-unet train: interrupted")
         assert err.count("interrupted") == 1 and not out.exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_peer_lost_after_ctrl_c_is_the_same_abort(tmp_path):
+    """The second Ctrl-C aborts one rank first; the other, waiting on it in a collective, gets
+    a gloo error. After a Ctrl-C that is the abort (exit 130), not an internal error; before
+    one, or for any other error, the error goes on."""
+    import threading
+
+    from napari_unet.cli.train import _graceful_stop
+    from napari_unet.training.ddp import is_peer_lost
+
+    gloo = RuntimeError(
+        "[third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer"
+    )
+    assert is_peer_lost(gloo) and is_peer_lost(torch.distributed.DistNetworkError("x"))
+    assert not is_peer_lost(RuntimeError("shape mismatch")) and not is_peer_lost(ValueError("gloo"))
+
+    stop = threading.Event()
+    with pytest.raises(RuntimeError):  # no Ctrl-C yet: a real failure
+        with _graceful_stop(stop, tmp_path / "m.ckpt"):
+            raise gloo
+    with pytest.raises(KeyboardInterrupt):
+        with _graceful_stop(stop, tmp_path / "m.ckpt"):
+            signal.raise_signal(signal.SIGINT)  # the first press: stop after this batch
+            assert stop.is_set()
+            raise gloo
+    with pytest.raises(RuntimeError, match="shape"):
+        with _graceful_stop(stop, tmp_path / "m.ckpt"):
+            signal.raise_signal(signal.SIGINT)
+            raise RuntimeError("shape mismatch")

@@ -261,6 +261,14 @@ def _graceful_stop(stop: threading.Event, checkpoint: Path):
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except Exception as err:
+        from ..training.ddp import is_peer_lost
+
+        # after a Ctrl-C, another rank that the second one aborted first drops its connection
+        # while this one waits on it: the same abort, not a failure
+        if stopping and is_peer_lost(err):
+            raise KeyboardInterrupt from err
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

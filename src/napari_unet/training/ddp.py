@@ -100,6 +100,16 @@ def torchrun(argv: list[str]) -> int:
     return 0
 
 
+def is_peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another rank went away."""
+    if isinstance(err, torch.distributed.DistError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "gloo" in text or "Connection closed by peer" in text or "Connection reset" in text
+    )
+
+
 def _child_processes() -> list[int] | None:
     """The ids of this process's children (the ranks), or None where they cannot be listed."""
     try:
