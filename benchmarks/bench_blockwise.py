@@ -22,13 +22,21 @@ px around 144 px cores), on a machine with time to spare; without ``--block`` th
 sized from half the free memory (at most 8 GB: 256 x 507 x 507 cores, 1.9x read).
 ``--stop-after S`` samples such a run: it stops at the first block that ends after S seconds
 and prints the blocks' times, the peak RSS after each block and the pace's projection.
+
+With ``--workdir DIR`` the volumes and the runs' work stay in ``DIR``: a run stopped by
+``--stop-after`` (or killed) keeps its finished blocks (``segment``'s resumable zarr runs),
+and the same command again resumes it. Each run records its time and peak RSS after every
+block in ``DIR/<size>/runs/``; the line of a finished size sums the seconds of all its runs
+and gives the largest peak of any.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -85,9 +93,14 @@ def _child(args: argparse.Namespace) -> None:
         default_block,
         pooling_align,
     )
+    from napari_unet.inference.volumes.blockwise.resume import ledger_path
 
     torch.set_num_threads(args.threads)
     volume = zarr.open_array(args.child, mode="r")
+    out = Path(args.child).with_name("labels.zarr")
+    resumed = len(list((ledger_path(out) / "blocks").glob("*.npz")))
+    log = Path(args.child).with_name("runs") / f"{int(time.time())}-{os.getpid()}.json"
+    log.parent.mkdir(exist_ok=True)
     model = builtin_model("nuclei")
     halo = block_halo(model, args.anisotropy)  # the plan segment() makes, to report it
     block = tuple(args.block or default_block(volume.shape, halo, args.anisotropy, volume.chunks))
@@ -100,6 +113,7 @@ def _child(args: argparse.Namespace) -> None:
         if event.stage == "postprocess" and event.total == len(plan.blocks):
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             finished.append((time.perf_counter() - start, peak))
+            _note_run(log, finished[-1][0], peak, resumed, len(finished), event.done)
             if args.stop_after and finished[-1][0] > args.stop_after:
                 raise _Stopped
 
@@ -113,6 +127,7 @@ def _child(args: argparse.Namespace) -> None:
                 {
                     "shape": list(volume.shape),
                     "stopped_after_blocks": len(finished),
+                    "resumed_blocks": resumed,
                     "blocks": len(plan.blocks),
                     "block": list(plan.block),
                     "halo": list(plan.halo),
@@ -127,7 +142,29 @@ def _child(args: argparse.Namespace) -> None:
             )
         )
         return
-    _report(labels, volume, plan, before, start)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _note_run(log, seconds, peak, resumed, len(finished), len(plan.blocks), complete=True)
+    _report(labels, volume, plan, before, start, log.parent)
+
+
+def _note_run(log: Path, seconds, peak_mb, resumed, blocks_here, done, complete=False) -> None:
+    """This run's time and peak so far (rewritten after each block: a killed run counts too)."""
+    record = {
+        "seconds": seconds,
+        "peak_mb": peak_mb,
+        "resumed_blocks": resumed,
+        "blocks_this_run": blocks_here,
+        "blocks_done": done,
+        "complete": complete,
+    }
+    tmp = log.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, log)
+
+
+def _runs(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 class _Stopped(Exception):
@@ -150,16 +187,17 @@ def _segment_volume(segment, volume, model, block, args, watch):
     )
 
 
-def _report(labels, volume, plan, before: int, start: float) -> None:
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _report(labels, volume, plan, before: int, start: float, runs: Path) -> None:
+    """The finished size's JSON line: the time and peak of all its runs (resumed ones too)."""
+    done = _runs(runs)
     read = sum(b.outer_voxels for b in plan.blocks) / math.prod(volume.shape)
     print(
         json.dumps(
             {
                 "shape": list(volume.shape),
-                "seconds": seconds,
-                "peak_mb": peak / 1024,
+                "seconds": sum(r["seconds"] for r in done),
+                "runs": len(done),
+                "peak_mb": max(r["peak_mb"] for r in done),
                 "before_mb": before / 1024,
                 "objects": int(np.asarray(labels).max()),
                 "blocks": len(plan.blocks),
@@ -192,11 +230,16 @@ def main() -> None:
     if args.child:
         return _child(args)
     rows = []
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    keep = contextlib.nullcontext(str(args.workdir)) if args.workdir else None
+    with keep or tempfile.TemporaryDirectory() as tmp:
         for shape in args.sizes:
-            folder = Path(tmp) / "x".join(map(str, shape))
-            folder.mkdir()
-            write_volume(folder / "volume.zarr", shape, args.anisotropy)
+            folder = Path(tmp) / f"{'x'.join(map(str, shape))}-a{args.anisotropy:g}"
+            folder.mkdir(exist_ok=True)
+            if not (folder / "volume.written").exists():  # kept volumes are written once
+                write_volume(folder / "volume.zarr", shape, args.anisotropy)
+                (folder / "volume.written").touch()
             cmd = [sys.executable, __file__, "--child", str(folder / "volume.zarr")]
             cmd += ["--anisotropy", str(args.anisotropy), "--threads", str(args.threads)]
             cmd += ["--engine", args.engine]
@@ -211,11 +254,12 @@ def main() -> None:
             voxels = math.prod(row["shape"])
             row["s_per_mvoxel"] = row["seconds"] / (voxels / 1e6)
             rows.append(row)
+            runs = f" in {row['runs']} runs (resumed)" if row["runs"] > 1 else ""
             print(
                 f"{'x'.join(map(str, row['shape']))}: {voxels / 1e6:.1f} Mvoxels, "
                 f"{row['blocks']} blocks of {row['block']} (halo {row['halo']}, "
                 f"{row['read_factor']:.2f}x voxels read), {row['objects']} objects, "
-                f"{row['seconds']:.1f} s ({row['s_per_mvoxel']:.1f} s/Mvoxel), "
+                f"{row['seconds']:.1f} s{runs} ({row['s_per_mvoxel']:.1f} s/Mvoxel), "
                 f"peak RSS {row['peak_mb']:.0f} MB (before {row['before_mb']:.0f} MB)",
                 flush=True,
             )
@@ -235,6 +279,8 @@ def _print_sample(row: dict) -> None:
     times = row["block_seconds"]
     pace = sum(times[1:]) / max(1, len(times) - 1) if len(times) > 1 else times[0]
     peaks = ", ".join(f"{p:.0f}" for p in row["peak_mb_after_each_block"])
+    if row["resumed_blocks"]:
+        k = f"{k} more (after {row['resumed_blocks']} kept)"
     print(
         f"{'x'.join(map(str, row['shape']))}: stopped after {k} of {n} blocks of "
         f"{row['block']} (halo {row['halo']}, {row['read_factor']:.2f}x voxels read) in "

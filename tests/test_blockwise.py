@@ -289,3 +289,106 @@ def test_blocks_and_threshold_objects_agree_with_connected_components(net):
     labels = segment(image, net, axes="ZYX", min_size=1, diameter=None, block=(4, 16, 16))
     truth = ndi.label(image > 100)[0]
     assert labels.max() == 1 and _same_partition(labels, truth)  # one object over 27 blocks
+
+
+# -- a stopped run resumes its finished blocks --------------------------------------------------
+def _zarr_stack(path, image, chunks=(8, 24, 24)):
+    store = zarr.open_array(path, mode="w", shape=image.shape, chunks=chunks, dtype=image.dtype)
+    store[:] = image
+    return store
+
+
+def _stop_after_blocks(image, net, final, n, **kw):
+    """Run into ``final`` and close the run once ``n`` blocks are finished (as Cancel does)."""
+    kw = {"axes": "ZYX", "anisotropy": 2.0, "min_size": 1, "diameter": None, **kw}
+    gen = segment_iter(image, net, out=final, **kw)
+    for event in gen:
+        if event.stage == "postprocess" and event.total == 8 and event.done == n:
+            break
+    gen.close()
+
+
+def test_a_stopped_zarr_run_resumes_from_its_finished_blocks(net, stack, tmp_path, caplog):
+    from napari_unet.inference.volumes.blockwise.resume import ledger_path
+
+    image = stack[0][:16, :48, :48]
+    source = _zarr_stack(tmp_path / "in.zarr", image)
+    final = tmp_path / "out_labels.zarr"
+    kw = {"axes": "ZYX", "anisotropy": 2.0, "min_size": 1, "diameter": None, "block": (8, 24, 24)}
+    _stop_after_blocks(source, net, final, 3, block=(8, 24, 24))
+    kept = ledger_path(final)
+    assert not final.exists() and len(list((kept / "blocks").glob("*.npz"))) == 3
+    assert "kept 3 of 8 finished blocks" in caplog.text
+
+    caplog.clear()
+    segmented = []
+    labels = segment(
+        source, net, out=final, **kw,
+        progress=lambda e: segmented.append(e.done) if e.stage == "postprocess" and e.total == 8 else None,
+    )  # fmt: skip
+    assert "3 of 8 blocks are already done" in caplog.text
+    assert segmented == [4, 5, 6, 7, 8]  # only the blocks the stopped run lacked
+    expected = segment(image, net, **kw)  # one run, in memory
+    np.testing.assert_array_equal(np.asarray(labels), expected)
+    assert _consecutive(expected) and expected.max() >= 10
+    assert not kept.exists()  # the work folder goes once the output is complete
+
+
+def test_a_kept_run_is_not_resumed_with_other_settings_or_another_volume(net, stack, tmp_path):
+    from napari_unet.inference.volumes.blockwise.resume import ledger_path
+
+    image = stack[0][:16, :48, :48]
+    source = _zarr_stack(tmp_path / "in.zarr", image)
+    final = tmp_path / "out_labels.zarr"
+    _stop_after_blocks(source, net, final, 2, block=(8, 24, 24))
+    kept = ledger_path(final)
+    records = sorted((kept / "blocks").glob("*.npz"))
+    assert len(records) == 2
+    kw = {"axes": "ZYX", "anisotropy": 2.0, "diameter": None, "out": final}
+    with pytest.raises(UserInputError, match=r"differ in: block \(\[8, 24, 24\] then, \[16, 24, 24\] now\).*delete the folder"):
+        segment(source, net, min_size=1, block=(16, 24, 24), **kw)
+    with pytest.raises(UserInputError, match=r"differ in: post-processing"):
+        segment(source, net, min_size=5, block=(8, 24, 24), **kw)
+    brighter = _zarr_stack(tmp_path / "other.zarr", (image * 0.5).astype(image.dtype))
+    with pytest.raises(UserInputError, match=r"other intensities"):
+        segment(brighter, net, min_size=1, block=(8, 24, 24), **kw)
+    assert sorted((kept / "blocks").glob("*.npz")) == records  # nothing of it was lost
+    assert not final.exists()
+
+
+def test_a_killed_cli_run_resumes_where_it_stopped(tmp_path):
+    """As a user: the CLI run is killed (SIGKILL) after its first blocks; the same command
+    again says it resumes and writes the labels of a run that was never stopped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    image, _ = ellipsoid_stack((16, 64, 64), 2.0, seed=1)
+    image = np.clip(image * 1000 + 100, 0, 65535).astype(np.uint16)
+    source = _zarr_stack(tmp_path / "stack.zarr", image, chunks=(8, 32, 32))
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "stack.zarr"), "-o", str(out), "--axes", "ZYX"]
+    args += ["--anisotropy", "2", "--diameter", "none", "--block", "8", "32", "32"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "napari_unet", *args], stderr=subprocess.PIPE, text=True
+    )
+    records = out / ".stack_labels.zarr.partial" / "blocks"
+    deadline = time.monotonic() + 300
+    while not list(records.glob("*.npz")):
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=60)
+    done = len(list(records.glob("*.npz")))
+    assert 1 <= done < 8 and not (out / "stack_labels.zarr").exists()
+
+    again = subprocess.run(
+        [sys.executable, "-m", "napari_unet", *args], capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"{done} of 8 blocks are already done" in again.stderr
+    written = zarr.open_array(out / "stack_labels.zarr", mode="r")[:]
+    expected = segment(source, axes="ZYX", anisotropy=2.0, diameter=None, block=(8, 32, 32))
+    np.testing.assert_array_equal(written, np.asarray(expected))
+    assert written.max() >= 5 and sorted(p.name for p in out.iterdir()) == ["stack_labels.zarr"]

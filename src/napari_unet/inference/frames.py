@@ -112,6 +112,10 @@ class SegmentJob:
         out = (np.asarray(block, wide) - offset.reshape(shape)) / scale.reshape(shape)
         return np.clip(out, -LIMIT, LIMIT).astype(np.float32, copy=False)
 
+    def frame_normalization(self, index: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(offset, scale)`` per channel of the time point at ``index``."""
+        return self._frame_stats(index)
+
     def _frame_stats(self, index: tuple[int, ...]):
         t = index[0] if "T" in self.caxes else 0
         if t not in self._stats:

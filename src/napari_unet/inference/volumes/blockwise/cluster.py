@@ -39,10 +39,13 @@ def blocks_on_cluster(
     [model] = client.scatter([job.model], broadcast=True)
     remote = {k: v for k, v in tiling.items() if k != "stop"}  # an Event stays here
 
-    def source(normalized, keep) -> Generator[SegmentProgress, None, None]:
+    def source(normalized, keep, skip=frozenset()) -> Generator[SegmentProgress, None, None]:
         import dask
         from distributed import as_completed
 
+        todo = [blk for blk in plan.blocks if blk.grid not in skip]
+        if not todo:
+            return
         tasks = [
             dask.delayed(_block_task, pure=False)(
                 model,
@@ -55,11 +58,11 @@ def blocks_on_cluster(
                 job.output,
                 keep_probs,
             )
-            for blk in plan.blocks
+            for blk in todo
         ]
         batch = client.compute(tasks)
         futures.extend(batch)
-        blocks = {f.key: blk for f, blk in zip(batch, plan.blocks, strict=True)}
+        blocks = {f.key: blk for f, blk in zip(batch, todo, strict=True)}
         # the client's own loop: a client made for --scheduler is not the default one
         for done, future in enumerate(as_completed(batch, loop=client.loop), start=1):
             keep(blocks[future.key], future.result())

@@ -11,7 +11,9 @@ point.
 
 A dask / zarr image is written into a zarr store under a hidden temporary name and renamed
 to ``out`` only when relabelled (a run killed at any moment leaves nothing under ``out``).
-An in-memory image gives numpy arrays.
+Until then, a run into a file keeps its finished blocks beside ``out`` (:mod:`.resume`): the
+same run again, after a Ctrl-C, a Cancel or a kill, segments only the blocks it lacks. An
+in-memory image gives numpy arrays.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .plan import (
     pooling_align,
     read_factor,
 )
+from .resume import BlockLedger, run_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +197,8 @@ def _run_into_memory(job, plan, tiling, z_factor, out=None, source=None):
 
 def _run_into_stores(job, plan, tiling, z_factor, out, source=None):
     keep = job.keep_probs or job.output == "probabilities"
+    if out is not None and not keep:  # labels into a file: finished blocks outlive a stop
+        return (yield from _run_resumable(job, plan, tiling, z_factor, out, source))
 
     def work(root: Path, probs_dir: Path):
         labels_z, probs_z = _open_stores(job, plan, root, probs_dir, keep)
@@ -207,6 +212,62 @@ def _run_into_stores(job, plan, tiling, z_factor, out, source=None):
     return lazy_results(probs_z, labels_z, keep, probs_temp, labels_temp)
 
 
+def _run_resumable(job, plan, tiling, z_factor, out, source=None):
+    """Labels into the zarr store ``out``, the finished blocks kept until it is complete.
+
+    The blocks write their local ids into the work folder (:mod:`.resume`); the final ids
+    go into ``out`` (under a temporary name until complete). A stopped run keeps the work
+    folder, and the same run again segments only the blocks it lacks.
+    """
+    ledger = BlockLedger(out, run_fingerprint(job, plan, tiling, z_factor))
+    total = len(plan.blocks) * len(ax.frame_indices(job.canon.shape, job.caxes, 3))
+    if ledger.resumed:
+        log.warning(
+            "resuming the interrupted run kept in %s: %d of %d blocks are already done",
+            ledger.folder,
+            ledger.resumed,
+            total,
+        )
+    raw = _labels_store(job, plan, ledger.labels_path, mode="a")
+
+    def work(root: Path, probs_dir: Path):
+        final = _labels_store(job, plan, root, mode="w")
+        yield from _segment_frames(
+            job, plan, tiling, z_factor, raw, None, source, ledger=ledger, final=final
+        )
+        return None, final
+
+    try:
+        probs_z, labels_z, _, labels_temp = yield from into_stores(
+            out, work, output=job.output, separate_probs=False
+        )
+    except BaseException:
+        kept = ledger.count()
+        if kept == 0:
+            ledger.remove()
+        else:
+            log.warning(
+                "kept %d of %d finished blocks in %s: the same command resumes from them "
+                "(delete that folder to start again)",
+                kept,
+                total,
+                ledger.folder,
+            )
+        raise
+    ledger.remove()
+    return lazy_results(probs_z, labels_z, False, None, labels_temp)
+
+
+def _labels_store(job, plan: BlockPlan, path: Path, mode: str):
+    import zarr
+
+    lead = (1,) * (len(job.labels_shape) - 3)
+    chunks = (*lead, *store_chunks(plan.block, _input_chunks(job)))
+    return zarr.open_array(
+        str(path), mode=mode, shape=job.labels_shape, chunks=chunks, dtype=LABEL_DTYPE
+    )
+
+
 def _open_stores(job, plan: BlockPlan, root: Path, probs_dir: Path, keep: bool):
     """The labels store at ``root`` and the probabilities store (``None`` unless kept)."""
     import zarr
@@ -215,9 +276,7 @@ def _open_stores(job, plan: BlockPlan, root: Path, probs_dir: Path, keep: bool):
     chunks = (*lead, *store_chunks(plan.block, _input_chunks(job)))
     labels_z = probs_z = None
     if job.output != "probabilities":
-        labels_z = zarr.open_array(
-            str(root), mode="w", shape=job.labels_shape, chunks=chunks, dtype=LABEL_DTYPE
-        )
+        labels_z = _labels_store(job, plan, root, mode="w")
     if keep:
         probs_z = zarr.open_array(
             str(probs_dir),
@@ -240,45 +299,71 @@ def store_chunks(block, input_chunks) -> tuple[int, int, int]:
 
 
 # -- the blocks of every time point ------------------------------------------------------------
-def _segment_frames(job, plan: BlockPlan, tiling, z_factor, labels, probs, source=None):
+def _segment_frames(
+    job,
+    plan: BlockPlan,
+    tiling,
+    z_factor,
+    labels,
+    probs,
+    source=None,
+    *,
+    ledger: BlockLedger | None = None,
+    final=None,
+):
     """Every time point's blocks into ``labels`` / ``probs`` (numpy or zarr, canonical axes).
 
-    ``source(normalized, keep, frame, n_frames)``: a generator that segments the blocks of
-    one time point somewhere else (a cluster) and hands each result to ``keep``; default
-    here, one block after the other.
+    ``source(normalized, keep, skip)``: a generator that segments the blocks of one time
+    point, but those in ``skip``, somewhere else (a cluster) and hands each result to
+    ``keep``; default here, one block after the other. ``ledger``: the finished blocks kept
+    (:mod:`.resume`): those already there are not segmented again, and each new one is
+    recorded. ``final``: where the final ids go (default: ``labels``, in place).
     """
     frames = ax.frame_indices(job.canon.shape, job.caxes, 3)
     keep_probs = probs is not None
     for v, index in enumerate(frames):
         normalized = job.normalized_frame(index)  # (C, Z, Y, X), lazy
         records: dict[tuple[int, int, int], tuple[int, np.ndarray, dict]] = {}
+        if ledger is not None:
+            ledger.check_normalization(v, *job.frame_normalization(index))
+            records.update(ledger.finished(v, plan))
+        skip = frozenset(records)
 
-        def keep(blk: Block, result: BlockResult, index=index, records=records) -> None:
+        def keep(blk: Block, result: BlockResult, v=v, index=index, records=records) -> None:
             if probs is not None:
                 probs[(slice(None), *index, *blk.core)] = result.probs
             if labels is not None:
                 labels[(*index, *blk.core)] = result.labels
-            if job.output == "instance":
+            if job.output == "instance" or ledger is not None:
                 records[blk.grid] = (result.n, np.unique(result.labels), result.skins)
+            if ledger is not None:  # after its labels: a recorded block is whole
+                ledger.record(v, blk, *records[blk.grid])
 
         if source is None:
-            steps = _blocks_here(job, normalized, plan, tiling, z_factor, keep_probs, keep)
+            steps = _blocks_here(job, normalized, plan, tiling, z_factor, keep_probs, keep, skip)
         else:
-            steps = source(normalized, keep)
+            steps = source(normalized, keep, skip)
         yield from relay(steps, _frame_event(v, len(frames)))
         if job.output == "instance":
-            yield from _merge(records, labels, index, plan, v, len(frames))
+            yield from _merge(records, labels, index, plan, v, len(frames), final)
+        elif final is not None:  # the blocks' labels are final: copied block by block
+            for blk in plan.blocks:
+                key = (*index, *blk.core)
+                final[key] = labels[key]
 
 
 def _frame_event(frame: int, n_frames: int):
     return lambda e: SegmentProgress(e.stage, e.done, e.total, frame, n_frames)
 
 
-def _blocks_here(job, normalized, plan: BlockPlan, tiling, z_factor, keep_probs, keep):
-    """Segment the blocks one after the other in this process; ``keep`` each result."""
-    planes = sum(sum(s.stop - s.start for s in b.outer) for b in plan.blocks)
+def _blocks_here(
+    job, normalized, plan: BlockPlan, tiling, z_factor, keep_probs, keep, skip=frozenset()
+):
+    """Segment the blocks (but those in ``skip``) one after the other; ``keep`` each result."""
+    todo = [blk for blk in plan.blocks if blk.grid not in skip]
+    planes = sum(sum(s.stop - s.start for s in b.outer) for b in todo)
     done = 0
-    for b, blk in enumerate(plan.blocks):
+    for b, blk in enumerate(todo, start=len(plan.blocks) - len(todo)):
         window = np.asarray(normalized[(slice(None), *blk.outer)], np.float32)
         step = label_block(
             job.model, window, blk, plan, tiling, z_factor, job.post, job.output, keep_probs
@@ -306,11 +391,13 @@ def _relay_block(step, done: int, planes: int):
             raise
 
 
-def _merge(records, labels, index, plan: BlockPlan, frame: int, n_frames: int):
+def _merge(records, labels, index, plan: BlockPlan, frame: int, n_frames: int, final=None):
     """Join the blocks' ids across faces and write the final ids ``1..N``, block by block.
 
-    Raw ids are offset in block raster order, whatever order the blocks finished in.
+    Raw ids are offset in block raster order, whatever order the blocks finished in. The
+    final ids go into ``final`` (default: ``labels``, in place).
     """
+    final = labels if final is None else final
     merger = FaceMerger()
     offsets = {blk.grid: merger.add_block(*records[blk.grid][:2]) for blk in plan.blocks}
     for blk in plan.blocks:
@@ -326,7 +413,7 @@ def _merge(records, labels, index, plan: BlockPlan, frame: int, n_frames: int):
     total = len(plan.blocks)
     for b, blk in enumerate(plan.blocks):
         key = (*index, *blk.core)
-        labels[key] = mapping[_raw(np.asarray(labels[key]), offsets[blk.grid])]
+        final[key] = mapping[_raw(np.asarray(labels[key]), offsets[blk.grid])]
         yield SegmentProgress(MERGE_STAGE, b + 1, total, frame, n_frames)
     log.info("frame %d: %d objects from %d blocks", frame, n, total)
     return n
