@@ -319,3 +319,18 @@ def test_object_diameter_sets_the_working_size(folders, tmp_path, capsys):
     other = tmp_path / "other.safetensors"
     assert _train(folders, other, "--object-diameter", "big") == 2
     assert "--object-diameter must be a number of pixels, auto or none" in capsys.readouterr().err
+
+
+def test_validation_labels_without_objects_are_said_to_measure_nothing(folders, tmp_path, caplog):
+    """Validation labels that are all background give a Dice of nothing: the run says so."""
+    empty = tmp_path / "val_labels"
+    empty.mkdir()
+    for path in (folders / "val_labels").glob("*.tif"):
+        tifffile.imwrite(empty / path.name, np.zeros_like(tifffile.imread(path)))
+    argv = ["--val-images", str(folders / "val_images"), "--val-labels", str(empty)]
+    assert _train(folders, tmp_path / "m.safetensors", *argv) == 0
+    assert "the validation labels hold no object" in caplog.text
+    caplog.clear()
+    assert _train(folders, tmp_path / "m2.safetensors", "--val-images", str(folders / "val_images"),
+                  "--val-labels", str(folders / "val_labels")) == 0  # fmt: skip
+    assert "hold no object" not in caplog.text

@@ -182,7 +182,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar=("Z", "Y", "X"),
         help="--z-mode 3d on zarr input (its default there) runs block by block, objects joined "
         "across blocks, memory bounded by a block: its size in voxels (default: from the "
-        "chunks and the free memory); with a TIFF, segment it block by block too",
+        "chunks and the free memory); with a TIFF, segment it block by block too. A stopped zarr "
+        "run keeps its finished blocks beside the output, and the same command resumes it",
     )
     p.add_argument(
         "--table",

@@ -105,6 +105,12 @@ def train_iter(
         )
     # the validation data may hold the highest class id
     num_classes = config.resolved_num_classes([*train_pairs, *val_pairs])
+    if held_out and not any(np.any((p.target > 0) & p.valid) for p in val_pairs):
+        log.warning(
+            "the validation labels hold no object: the validation Dice and AP cannot measure "
+            "the model, and the 'best' epoch is chosen on nothing; give validation images "
+            "with annotated objects"
+        )
     initialized_from = describe_origin(model) if model is not None else None
     freeze_norm = config.freeze_norm_statistics
     if freeze_norm is None:  # a fine-tune keeps its parent's statistics
