@@ -345,7 +345,10 @@ def test_a_kept_run_is_not_resumed_with_other_settings_or_another_volume(net, st
     records = sorted((kept / "blocks").glob("*.npz"))
     assert len(records) == 2
     kw = {"axes": "ZYX", "anisotropy": 2.0, "diameter": None, "out": final}
-    with pytest.raises(UserInputError, match=r"differ in: block \(\[8, 24, 24\] then, \[16, 24, 24\] now\).*delete the folder"):
+    with pytest.raises(
+        UserInputError,
+        match=r"differ in: block \(\[8, 24, 24\] then, \[16, 24, 24\] now\).*delete the folder",
+    ):
         segment(source, net, min_size=1, block=(16, 24, 24), **kw)
     with pytest.raises(UserInputError, match=r"differ in: post-processing"):
         segment(source, net, min_size=5, block=(8, 24, 24), **kw)
