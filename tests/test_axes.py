@@ -127,3 +127,25 @@ def test_check_model_fit_explains_mismatches():
     with pytest.raises(ShapeError, match="3D model and needs a Z axis"):
         ax.check_model_fit((5, 8, 8), "TYX", in_channels=1, model_ndim=3)
     ax.check_model_fit((2, 5, 8, 8), "CZYX", in_channels=2, model_ndim=3)  # fits: no error
+
+
+def test_ome_metadata_that_does_not_fit_its_pages_is_set_aside_and_said(tmp_path, caplog):
+    """An OME-TIFF whose OME-XML counts 3 channels over 2 pages: tifffile would add a zeroed
+    channel; the reader reads the 2 pages as they are, without the OME axes, and says why."""
+    import tifffile
+
+    from napari_unet.common.readers import read_image
+
+    pages = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
+    tifffile.imwrite(tmp_path / "good.ome.tif", pages, ome=True, metadata={"axes": "CYX"})
+    data = (tmp_path / "good.ome.tif").read_bytes()
+    assert data.count(b'SizeC="2"') == 1
+    (tmp_path / "bad.ome.tif").write_bytes(data.replace(b'SizeC="2"', b'SizeC="3"'))
+
+    image, axes = read_image(tmp_path / "good.ome.tif")
+    assert axes == "CYX" and not caplog.text
+    image, axes = read_image(tmp_path / "bad.ome.tif")
+    np.testing.assert_array_equal(image, pages)  # no zeroed third channel
+    assert axes is None
+    assert "its OME metadata does not fit its pages (OME series is missing 1 frames)" in caplog.text
+    assert "--axes" in caplog.text and "zeroed" not in caplog.text

@@ -200,6 +200,25 @@ def test_labels_given_as_the_image_are_said_to_be_labels(tiny_model):
     assert "label image" not in (events[-1].report.warning or "")
 
 
+def test_channels_are_judged_one_by_one_as_labels_not_across():
+    """A grey picture saved as RGBA with a transparent (all 0) alpha is an image; a label
+    image saved as RGB is still labels. (Judged across the colour axis, the equal R, G and B
+    of a grey picture and its zero alpha looked like a label image.)"""
+    from skimage.measure import label
+
+    from napari_unet.common.validate import channels_look_like_labels
+
+    grey = _nuclei()
+    rgba = np.stack([grey, grey, grey, np.zeros_like(grey)])
+    assert not channels_look_like_labels(rgba, 0)
+    assert not channels_look_like_labels(np.moveaxis(rgba, 0, -1), 2)
+    labels = label(grey > 100).astype(np.uint8)
+    assert channels_look_like_labels(np.stack([labels] * 3 + [np.full_like(labels, 255)]), 0)
+    events = []
+    segment(np.moveaxis(rgba, 0, -1), axes="YXC", diameter=None, progress=events.append)
+    assert "label image" not in (events[-1].report.warning or "")
+
+
 def test_evaluate_refuses_an_intensity_image_as_ground_truth(tmp_path, capsys):
     from skimage.measure import label
 

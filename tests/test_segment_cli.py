@@ -300,3 +300,20 @@ def test_a_file_name_with_a_newline_stays_on_one_line(tiny_model_file, tmp_path,
     assert main([*args, "--diameter", "none"]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "objects" in ln]
     assert len(lines) == 1 and lines[0].startswith("'new\\nline.tif': ")
+
+
+def test_ome_zarr_axes_that_do_not_fit_are_said_to_be_ignored(image, tmp_path, caplog):
+    """Axes metadata that does not fit the array (two names for three axes, a name outside
+    TCZYX) is not used, and the reader says so instead of guessing silently."""
+    from napari_unet.common.readers import read_image
+
+    for names in (["y", "x"], ["q", "y", "x"]):
+        group = zarr.open_group(tmp_path / f"{''.join(names)}.zarr", mode="w")
+        group.create_array("0", shape=(2, *image.shape), chunks=(1, 32, 32), dtype="u1")
+        group.attrs["multiscales"] = [
+            {"axes": [{"name": n} for n in names], "datasets": [{"path": "0"}]}
+        ]
+        caplog.clear()
+        array, axes = read_image(tmp_path / f"{''.join(names)}.zarr")
+        assert axes is None and array.shape == (2, *image.shape)
+        assert f"its OME-Zarr axes {names} do not fit" in caplog.text and "--axes" in caplog.text

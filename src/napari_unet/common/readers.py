@@ -7,6 +7,7 @@ failed (tifffile, zarr, numpy), and a folder of images works everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -252,18 +253,23 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            image = series.asarray()
-            axes = "".join(_TIFF_AXES.get(a, a) for a in series.axes.upper())
-            if len(tif.series) > 1:  # pages of other shapes (a thumbnail, a second image)
-                others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4])
-                log.warning(
-                    "%s holds %d images of different shapes; reading the first, %s, and "
-                    "leaving out %s%s (save them as separate files to segment them)",
-                    path, len(tif.series), tuple(series.shape), others,
-                    ", ..." if len(tif.series) > 4 else "",
-                )  # fmt: skip
+        with _tifffile_warnings() as said, tifffile.TiffFile(path) as tif:
+            tif.series  # noqa: B018 (parsed here: what tifffile says of the OME-XML)
+            broken = [m for m in said if "OME series" in m]
+            if not broken:
+                image, axes = _first_series(tif, path)
+        for message in said:
+            if message not in broken:
+                log.warning("%s: %s", path, message)
+        if broken:  # OME-XML that does not fit the pages: tifffile zero-fills or drops them
+            log.warning(
+                "%s: its OME metadata does not fit its pages (%s); read as its pages are, "
+                "without the OME axes (pass --axes to set them)",
+                path,
+                broken[0].split(". ")[0],
+            )
+            with tifffile.TiffFile(path, is_ome=False) as tif:
+                image, axes = _first_series(tif, path)
     except OSError as err:
         raise UserInputError(f"{path}: {describe_os_error(err, with_path=False)}") from err
     except (tifffile.TiffFileError, ValueError, IndexError, KeyError, TypeError) as err:
@@ -272,6 +278,41 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
         ) from err
     known = set(axes) <= set("TCZYX") and len(set(axes)) == len(axes) == image.ndim
     return image, axes if known else None
+
+
+def _first_series(tif, path: Path) -> tuple[np.ndarray, str]:
+    """The first image series of an open TIFF and its axes (others are left out, and said)."""
+    series = tif.series[0]
+    if len(tif.series) > 1:  # pages of other shapes (a thumbnail, a second image)
+        others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4])
+        log.warning(
+            "%s holds %d images of different shapes; reading the first, %s, and "
+            "leaving out %s%s (save them as separate files to segment them)",
+            path, len(tif.series), tuple(series.shape), others,
+            ", ..." if len(tif.series) > 4 else "",
+        )  # fmt: skip
+    image = series.asarray()
+    return image, "".join(_TIFF_AXES.get(a, a) for a in series.axes.upper())
+
+
+@contextlib.contextmanager
+def _tifffile_warnings():
+    """The warnings tifffile logs meanwhile, as a list of messages, kept off the console."""
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage().split("> ", 1)[-1])
+
+    logger = logging.getLogger("tifffile")
+    handler, propagate = Keep(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -347,6 +388,13 @@ def _read_zarr(path: Path) -> tuple[Any, str | None]:
         ) from err
     axes = "".join(str(n).upper() for n in names) or None
     if axes is not None and (len(axes) != array.ndim or not set(axes) <= set("TCZYX")):
+        log.warning(
+            "%s: its OME-Zarr axes %s do not fit its level-0 array of shape %s (one of T, C, "
+            "Z, Y, X per axis): they are ignored; pass --axes (axes= in Python) to set them",
+            path,
+            names,
+            tuple(array.shape),
+        )
         axes = None
     return array, axes
 

@@ -227,6 +227,25 @@ def looks_like_labels(array: Any) -> bool:
     return flat >= LABELS_FLATNESS and zeros >= LABELS_BACKGROUND
 
 
+def channels_look_like_labels(array: Any, channel_axis: int) -> bool:
+    """:func:`looks_like_labels` of a multichannel image: every channel that varies does.
+
+    A channel without variation (an opaque or transparent alpha channel, an empty one) does
+    not count: a grey picture saved as RGBA with alpha 0 is not a label image.
+    """
+    if array.dtype.kind not in "biu":
+        return False
+    varied = []
+    for i in range(array.shape[channel_axis]):
+        plane = array[(slice(None),) * channel_axis + (i,)]
+        flat, zeros = flatness(plane)
+        if not (zeros == 1.0 or (flat == 1.0 and zeros == 0.0)):
+            varied.append((flat, zeros))
+    return bool(varied) and all(
+        flat >= LABELS_FLATNESS and zeros >= LABELS_BACKGROUND for flat, zeros in varied
+    )
+
+
 def check_looks_like_labels(labels: Any, name: str, minimum: float = LABELS_FLATNESS) -> None:
     """Refuse an intensity image given where labels are expected (values vary pixel to pixel).
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..common.device import resolve_device
 from ..common.errors import UserInputError
 from ..common.progress import relay, run_with_progress
-from ..common.validate import looks_like_labels
+from ..common.validate import channels_look_like_labels, looks_like_labels
 from ..zoo.resolve import resolve_model
 from .backends.engines import engine_runner, resolve_engine
 from .clusters import cluster
@@ -323,7 +323,12 @@ def segment_iter(
     canon, caxes = ax.to_canonical(array, axes)
     if not is_dask(canon):
         check_finite(canon)
-    labels_like = looks_like_labels(array)  # told in the report: labels are not an image
+    # told in the report: labels are not an image (judged per channel: not across them)
+    labels_like = (
+        channels_look_like_labels(canon, caxes.index("C"))
+        if "C" in caxes
+        else looks_like_labels(canon)
+    )
     canon, caxes, model, choice = _network_input(
         array, canon, caxes, axes, source, model, default_model, channel, channel_names, invert
     )
