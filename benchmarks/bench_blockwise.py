@@ -98,7 +98,7 @@ def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     volume = zarr.open_array(args.child, mode="r")
     out = Path(args.child).with_name("labels.zarr")
-    resumed = len(list((ledger_path(out) / "blocks").glob("*.npz")))
+    resumed = len(list((ledger_path(out) / "blocks").glob("f*.npz")))
     log = Path(args.child).with_name("runs") / f"{int(time.time())}-{os.getpid()}.json"
     log.parent.mkdir(exist_ok=True)
     model = builtin_model("nuclei")

@@ -114,7 +114,9 @@ class BlockLedger:
         self.resumed = 0
         if self._state.is_file():
             self._check(fingerprint)
-            self.resumed = len(list(self._records.glob("*.npz")))
+            for left in self._records.glob(".*.tmp*"):  # a record a kill caught being written
+                left.unlink(missing_ok=True)
+            self.resumed = self.count()
         else:
             if self.folder.exists():  # made, but killed before its state was written
                 shutil.rmtree(self.folder)
@@ -197,13 +199,14 @@ class BlockLedger:
     def record(self, frame: int, block: Block, n: int, ids: np.ndarray, skins: dict) -> None:
         """Keep a finished block's record (after its labels are written)."""
         path = self._record_path(frame, block)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, n=np.int64(n), ids=ids, **{f"skin_{k}": v for k, v in skins.items()})
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:  # a file object: np.savez adds no suffix
+            np.savez(fh, n=np.int64(n), ids=ids, **{f"skin_{k}": v for k, v in skins.items()})
         os.replace(tmp, path)
 
     def count(self) -> int:
         """How many blocks have a record."""
-        return len(list(self._records.glob("*.npz")))
+        return len(list(self._records.glob("f*.npz")))
 
     def remove(self) -> None:
         """The run is complete: its work folder goes."""
