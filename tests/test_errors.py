@@ -722,6 +722,10 @@ def packages(tmp_path_factory) -> dict[str, Path]:
     tag = f'!!python/object/apply:os.system ["touch {p["marker"]}"]'
     p["python_tag"] = _rezip(good, root / "tag.zip", {"rdf.yaml": rdf.replace("name: ", f"name: {tag} #", 1).encode()})  # fmt: skip
     p["two_rdfs"] = _rezip(good, root / "two.zip", {"bioimageio.yaml": rdf.encode()})
+    card_end = "      padding: same\n  napari_unet_versions"  # the napari-unet card, edited
+    bad_card = rdf.replace(card_end, card_end.replace("\n", "\n    object_diameter: -3\n", 1))
+    assert bad_card != rdf
+    p["bad_card"] = _rezip(good, root / "bad_card.zip", {"rdf.yaml": bad_card.encode()})
     p["encrypted"] = _rezip(good, root / "encrypted.zip", {})
     _mark_encrypted(p["encrypted"], "weights.pt")
     p["symlink"] = _rezip(good, root / "symlink.zip", {"weights.pt": None})
@@ -750,6 +754,7 @@ HOSTILE = [
     ("encrypted", "member 'weights.pt' is encrypted"),
     ("bomb", "x compressed; a zip bomb?)"),
     ("two_rdfs", "holds 2 package descriptions"),
+    ("bad_card", "invalid model card: object_diameter must be a finite number > 0, got -3"),
     ("folder_link", "outside the package's folder"),
 ]
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common.errors import ModelFileError
+from ..model.card_checks import check_document, check_weights
 from ..model.unet import UNet, UNetConfig, build_model
 from .checked import check_package, description_name
 from .describe import CONFIG_KEY
@@ -256,10 +257,11 @@ def _load_unet(descr, source) -> UNet:
             f"{source}: its pytorch_state_dict weights are a {type(state).__name__}, not a "
             "dictionary of tensors"
         )
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    # as a model file's: the weights fit and are finite, the card's values are in range
+    check_weights(model.state_dict(), state, source)
     try:
-        model.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        )
+        model.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, AttributeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(
@@ -267,6 +269,8 @@ def _load_unet(descr, source) -> UNet:
             f"describes ({first})"
         ) from err
     card = {k: v for k, v in extra.items() if k not in ("format_version", "architecture")}
+    if card:
+        check_document({**card, "architecture": model.config.to_dict()}, source)
     model.card = card or _card_from_description(descr, model)
     return model
 
