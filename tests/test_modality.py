@@ -268,3 +268,19 @@ def test_postprocessing_overrides_reach_the_labels_and_bad_ones_are_refused(tiny
     assert events == []  # refused before any work
     with pytest.raises(UserInputError, match="seed_threshold"):
         segment(image, tiny_model, postprocessing={"seed_threshold": 1.5})
+
+
+def test_optical_density_takes_the_colour_axis_first_or_last():
+    """The colour axis first, last (-1) or by its positive index: the same densities (a
+    negative axis used to slice the rows instead)."""
+    from napari_unet.inference.images.modality import optical_density
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    last = optical_density(rgba, -1)
+    assert last.shape == (5, 7, 3)
+    np.testing.assert_array_equal(last, optical_density(rgba, 2))
+    np.testing.assert_array_equal(
+        last, np.moveaxis(optical_density(np.moveaxis(rgba, -1, 0)), 0, -1)
+    )
+    np.testing.assert_allclose(last[0, 0], -np.log((rgba[0, 0, :3] + 1.0) / 256.0), rtol=1e-6)

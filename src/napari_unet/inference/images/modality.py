@@ -186,13 +186,15 @@ def optical_density(rgb: Any, channel_axis: int = 0) -> Any:
     ----------
     rgb : ndarray or dask array with 3 or 4 samples on ``channel_axis``
         uint8 (``I_max`` 255), uint16 (65535) or float in [0, 1] (1).
+    channel_axis : int
+        The colour axis; negative counts from the end (``-1`` for ``(Y, X, 3)``).
 
     Returns
     -------
     ndarray or dask array of float32, 3 samples on ``channel_axis``
     """
     top = {"u1": 255.0, "u2": 65535.0}.get(f"{rgb.dtype.kind}{rgb.dtype.itemsize}", 1.0)
-    key = (slice(None),) * channel_axis + (slice(0, 3),)
+    key = (slice(None),) * (channel_axis % rgb.ndim) + (slice(0, 3),)  # -1: the last axis
     values = rgb[key].astype(np.float32)
     scale = 1.0 if top > 1 else 255.0  # floats in [0, 1]: the uint8 grid
     return -np.log((values * scale + 1.0) / (top * scale + 1.0)).astype(np.float32)
