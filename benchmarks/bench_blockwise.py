@@ -17,7 +17,7 @@ each block is then one task on the cluster's workers, and this process writes an
 
 The issue's run (256 x 2048 x 2048, ~2 GB of uint16, peak RSS < 3 GB) takes hours on a laptop
 CPU: ``--sizes 64x2048x2048 128x2048x2048 256x2048x2048 --block 256 144 144`` (windows of
-about 2 GB by the 60 bytes per voxel estimate, 6x the voxels read: the receptive field of 107
+about 2 GB by the 65 bytes per voxel estimate, 6x the voxels read: the receptive field of 107
 px around 144 px cores), on a machine with time to spare; without ``--block`` the blocks are
 sized from half the free memory (at most 8 GB: 256 x 507 x 507 cores, 1.9x read).
 ``--stop-after S`` samples such a run: it stops at the first block that ends after S seconds

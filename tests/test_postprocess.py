@@ -210,3 +210,33 @@ def test_distance_to_background_equals_scipy():
     anisotropic = _distance_to_background(masks[1], (3.0, 1.0, 1.0))
     want = ndi.distance_transform_edt(masks[1], sampling=(3.0, 1.0, 1.0)).astype(np.float32)
     np.testing.assert_array_equal(anisotropic, want)
+
+
+def test_chunks_worked_on_in_threads_come_back_in_order_and_bounded():
+    """Two chunks at a time: results in the items' order, never more than two started ahead
+    of the consumer, and closing the run leaves the rest unstarted."""
+    import threading
+    import time
+
+    from napari_unet.inference.labels.postprocess import in_order
+
+    started, lock, running, most = [], threading.Lock(), [0], [0]
+
+    def work(i):
+        with lock:
+            started.append(i)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01 * (5 - i % 5))  # later items finish first
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    assert list(in_order(work, list(range(12)), threads=2)) == [i * i for i in range(12)]
+    assert most[0] <= 2 and sorted(started) == list(range(12))
+    started.clear()
+    gen = in_order(work, list(range(12)), threads=2)
+    assert [next(gen), next(gen)] == [0, 1]
+    gen.close()
+    assert len(started) <= 4  # the two consumed and at most two in work: the rest never ran
+    assert list(in_order(work, [3], threads=2)) == [9]
