@@ -131,3 +131,39 @@ def test_no_augmentation_is_the_identity():
     np.testing.assert_array_equal(lab, labels)
     np.testing.assert_array_equal(weight, labels)
     np.testing.assert_array_equal(mask, labels % 2 == 0)
+
+
+def test_stain_jitter_mixes_the_channels_of_multichannel_input_only():
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 32, 32)).astype(np.float32)
+    labels = _blocks((32, 32), 3)
+    config = replace(AugmentConfig.none(), stain=0.1)
+    mixed, (lab,) = augment(image, [labels], np.random.default_rng(1), config, [0])
+    np.testing.assert_array_equal(lab, labels)
+    # each output channel is a linear mix of the input channels, near the identity
+    mix, *_ = np.linalg.lstsq(image.reshape(3, -1).T, mixed.reshape(3, -1).T, rcond=None)
+    np.testing.assert_allclose(mixed.reshape(3, -1), mix.T @ image.reshape(3, -1), atol=1e-5)
+    assert 0 < np.abs(mix.T - np.eye(3)).max() < 0.5
+    grey = image[:1]
+    out, _ = augment(grey, [labels], np.random.default_rng(1), config, [0])
+    np.testing.assert_array_equal(out, grey)
+
+
+def test_blur_smooths_the_image_not_the_targets():
+    labels = _blocks((32, 32), 4)
+    config = replace(AugmentConfig.none(), blur=1.0)
+    image, (lab, weight, mask) = _augment_labels_as_image(labels, 0, config)
+    np.testing.assert_array_equal(lab, labels)
+    np.testing.assert_array_equal(mask, labels % 2 == 0)
+    np.testing.assert_array_equal(weight, labels.astype(np.float32))
+    edges = np.abs(np.diff(labels.astype(np.float32), axis=1)).sum()
+    assert np.abs(np.diff(image[0], axis=1)).sum() < edges
+    assert np.isclose(image.mean(), labels.mean(), rtol=0.02)
+
+
+@pytest.mark.parametrize(("field", "value"), [("stain", -0.1), ("blur", 1.5)])
+def test_bad_stain_and_blur_settings_are_refused(field, value):
+    from napari_unet.common.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=field):
+        AugmentConfig(**{field: value})

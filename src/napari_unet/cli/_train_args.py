@@ -102,6 +102,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="range of random scale augmentation (default 0.75 1.33); widen it (e.g. 0.5 2) "
         "for a model that must handle several magnifications",
     )
+    p.add_argument(
+        "--stain-jitter",
+        type=non_negative,
+        default=0.0,
+        metavar="STD",
+        help="multichannel input: mix the channels at random, each weight off the identity by "
+        "N(0, STD) (e.g. 0.1 for stained slides whose colours vary between labs; default 0)",
+    )
+    p.add_argument(
+        "--blur",
+        type=non_negative,
+        default=0.0,
+        metavar="P",
+        help="probability of blurring a patch (Gaussian, sigma 0.5-1.5 px), for out-of-focus "
+        "regions (default 0)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")

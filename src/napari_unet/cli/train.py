@@ -128,7 +128,9 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         patch_size=args.patch[0] if len(args.patch) == 1 else tuple(args.patch),
         learning_rate=args.lr or (FINE_TUNE_LR if args.init is not None else 1e-3),
         val_fraction=args.val_fraction,
-        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(zoom=tuple(args.zoom)),
+        augment=AugmentConfig.none()
+        if args.no_augment
+        else AugmentConfig(zoom=tuple(args.zoom), stain=args.stain_jitter, blur=args.blur),
         seed=args.seed,
         device=args.device,
         contact_weight=not args.no_contact_weight,

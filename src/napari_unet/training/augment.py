@@ -31,6 +31,12 @@ class AugmentConfig:
     """Range of random scale factors (log-uniform), applied with the elastic warp."""
     intensity: bool = True
     noise: float = 0.03
+    stain: float = 0.0
+    """Standard deviation of a random mixing of the channels, ``image' = (I + E) @ image`` with
+    ``E ~ N(0, stain)`` per entry (multichannel input only): stains whose colours differ from
+    one lab to the next (H&E optical density, Tellez et al. 2019). 0 turns it off."""
+    blur: float = 0.0
+    """Probability of a Gaussian blur of sigma 0.5-1.5 px (out-of-focus regions). 0: off."""
 
     def __post_init__(self) -> None:
         if len(self.zoom) != 2:
@@ -40,6 +46,9 @@ class AugmentConfig:
             check_number(value, "zoom", minimum=0, low_open=True)
         check_number(self.elastic_sigma, "elastic_sigma", minimum=0)
         check_number(self.noise, "noise", minimum=0)
+        check_number(self.stain, "stain", minimum=0)
+        if not 0 <= self.blur <= 1:
+            raise UserInputError(f"blur is a probability in [0, 1], got {self.blur!r}")
         if not 0 < low <= high:
             raise UserInputError(
                 f"zoom must be a range (low, high) with 0 < low <= high, got {self.zoom!r}"
@@ -100,6 +109,12 @@ def augment(
         coords = _warp_coordinates(image.shape[1:], rng, sigma, zoom)
         image = np.stack([_sample(c, coords, 1, "reflect") for c in image])
         targets = [_sample(t, coords, o, "reflect") for t, o in zip(targets, orders)]
+    if config.stain > 0 and image.shape[0] > 1:
+        mix = np.eye(image.shape[0]) + rng.normal(0, config.stain, (image.shape[0],) * 2)
+        image = np.tensordot(mix.astype(np.float32), image, axes=1)
+    if config.blur > 0 and rng.random() < config.blur:
+        sigma = (0,) + (float(rng.uniform(0.5, 1.5)),) * ndim
+        image = ndi.gaussian_filter(image, sigma)
     if config.intensity:
         image = _intensity(image, rng, config.noise)
     return np.ascontiguousarray(image, dtype=np.float32), [np.ascontiguousarray(t) for t in targets]
