@@ -25,7 +25,8 @@ For an image set the built-in model was not trained on, it plays the user of the
    the held-back pixels, else the parent; "after (new)" is the new model whatever the verdict.
 
 Sets: ``brightfield`` (the 16 greyscale brightfield 1024x1024 images of
-``dsb2018_other``), ``he`` (the 12 H&E images of the DSB stage-1 test set), and DSB stage-1
+``dsb2018_other``), ``he`` (the 12 H&E images of the DSB stage-1 test set; by kind, ``he680``: the 7 slides of
+512x680, ``he348``: the 5 of 524x348, another tissue and magnification), and DSB stage-1
 test fluorescence groups by size (``fluo256``: 256x256, ``fluo512``: 512x640, ``fluo520``:
 520x696, ``wide``: 519x253, ``strips``: 519x161/162, ``fluo260``: 260x347, ``fluo348``:
 520x348), 4 near-duplicates of training images excluded.
@@ -63,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = {"fluo256": [("256", "256")], "fluo512": [("512", "640")], "fluo520": [("520", "696")],
          "wide": [("519", "253")], "strips": [("519", "161"), ("519", "162")],
          "fluo260": [("260", "347")], "fluo348": [("520", "348")]}  # fmt: skip
+HE_SIZES = {"he680": [("512", "680")], "he348": [("524", "348")]}
 
 
 def image_set(name: str) -> tuple[Path, list[str]]:
@@ -74,8 +76,11 @@ def image_set(name: str) -> tuple[Path, list[str]]:
     folder = ROOT / "dsb2018_stage1_test"
     excluded = set((folder / "exclude_duplicates_of_train.txt").read_text().split())
     rows = [r for r in csv.DictReader(open(folder / "manifest.csv")) if r["id"] not in excluded]
+    stained = [r for r in rows if r["modality"].startswith("brightfield_color")]
     if name == "he":
-        return folder, [r["id"] for r in rows if r["modality"].startswith("brightfield_color")]
+        return folder, [r["id"] for r in stained]
+    if name in HE_SIZES:
+        return folder, [r["id"] for r in stained if (r["height"], r["width"]) in HE_SIZES[name]]
     return folder, [
         r["id"]
         for r in rows
@@ -163,7 +168,9 @@ def retrain(sources: list[PairSource], lr=RETRAIN_LR, layers=RETRAIN_LAYERS, ste
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="brightfield", choices=["brightfield", "he", *SIZES])
+    parser.add_argument(
+        "--set", default="brightfield", choices=["brightfield", "he", *HE_SIZES, *SIZES]
+    )
     parser.add_argument("--k", type=int, default=1, help="images corrected completely")
     parser.add_argument("--objects", type=int, default=0, help="objects corrected on one image")
     parser.add_argument("--choose", choices=["confidence", "random"], default="confidence")

@@ -19,7 +19,7 @@ import pytest
 from napari_unet._napari import _model_registry as registry
 from napari_unet._napari._model_registry import BUILTIN, FROM_FILE, TRAINED
 from napari_unet._napari.segment import _segment_output
-from napari_unet._napari.train._train_job import MARGIN
+from napari_unet._napari.train._train_job import MARGIN, MIN_OBJECTS
 from napari_unet._napari.train._train_settings import (
     FINE_TUNE_EPOCHS,
     FINE_TUNE_LR,
@@ -233,7 +233,10 @@ def test_retrain_compares_on_a_held_back_corrected_image(
     assert used == scores.beats
     verb = "now using the new model" if used else "kept 'tiny'"
     assert verb in widget.retrain.status.value
-    assert f"AP@0.5 {scores.new_ap50:.3f} on 1 held-back image" in widget.retrain.status.value
+    said = widget.retrain.status.value
+    assert f"AP@0.5 {scores.new_ap50:.3f} on 1 held-back image" in said
+    if scores.too_few:  # one painted object: no verdict, and the status says why
+        assert f"it holds only {scores.n_objects} annotated object" in said
     assert infos[-1] == widget.retrain.status.value
 
 
@@ -250,6 +253,7 @@ def test_undo_retrain_goes_back_to_the_parent_model_in_every_segment_dock(
         return 0.4 if str(model) == str(tiny_model_file) else 0.9
 
     monkeypatch.setattr(_train_job, "_mean_ap50", scores)
+    monkeypatch.setattr(_train_job, "MIN_OBJECTS", 1)  # one painted object gives a verdict
     viewer = make_napari_viewer()
     for name in crops:
         viewer.add_image(crops[name][0], name=name)
@@ -385,12 +389,21 @@ def test_held_back_scores_tie_keeps_and_unlabelled_pixels_are_left_out(crops):
     expected = average_precision(truth, _predicted(image), (0.5,), region=region).mean
     assert scores.new_ap50 == scores.old_ap50 == pytest.approx(expected)
     assert scores.n_images == 1 and not scores.beats
+    assert scores.n_objects == len(np.unique(truth)) - 1
     assert "kept 'a': the new model 'b' scored AP@0.5" in scores.describe("b", "a")
     # nothing to compare on: no scores, and the reason in plain words
     # ahead, but by less than the margin: within the noise of a few held-back objects
     near = HeldBackScores(0.833, 0.806, 1)
     assert not near.beats and "(not 0.05 or more ahead)" in near.describe("b", "a")
     assert HeldBackScores(0.86, 0.806, 1).beats
+    # far ahead, but on fewer than MIN_OBJECTS held-back objects: no verdict
+    few = HeldBackScores(0.333, 0.167, 1, unit="strip", n_objects=4)
+    assert few.too_few and not few.beats
+    assert few.describe("b", "a").startswith(
+        "kept 'a': the new model 'b' scored AP@0.5 0.333 on its held-back strip against "
+        "0.167, but it holds only 4 annotated objects, too few to judge"
+    )
+    assert HeldBackScores(0.333, 0.167, 1, n_objects=MIN_OBJECTS).beats
     none = held_back_scores("nuclei", "nuclei", [], config)
     assert (none.new_ap50, none.beats) == (None, False)
     assert none.describe("b", "a").startswith("kept 'a': no image was held back")

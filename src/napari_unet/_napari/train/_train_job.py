@@ -80,6 +80,10 @@ class Comparing:
 
 #: how far ahead (AP@0.5 on the held-back data) a new model must be to replace the one in use
 MARGIN = 0.05
+#: fewer annotated objects than this on the held-back pixels give no verdict: an AP@0.5 on a
+#: handful of objects moves by 0.1-0.3 with one object (bench_correct_retrain.py: on H&E, 30
+#: corrected objects left ~5 in the strip, and the models taken there lost 0.03-0.04 AP@0.5)
+MIN_OBJECTS = 10
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ class HeldBackScores:
     unit : {"image", "strip"}
         What was held back of each image: the whole image, or a strip of it (a run on fewer
         than :data:`~napari_unet.training.validation.STRIPS_BELOW` images).
+    n_objects : int or None
+        Annotated objects on the held-back pixels (None: not counted). Fewer than
+        :data:`MIN_OBJECTS` give no verdict: the model in use is kept.
     """
 
     new_ap50: float | None
@@ -108,6 +115,12 @@ class HeldBackScores:
     n_images: int
     reason: str = ""
     unit: str = "image"
+    n_objects: int | None = None
+
+    @property
+    def too_few(self) -> bool:
+        """Whether the held-back pixels hold too few objects for a verdict."""
+        return self.n_objects is not None and self.n_objects < MIN_OBJECTS
 
     @property
     def beats(self) -> bool:
@@ -115,7 +128,7 @@ class HeldBackScores:
         replace: a held-back strip or image holds few objects, and a smaller lead is within
         its noise (bench_correct_retrain.py: a one-image model 0.027 ahead on its strip lost
         0.088 AP@0.5 on the other images of its kind)."""
-        if self.new_ap50 is None or self.old_ap50 is None:
+        if self.new_ap50 is None or self.old_ap50 is None or self.too_few:
             return False
         return self.new_ap50 >= self.old_ap50 + MARGIN
 
@@ -132,6 +145,14 @@ class HeldBackScores:
             return (
                 f"now using the new model {new_name!r}: it scored AP@0.5 {self.new_ap50:.3f} "
                 f"on {images} against {self.old_ap50:.3f} for {old_name!r}"
+            )
+        if self.new_ap50 is not None and self.too_few:
+            held = "it holds" if self.n_images == 1 else "they hold"
+            return (
+                f"kept {old_name!r}: the new model {new_name!r} scored AP@0.5 "
+                f"{self.new_ap50:.3f} on {images} against {self.old_ap50:.3f}, but {held} only "
+                f"{self.n_objects} annotated object{'s' if self.n_objects != 1 else ''}, too "
+                f"few to judge; pick it in {where} to use it anyway, or correct more"
             )
         if self.new_ap50 is not None:
             return (
@@ -304,7 +325,16 @@ def held_back_scores(
     except Exception as err:  # the trained model must survive a failed comparison
         log.warning("held-back comparison failed", exc_info=err)
         return HeldBackScores(None, None, n, f"they could not be compared ({err})")
-    return HeldBackScores(new, old, n)
+    return HeldBackScores(new, old, n, n_objects=_count_objects(held_back))
+
+
+def _count_objects(held_back: list) -> int:
+    """Annotated objects with a pixel on the held-back pixels (their region, if any)."""
+    count = 0
+    for _, labels, region in held_back:
+        ids = labels if region is None else labels[np.asarray(region, bool)]
+        count += int(np.count_nonzero(np.unique(ids)))
+    return count
 
 
 def _only(region: np.ndarray | None, shape: tuple[int, ...], where: tuple[slice, ...]):
