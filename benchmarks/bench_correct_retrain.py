@@ -25,8 +25,8 @@ For an image set the built-in model was not trained on, it plays the user of the
    the held-back pixels, else the parent; "after (new)" is the new model whatever the verdict.
 
 Sets: ``brightfield`` (the 16 greyscale brightfield 1024x1024 images of
-``dsb2018_other``), ``he`` (the 12 H&E images of the DSB stage-1 test set; by kind, ``he680``: the 7 slides of
-512x680, ``he348``: the 5 of 524x348, another tissue and magnification), and DSB stage-1
+``dsb2018_other``), ``he`` (the 12 H&E images of the DSB stage-1 test set; by kind, ``he680``: the 8 slides of
+512x680, ``he348``: the 4 of 524x348, another tissue and magnification), and DSB stage-1
 test fluorescence groups by size (``fluo256``: 256x256, ``fluo512``: 512x640, ``fluo520``:
 520x696, ``wide``: 519x253, ``strips``: 519x161/162, ``fluo260``: 260x347, ``fluo348``:
 520x348), 4 near-duplicates of training images excluded.
@@ -49,7 +49,7 @@ import torch
 from napari_unet import metrics, segment
 from napari_unet._napari.segment._retrain import _as_the_network_saw_them, correction_region
 from napari_unet._napari.train._train_inputs import PairSource
-from napari_unet._napari.train._train_job import HeldBackScores, training_job
+from napari_unet._napari.train._train_job import HeldBackScores, retrain_augment, training_job
 from napari_unet._napari.train._train_settings import (
     RETRAIN_EPOCHS,
     RETRAIN_LAYERS,
@@ -149,6 +149,7 @@ def retrain(sources: list[PairSource], lr=RETRAIN_LR, layers=RETRAIN_LAYERS, ste
         learning_rate=lr,
         patch_size=patch,
         train_layers=layers,
+        augment=retrain_augment(parent),
     )
     t0, c0 = time.perf_counter(), time.process_time()
     gen = training_job(

@@ -146,3 +146,19 @@ def test_the_retrain_status_says_the_time_left():
     assert time_left(event, 2, first=100.0, now=108.0) == "batch 5/20, about 30 s left"
     last = BatchEnd(epoch=1, step=9, steps=10, loss=0.5, lr=1e-3)
     assert time_left(last, 2, first=100.0, now=140.0) == "batch 20/20, about 0 s left"
+
+
+def test_retrain_keeps_the_stain_and_blur_augmentation_its_model_learnt_with():
+    from napari_unet import load_model
+    from napari_unet._napari.train._train_job import retrain_augment
+    from napari_unet.training.augment import AugmentConfig
+
+    he = retrain_augment("nuclei-he")  # learnt with channel mixing and blur
+    learnt = load_model("nuclei-he").card["provenance"]["training"]["augment"]
+    assert (he.stain, he.blur) == (learnt["stain"], learnt["blur"]) and he.stain > 0
+    assert he.zoom == AugmentConfig().zoom  # the rest: a fine-tune's defaults
+    for grey in ("nuclei", None):  # learnt without them
+        assert retrain_augment(grey) == AugmentConfig()
+    model = load_model("nuclei")
+    model.card = {"provenance": {"training": {"augment": {"stain": "much"}}}}  # foreign card
+    assert retrain_augment(model) == AugmentConfig()

@@ -34,7 +34,7 @@ from .._dock import wrapping_label
 from .._feedback import report_error, report_failure, show_message
 from .._layers import layer_array
 from ..train._train_inputs import PairSource
-from ..train._train_job import Comparing, HeldBackScores, model_task
+from ..train._train_job import Comparing, HeldBackScores, model_task, retrain_augment
 from ..train._train_monitor import InOrder
 from ..train._train_settings import (
     FINE_TUNE_EPOCHS,
@@ -199,6 +199,7 @@ class RetrainBox(Container):
                 learning_rate=float(self.learning_rate.value),
                 patch_size=patch,
                 train_layers=RETRAIN_LAYERS,
+                augment=retrain_augment(init),
             )
         except UserInputError as err:
             report_error(self.status, str(err), "Retrain")
