@@ -112,7 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--blur",
-        type=non_negative,
+        type=number(minimum=0, maximum=1),
         default=0.0,
         metavar="P",
         help="probability of blurring a patch (Gaussian, sigma 0.5-1.5 px), for out-of-focus "

@@ -47,8 +47,7 @@ class AugmentConfig:
         check_number(self.elastic_sigma, "elastic_sigma", minimum=0)
         check_number(self.noise, "noise", minimum=0)
         check_number(self.stain, "stain", minimum=0)
-        if not 0 <= self.blur <= 1:
-            raise UserInputError(f"blur is a probability in [0, 1], got {self.blur!r}")
+        check_number(self.blur, "blur", minimum=0, maximum=1)
         if not 0 < low <= high:
             raise UserInputError(
                 f"zoom must be a range (low, high) with 0 < low <= high, got {self.zoom!r}"
