@@ -162,3 +162,33 @@ def test_retrain_keeps_the_stain_and_blur_augmentation_its_model_learnt_with():
     model = load_model("nuclei")
     model.card = {"provenance": {"training": {"augment": {"stain": "much"}}}}  # foreign card
     assert retrain_augment(model) == AugmentConfig()
+
+
+def test_train_init_keeps_the_augmentation_its_model_learnt_with_unless_given(capsys):
+    import argparse
+
+    from napari_unet import load_model
+    from napari_unet.cli.train import _keep_learnt_augmentation
+    from napari_unet.training.config import TrainConfig
+
+    card = load_model("nuclei-he").card
+    learnt = card["provenance"]["training"]["augment"]
+
+    def run(**given):
+        args = argparse.Namespace(no_augment=False, stain_jitter=None, blur=None, init="he")
+        args.__dict__.update(given)
+        return _keep_learnt_augmentation(TrainConfig(), args, card).augment
+
+    kept = run()
+    assert (kept.stain, kept.blur) == (learnt["stain"], learnt["blur"])
+    said = capsys.readouterr().err
+    assert f"augmentation: --stain-jitter {learnt['stain']:g} and --blur {learnt['blur']:g}" in said
+    assert "as nuclei-he learnt with" in said
+    mine = run(stain_jitter=0.05)  # a given value wins; the other is still kept
+    assert (mine.stain, mine.blur) == (0.0, learnt["blur"])  # (given values enter earlier)
+    assert "augmentation: --blur" in capsys.readouterr().err
+    assert run(no_augment=True) == TrainConfig().augment
+    grey = load_model("nuclei").card  # learnt without: nothing changes, nothing said
+    args = argparse.Namespace(no_augment=False, stain_jitter=None, blur=None, init="nuclei")
+    assert _keep_learnt_augmentation(TrainConfig(), args, grey) == TrainConfig()
+    assert "augmentation" not in capsys.readouterr().err

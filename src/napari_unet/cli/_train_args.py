@@ -105,18 +105,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stain-jitter",
         type=non_negative,
-        default=0.0,
+        default=None,
         metavar="STD",
         help="multichannel input: mix the channels at random, each weight off the identity by "
-        "N(0, STD) (e.g. 0.1 for stained slides whose colours vary between labs; default 0)",
+        "N(0, STD) (e.g. 0.1 for stained slides whose colours vary between labs; default: "
+        "what the --init model learnt with, else 0)",
     )
     p.add_argument(
         "--blur",
         type=number(minimum=0, maximum=1),
-        default=0.0,
+        default=None,
         metavar="P",
         help="probability of blurring a patch (Gaussian, sigma 0.5-1.5 px), for out-of-focus "
-        "regions (default 0)",
+        "regions (default: what the --init model learnt with, else 0)",
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")

@@ -98,6 +98,34 @@ def _launch(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
+def _keep_learnt_augmentation(config, args: argparse.Namespace, card: dict):
+    """``config`` with the stain mixing and blur the ``--init`` model learnt with, where
+    ``--stain-jitter`` / ``--blur`` were not given; says so when they are not 0."""
+    from dataclasses import replace
+
+    from ..training.augment import learnt_with
+
+    if args.no_augment:
+        return config
+    learnt = learnt_with(card)
+    kept = {
+        key: value
+        for key, value, given in (
+            ("stain", learnt["stain"], args.stain_jitter),
+            ("blur", learnt["blur"], args.blur),
+        )
+        if given is None and value > 0
+    }
+    if not kept:
+        return config
+    said = " and ".join(
+        f"{'--stain-jitter' if key == 'stain' else '--blur'} {value:g}"
+        for key, value in kept.items()
+    )
+    print(f"augmentation: {said}, as {card.get('name') or args.init} learnt with", file=sys.stderr)
+    return replace(config, augment=replace(config.augment, **kept))
+
+
 def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     import torch
     from tqdm import tqdm
@@ -130,7 +158,9 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         val_fraction=args.val_fraction,
         augment=AugmentConfig.none()
         if args.no_augment
-        else AugmentConfig(zoom=tuple(args.zoom), stain=args.stain_jitter, blur=args.blur),
+        else AugmentConfig(
+            zoom=tuple(args.zoom), stain=args.stain_jitter or 0.0, blur=args.blur or 0.0
+        ),
         seed=args.seed,
         device=args.device,
         contact_weight=not args.no_contact_weight,
@@ -145,6 +175,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
         model = _init_model(args.init)
         config = config_for_model(config, model)
         print(f"starting from {args.init} ({model.card.get('name')})", file=sys.stderr)
+        config = _keep_learnt_augmentation(config, args, model.card)
     triples = read_folder_pairs(args.images, args.labels)
     if not args.quiet:
         print(f"preparing {len(triples)} training pairs ...", file=sys.stderr)

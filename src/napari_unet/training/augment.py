@@ -8,7 +8,9 @@ transforms (scale, shift, gamma, noise) act on the image only. All randomness co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -60,6 +62,33 @@ class AugmentConfig:
         return cls(
             flips=False, rot90=False, elastic=0.0, zoom=(1.0, 1.0), intensity=False, noise=0.0
         )
+
+
+def learnt_with(card: Mapping[str, Any]) -> dict[str, float]:
+    """The stain mixing and blur strengths a model learnt with, from its card.
+
+    A fine-tune keeps them: a model that learnt to ignore stain colours and focus would unlearn
+    it otherwise (one corrected H&E slide: AP@0.5 on the other slides -0.073 without them,
+    +0.004 with them; ``benchmarks/bench_correct_retrain.py``).
+
+    Parameters
+    ----------
+    card : mapping
+        A model card (``model.card``); its ``provenance.training.augment`` is read.
+
+    Returns
+    -------
+    dict
+        ``{"stain": float, "blur": float}``: 0 for what the card does not give, or gives in a
+        form that is not a valid strength (a card from elsewhere).
+    """
+    try:
+        learnt = card.get("provenance", {}).get("training", {}).get("augment") or {}
+        found = {key: float(learnt.get(key, 0.0)) for key in ("stain", "blur")}
+        AugmentConfig(**found)  # valid strengths only
+    except (AttributeError, TypeError, ValueError, UserInputError):
+        return {"stain": 0.0, "blur": 0.0}
+    return found
 
 
 def augment(

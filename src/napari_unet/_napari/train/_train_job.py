@@ -402,25 +402,15 @@ def model_task(ref: Any) -> str:
 
 def retrain_augment(ref: Any):
     """The augmentation of a fine-tune of ``ref``: the defaults, with the stain mixing and the
-    blur that ``ref`` itself learnt with (its card's ``provenance.training.augment``).
-
-    A model that learnt to ignore stain colours and focus keeps doing so: on the H&E test
-    slides, a one-image fine-tune of ``nuclei-he`` without them lost 0.073 AP@0.5 on the other
-    slides, with them +0.004 (AP@0.75 +0.127; ``bench_correct_retrain.py``).
+    blur that ``ref`` itself learnt with (:func:`napari_unet.training.augment.learnt_with`).
 
     Returns
     -------
     napari_unet.training.augment.AugmentConfig
     """
-    from ...training.augment import AugmentConfig
+    from ...training.augment import AugmentConfig, learnt_with
 
-    if ref is None:
-        return AugmentConfig()
-    try:
-        learnt = _card_of(ref).get("provenance", {}).get("training", {}).get("augment") or {}
-        return AugmentConfig(stain=float(learnt.get("stain", 0)), blur=float(learnt.get("blur", 0)))
-    except (TypeError, ValueError, AttributeError):  # a card from elsewhere: the defaults
-        return AugmentConfig()
+    return AugmentConfig(**learnt_with(_card_of(ref))) if ref is not None else AugmentConfig()
 
 
 def working_diameter(pairs: list, config: Any, model: Any) -> float | None:
