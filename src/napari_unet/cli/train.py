@@ -107,21 +107,15 @@ def _keep_learnt_augmentation(config, args: argparse.Namespace, card: dict):
 
     if args.no_augment:
         return config
-    learnt = learnt_with(card)
+    flags = {"stain": ("--stain-jitter", args.stain_jitter), "blur": ("--blur", args.blur)}
     kept = {
         key: value
-        for key, value, given in (
-            ("stain", learnt["stain"], args.stain_jitter),
-            ("blur", learnt["blur"], args.blur),
-        )
-        if given is None and value > 0
+        for key, value in learnt_with(card).items()
+        if flags[key][1] is None and value > 0
     }
     if not kept:
         return config
-    said = " and ".join(
-        f"{'--stain-jitter' if key == 'stain' else '--blur'} {value:g}"
-        for key, value in kept.items()
-    )
+    said = " and ".join(f"{flags[key][0]} {value:g}" for key, value in kept.items())
     print(f"augmentation: {said}, as {card.get('name') or args.init} learnt with", file=sys.stderr)
     return replace(config, augment=replace(config.augment, **kept))
 

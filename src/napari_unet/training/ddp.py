@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..common.cores import usable_cores
 from ..common.errors import UserInputError
 
 __all__ = ["Ranks", "check_world", "launched_by_torchrun", "process_limit", "torchrun"]
@@ -134,10 +135,7 @@ def process_limit(device: torch.device) -> tuple[int, str]:
     """
     if device.type == "cuda":
         return torch.cuda.device_count(), "GPUs"
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:  # macOS, Windows
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     if cores > MAX_PROCESSES:
         return MAX_PROCESSES, "processes napari-unet launches on one machine"
     return cores, "CPU cores"

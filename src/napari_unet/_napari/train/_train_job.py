@@ -410,7 +410,7 @@ def retrain_augment(ref: Any):
     """
     from ...training.augment import AugmentConfig, learnt_with
 
-    return AugmentConfig(**learnt_with(_card_of(ref))) if ref is not None else AugmentConfig()
+    return AugmentConfig(**learnt_with(_card_of(ref)))
 
 
 def working_diameter(pairs: list, config: Any, model: Any) -> float | None:

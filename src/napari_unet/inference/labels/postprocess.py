@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ...common.cores import usable_cores
 from ...common.errors import ShapeError
 from .hmaxima import h_maxima_positive
 
@@ -274,7 +275,7 @@ def in_order(func: Callable[[Any], Any], items: Sequence[Any], threads: int | No
     At most ``threads`` results are in memory ahead of the consumer. Closing the generator
     drops the items not yet started (the ones in work finish first).
     """
-    threads = threads or min(CHUNK_THREADS, _cores())
+    threads = threads or min(CHUNK_THREADS, usable_cores())
     if threads <= 1 or len(items) <= 1:
         yield from map(func, items)
         return
@@ -293,12 +294,6 @@ def in_order(func: Callable[[Any], Any], items: Sequence[Any], threads: int | No
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True)
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _check_instance_probs(probabilities, spatial: Sequence[int]) -> None:
