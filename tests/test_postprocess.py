@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from napari_unet.common.errors import ShapeError
+from napari_unet.inference.labels import postprocess
 from napari_unet.inference.labels.postprocess import (
     ChunkProgress,
     _distance_to_background,
@@ -192,8 +193,11 @@ def test_chunked_split_equals_in_memory(tmp_path):
     assert _disagreement(expected, got) < 1e-3
 
 
-def test_distance_to_background_equals_scipy():
-    # the seeds' distance transform, summed as integers: scipy's float64 values, as float32
+@pytest.mark.parametrize("slab", [1 << 20, 7, 600])
+def test_distance_to_background_equals_scipy(monkeypatch, slab):
+    # the seeds' distance transform, summed slab by slab (as integers for unit pixels):
+    # scipy's float64 values, as float32, whatever the slab
+    monkeypatch.setattr(postprocess, "DISTANCE_SLAB", slab)
     rng = np.random.default_rng(4)
     masks = [
         _nuclei() > 0,
@@ -207,9 +211,10 @@ def test_distance_to_background_equals_scipy():
         got = _distance_to_background(mask, None)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
-    anisotropic = _distance_to_background(masks[1], (3.0, 1.0, 1.0))
-    want = ndi.distance_transform_edt(masks[1], sampling=(3.0, 1.0, 1.0)).astype(np.float32)
-    np.testing.assert_array_equal(anisotropic, want)
+    for sampling in [(3.0, 1.0, 1.0), (0.7, 1.3, 2.1)]:
+        anisotropic = _distance_to_background(masks[1], sampling)
+        want = ndi.distance_transform_edt(masks[1], sampling=sampling).astype(np.float32)
+        np.testing.assert_array_equal(anisotropic, want)
 
 
 def test_chunks_worked_on_in_threads_come_back_in_order_and_bounded():

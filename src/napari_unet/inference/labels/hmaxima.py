@@ -70,7 +70,9 @@ def h_maxima_positive(image: np.ndarray, h: float) -> np.ndarray:
     if (
         loop is None
         or image.dtype not in (np.float32, np.float64)
-        or float(_shifted(work, h).max()) < 0
+        # the marker is largest where the image is (``_shifted`` rises with it): one value,
+        # not three image-sized temporaries (the check only routes; both routes agree)
+        or float(_shifted(work.max(keepdims=True), h).item()) < 0
         or h > float(np.ptp(work))
     ):
         return h_maxima(image, h).astype(bool) & (image > 0)
@@ -148,10 +150,13 @@ def _reconstruct(marker: np.ndarray, mask: np.ndarray, loop) -> np.ndarray:
         [int(np.dot(steps, o)) for o in itertools.product((-1, 0, 1), repeat=len(shape)) if any(o)],
         signed,
     )
-    positive = np.flatnonzero(flat > 0)
+    # index arrays as int32 where the box allows, each dropped once used: a box as large as
+    # a 256x192x192 chunk peaked at ~90 bytes per voxel with numpy's int64 indices kept
+    positive = np.flatnonzero(flat > 0).astype(signed, copy=False)
     if positive.size == 0:
         return np.zeros(shape, mask.dtype)
     order = positive[np.argsort(flat[positive], kind="stable")]
+    del positive
     values = flat[order]
     new = values[1:] != values[:-1]
     ranks_sorted = np.empty(order.size, unsigned)  # ranks from 1; 0 is the value 0
@@ -159,10 +164,13 @@ def _reconstruct(marker: np.ndarray, mask: np.ndarray, loop) -> np.ndarray:
     np.cumsum(new, out=ranks_sorted[1:], dtype=unsigned)
     ranks_sorted[1:] += 1
     value_of_rank = np.concatenate([np.zeros(1, flat.dtype), values[:1], values[1:][new]])
+    del values, new
     ranks = np.zeros(size, unsigned)
     ranks[order] = ranks_sorted
-    raisable = np.flatnonzero((flat[:stride] == 0) & (flat[stride:] > 0))
-    chain = np.concatenate([order[::-1], raisable]).astype(signed, copy=False)
+    del ranks_sorted
+    raisable = np.flatnonzero((flat[:stride] == 0) & (flat[stride:] > 0)).astype(signed)
+    chain = np.concatenate([order[::-1], raisable])
+    del order, raisable
     prev = np.full(size, -1, signed)
     following = np.full(size, -1, signed)
     prev[chain[1:]] = chain[:-1]

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ...common.allocator import return_freed_memory
 from ...common.device import resolve_device
 from ...common.errors import Cancelled, UserInputError
 from ...common.progress import relay
@@ -232,6 +233,7 @@ def _instances_3d(
         return instance_labels(probs, **post, sampling=sampling)
     import zarr
 
+    return_freed_memory()
     shape = probs.shape[1:]
     store = zarr.create_array(
         store=zarr.storage.MemoryStore(),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ....common.allocator import return_freed_memory
 from ...frames import SegmentProgress
 from ...labels.postprocess import semantic_labels
 from ..zstack import average_orientations_iter, instances_3d
@@ -58,7 +59,9 @@ def label_block(
     The in-memory ``"3d"`` path on the window (:func:`..zstack.average_orientations_iter`,
     :func:`..zstack.instances_3d`), cropped to the core. Yields that path's events.
     """
+    return_freed_memory()
     avg = yield from average_orientations_iter(model, window, z_factor, tiling)
+    del window  # the caller passes its only reference: the post-processing needs room
     inner = block.inner
     core_probs = avg[(slice(None), *inner)].copy() if keep_probs else None
     if output == "probabilities":

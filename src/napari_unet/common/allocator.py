@@ -1,0 +1,45 @@
+"""Give freed memory back to the system promptly (glibc), as dask's workers do.
+
+glibc's allocator raises its mmap threshold each time a large block is freed (up to 32 MB),
+so after a few chunk-sized arrays come and go, arrays of a few MB are carved from the heap and
+their memory stays with the process when freed. On the blockwise 3D path that kept about
+0.4 GB of freed chunk arrays in the resident set of a 256x390x390 window (peak RSS 1.69 GB
+against 0.60 GB of live arrays). Fixing the trim threshold (``mallopt(M_TRIM_THRESHOLD)``,
+which also stops the threshold from moving) returns it: the same window peaked at 1.25 GB.
+
+dask.distributed sets the same value for its workers (``MALLOC_TRIM_THRESHOLD_=65536`` in
+``distributed.nanny.pre-spawn-environ``). A value the user set in that variable is kept.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import sys
+
+#: bytes of free memory at the top of the heap above which glibc returns it to the system
+TRIM_THRESHOLD = 65536
+#: ``M_TRIM_THRESHOLD`` in glibc's ``malloc.h``
+_M_TRIM_THRESHOLD = -1
+
+
+@functools.cache
+def return_freed_memory() -> bool:
+    """Make glibc return freed memory to the system promptly; ``True`` where it was set.
+
+    Process-wide and idempotent. Does nothing (``False``) off Linux, without glibc, or where
+    ``MALLOC_TRIM_THRESHOLD_`` is already in the environment (the user's value holds).
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
