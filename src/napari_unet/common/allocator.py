@@ -2,10 +2,11 @@
 
 glibc's allocator raises its mmap threshold each time a large block is freed (up to 32 MB),
 so after a few chunk-sized arrays come and go, arrays of a few MB are carved from the heap and
-their memory stays with the process when freed. On the blockwise 3D path that kept about
-0.4 GB of freed chunk arrays in the resident set of a 256x390x390 window (peak RSS 1.69 GB
-against 0.60 GB of live arrays). Fixing the trim threshold (``mallopt(M_TRIM_THRESHOLD)``,
-which also stops the threshold from moving) returns it: the same window peaked at 1.25 GB.
+their memory stays with the process when freed. The 3D post-processing of a synthetic
+256x390x390 window of probabilities, two chunks at once, kept about 0.4 GB of freed chunk
+arrays in its resident set that way (peak RSS 1.69 GB, of which 0.60 GB live arrays at most).
+Fixing the trim threshold (``mallopt(M_TRIM_THRESHOLD)``, which also stops the mmap threshold
+from moving) returns it: the same run peaked at 1.25 GB.
 
 dask.distributed sets the same value for its workers (``MALLOC_TRIM_THRESHOLD_=65536`` in
 ``distributed.nanny.pre-spawn-environ``). A value the user set in that variable is kept.
