@@ -18,8 +18,9 @@ around the nuclei plus noise), segmented with ``channel=1`` (``--channel 1``). T
 warning is counted on the grey runs.
 
 ``he``: the 12 H&E images of the stage-1 test set (never trained on; the H&E model learnt from
-the 107 of ``dsb2018_other``), default run, beside the classical baseline on their
-haematoxylin channel (Otsu + distance-transform watershed, ``scripts/baseline_otsu_watershed``).
+the 107 of ``dsb2018_other``), default run, the same slides saved as 16-bit RGB TIFFs, and
+the classical baseline on their haematoxylin channel (Otsu + distance-transform watershed,
+``scripts/baseline_otsu_watershed``).
 
 ``brightfield``: the 16 grey brightfield images of ``dsb2018_other`` (dark nuclei inside grey
 cells on a bright background), before (the fluorescence model on the image as it is,
@@ -43,7 +44,7 @@ from skimage.io import imsave
 
 from napari_unet import segment
 from napari_unet.common.readers import channel_names, read_image
-from napari_unet.inference.images.modality import haematoxylin
+from napari_unet.inference.images.stains import haematoxylin
 from napari_unet.metrics import average_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def encodings(tmp: Path, ids: list[str], rows: list[dict]) -> None:
         print(f"encodings {n + 1}/{len(ids)}", file=sys.stderr, flush=True)
 
 
-def he(ids: list[str], rows: list[dict]) -> None:
+def he(tmp: Path, ids: list[str], rows: list[dict]) -> None:
     folder = DATA / "dsb2018_stage1_test"
     for i in ids:
         path = folder / "images" / f"{i}.tif"
@@ -115,6 +116,10 @@ def he(ids: list[str], rows: list[dict]) -> None:
         labels, report, seconds = run_file(path)
         rows.append(_row("he", "default", i, truth, labels, report, seconds))
         rgb = tifffile.imread(path)
+        sixteen = tmp / f"{i}_16bit.tif"  # the same slide as a 16-bit RGB TIFF
+        tifffile.imwrite(sixteen, rgb[..., :3].astype(np.uint16) * 257, photometric="rgb")
+        labels, report, seconds = run_file(sixteen)
+        rows.append(_row("he", "rgb_16bit_tiff", i, truth, labels, report, seconds))
         started = time.perf_counter()
         baseline = otsu_watershed(haematoxylin(rgb, channel_axis=-1))
         rows.append(
@@ -201,7 +206,7 @@ def main() -> None:
             ids = manifest(test, lambda r: r["modality"] == "fluorescence")[:limit]
             encodings(Path(tmp), ids, rows)
         if "he" in args.sets:
-            he(manifest(test, lambda r: r["channels"] == "3")[:limit], rows)
+            he(Path(tmp), manifest(test, lambda r: r["channels"] == "3")[:limit], rows)
         if "brightfield" in args.sets:
             other = DATA / "dsb2018_other"
             brightfield(

@@ -34,7 +34,7 @@ import tifffile
 from napari_unet import load_model, save_model
 from napari_unet.model.files import build_model
 from napari_unet.model.unet import UNetConfig
-from napari_unet.inference.images.modality import optical_density
+from napari_unet.inference.images.stains import optical_density
 source, work = sys.argv[1:]
 for sub in ("images", "labels"):
     os.makedirs(os.path.join(work, sub), exist_ok=True)

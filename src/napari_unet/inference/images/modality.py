@@ -12,10 +12,10 @@ metadata):
   taken, and a multichannel image with no such name is refused with the list of its channels.
 - **colour**: a colour image whose channels are equal is grey. A colour image with a bright
   background and coloured objects is a stained (H&E) slide: it goes to a model that learnt
-  such slides, as the model card's ``colour_input`` says: its optical density
-  (:func:`optical_density`, the built-in ``nuclei-he``) or its haematoxylin channel (colour
-  deconvolution, Ruifrok & Johnston 2001). Other colour images (fluorescence composites)
-  become grey.
+  such slides, as the model card's ``colour_input`` says: its optical density (the built-in
+  ``nuclei-he``) or its haematoxylin channel (colour deconvolution), both from
+  :mod:`.stains`, read against the image's white level (reported when it is not uint8).
+  Other colour images (fluorescence composites) become grey.
 - **inversion**: a grey image whose background is brighter than its objects (brightfield,
   inverted stains) is inverted for a model of bright objects (``invert="auto"``).
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import numbers
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -37,16 +36,15 @@ from typing import Any
 import numpy as np
 
 from ...common.errors import ShapeError, UserInputError
-from .normalize import working_dtype
+from .normalize import strided_sample, working_dtype
+from .stains import haematoxylin, optical_density, white_level
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "INVERT_CHOICES",
     "InputChoice",
-    "haematoxylin",
     "median_position",
-    "optical_density",
     "prepare_input",
 ]
 
@@ -61,8 +59,6 @@ NUCLEAR_NAMES = re.compile(
     r"pi|propidium|syto\w*|histone|h2b)\b",
     re.IGNORECASE,
 )
-#: pixels of the subsample the decisions look at
-SAMPLE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +87,9 @@ class InputChoice:
         The model saw the image inverted.
     invert_reason : str
         ``"given"``, or the statistic that decided it.
+    white : float or None
+        The sample value of white a stained colour image was read against
+        (:func:`white_level`), when it is not uint8.
     model : str
         The model's name.
     model_reason : str
@@ -106,6 +105,7 @@ class InputChoice:
     modality: str = "fluorescence"
     inverted: bool = False
     invert_reason: str = ""
+    white: float | None = None
     model: str = ""
     model_reason: str = "given"
 
@@ -117,7 +117,8 @@ class InputChoice:
             why = f", {self.channel_reason}" if self.channel_reason not in ("", "given") else ""
             parts.append(f"channel {self.channel}{name}{why}")
         if self.colour is not None:
-            parts.append(f"{self.modality}: {self.colour}")
+            white = f" (white {self.white:g})" if self.white is not None else ""
+            parts.append(f"{self.modality}: {self.colour}{white}")
         elif self.modality != "fluorescence":
             parts.append(self.modality)
         if self.inverted:
@@ -143,70 +144,13 @@ def median_position(image: Any) -> float:
     image : array of any shape
         Intensities (numpy or dask; a subsample of at most :data:`SAMPLE` pixels is read).
     """
-    values = _sample(image)
+    values = strided_sample(image)
     values = values.astype(working_dtype(values.dtype), copy=False).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0
     lo, med, hi = np.percentile(values, [1.0, 50.0, 99.8])
     return float((med - lo) / (hi - lo)) if hi - lo > 1e-12 else 0.0
-
-
-def haematoxylin(rgb: Any, channel_axis: int = 0) -> Any:
-    """The haematoxylin channel of a stained colour image (colour deconvolution).
-
-    Parameters
-    ----------
-    rgb : ndarray or dask array, with 3 (RGB) or 4 (RGBA) samples on ``channel_axis``
-        uint8, uint16 or float intensities.
-    channel_axis : int
-        The axis of the colour samples.
-
-    Returns
-    -------
-    ndarray or dask array of float32, ``rgb``'s shape without ``channel_axis``
-        Haematoxylin concentration (optical density; nuclei bright, background dark), from
-        :func:`skimage.color.rgb2hed` (Ruifrok & Johnston stain vectors).
-    """
-    da = sys.modules.get("dask.array")  # loaded already if rgb is a dask array
-    if da is not None and isinstance(rgb, da.Array):  # block by block, all samples in each
-        moved = da.moveaxis(rgb, channel_axis, -1)
-        moved = moved.rechunk({moved.ndim - 1: -1})
-        return moved.map_blocks(_hed0, drop_axis=moved.ndim - 1, dtype=np.float32)
-    return _hed0(np.moveaxis(np.asarray(rgb), channel_axis, -1))
-
-
-def optical_density(rgb: Any, channel_axis: int = 0) -> Any:
-    """Optical density ``-log((I + 1) / (I_max + 1))`` of the colour samples (alpha dropped).
-
-    Stains absorb light: optical density is proportional to the amount of stain, so a stained
-    slide becomes bright objects on a dark background in every channel.
-
-    Parameters
-    ----------
-    rgb : ndarray or dask array with 3 or 4 samples on ``channel_axis``
-        uint8 (``I_max`` 255), uint16 (65535) or float in [0, 1] (1).
-    channel_axis : int
-        The colour axis; negative counts from the end (``-1`` for ``(Y, X, 3)``).
-
-    Returns
-    -------
-    ndarray or dask array of float32, 3 samples on ``channel_axis``
-    """
-    top = {"u1": 255.0, "u2": 65535.0}.get(f"{rgb.dtype.kind}{rgb.dtype.itemsize}", 1.0)
-    key = (slice(None),) * (channel_axis % rgb.ndim) + (slice(0, 3),)  # -1: the last axis
-    values = rgb[key].astype(np.float32)
-    scale = 1.0 if top > 1 else 255.0  # floats in [0, 1]: the uint8 grid
-    return -np.log((values * scale + 1.0) / (top * scale + 1.0)).astype(np.float32)
-
-
-def _hed0(block: np.ndarray) -> np.ndarray:
-    from skimage.color import rgb2hed
-
-    rgb = block[..., :3]
-    if rgb.dtype.kind == "f" and rgb.size and float(np.nanmax(rgb)) > 1.0:
-        rgb = rgb / max(float(np.nanmax(rgb)), 1.0)  # rgb2hed takes floats in [0, 1]
-    return rgb2hed(rgb)[..., 0].astype(np.float32)
 
 
 def prepare_input(
@@ -265,8 +209,11 @@ def prepare_input(
     invert = _invert_setting(invert)
     n = canon.shape[caxes.index("C")] if "C" in caxes else 1
     if colour_input == "optical_density" and colour and n in (3, 4) and channel is None:
-        choice = replace(choice, colour="optical density", modality="H&E")
-        return optical_density(canon, caxes.index("C")), caxes, choice
+        white = white_level(canon, caxes.index("C"))
+        choice = replace(
+            choice, colour="optical density", modality="H&E", white=_reported(canon, white)
+        )
+        return optical_density(canon, caxes.index("C"), white), caxes, choice
     if channel is not None:
         index, name = _channel_index(channel, n, channel_names, caxes)
         canon, caxes = _take_channel(canon, caxes, index)
@@ -292,7 +239,7 @@ def is_stained(canon: Any, caxes: str) -> bool:
     Decided on a subsample: the whole image is made grey only if it goes that way.
     """
     c_axis = caxes.index("C")
-    sample = _sample(canon, keep_axis=c_axis)
+    sample = strided_sample(canon, keep_axis=c_axis)
     grey = np.moveaxis(sample, c_axis, 0)[:3].astype(np.float32).mean(axis=0)
     return not _is_grey_colour(sample, caxes) and median_position(grey) > BRIGHT_BACKGROUND
 
@@ -306,11 +253,19 @@ def _from_colour(canon, caxes: str, invert: str, colour_input: str | None, choic
         return _maybe_invert(grey, rest, invert, choice)
     stained = median_position(grey) > BRIGHT_BACKGROUND
     if stained and colour_input == "haematoxylin" and invert != "yes":
-        choice = replace(choice, colour="haematoxylin", modality="H&E")
-        return haematoxylin(canon, c_axis), rest, choice
+        white = white_level(canon, c_axis)
+        choice = replace(
+            choice, colour="haematoxylin", modality="H&E", white=_reported(canon, white)
+        )
+        return haematoxylin(canon, c_axis, white), rest, choice
     modality = "stained colour" if stained else "colour fluorescence"
     choice = replace(choice, colour="luminance", modality=modality)
     return _maybe_invert(grey, rest, invert, choice)
+
+
+def _reported(canon, white: float) -> float | None:
+    """The white level to report: ``None`` for uint8, where it is always 255."""
+    return None if canon.dtype == np.uint8 else white
 
 
 def _grey(canon, caxes: str):
@@ -323,7 +278,7 @@ def _grey(canon, caxes: str):
 def _is_grey_colour(canon, caxes: str) -> bool:
     """Equal colour samples (grey saved as colour), within :data:`GREY_TOLERANCE`."""
     c_axis = caxes.index("C")
-    sample = np.moveaxis(_sample(canon, keep_axis=c_axis), c_axis, 0)[:3].astype(np.float32)
+    sample = np.moveaxis(strided_sample(canon, keep_axis=c_axis), c_axis, 0)[:3].astype(np.float32)
     lo, hi = np.percentile(sample.mean(axis=0), [1.0, 99.8])
     spread = max(float(hi - lo), 1e-6)
     diff = max(float(np.abs(sample[i] - sample[j]).mean()) for i, j in ((0, 1), (1, 2), (0, 2)))
@@ -419,17 +374,3 @@ def _take_channel(canon, caxes: str, index: int):
     c_axis = caxes.index("C")
     key = (slice(None),) * c_axis + (index,)
     return canon[key], caxes.replace("C", "")
-
-
-def _sample(image: Any, keep_axis: int | None = None) -> np.ndarray:
-    """At most about :data:`SAMPLE` values of ``image`` (a strided view), as numpy."""
-    shape = image.shape
-    axes = [i for i in range(len(shape)) if i != keep_axis]
-    n = int(np.prod([shape[i] for i in axes])) if axes else 1
-    if n <= SAMPLE or not axes:
-        return np.asarray(image)
-    step = int(np.ceil((n / SAMPLE) ** (1 / len(axes))))
-    key = tuple(
-        slice(None) if i == keep_axis else slice(None, None, step) for i in range(len(shape))
-    )
-    return np.asarray(image[key])

@@ -19,6 +19,8 @@ _EPS = 1e-6
 #: normalised values are clipped to +-this: a no-data pixel of 1e30 would otherwise swamp the
 #: convolutions around it (real intensities lie within a few units of [0, 1])
 LIMIT = 20.0
+#: pixels of the subsample that intensity decisions look at (:func:`strided_sample`)
+SAMPLE = 1_000_000
 
 
 def check_finite(image: np.ndarray, name: str = "image") -> None:
@@ -89,3 +91,21 @@ def normalize(
     else:
         offset, scale = offset[0], scale[0]
     return ((arr - offset) / scale).astype(np.float32, copy=False)
+
+
+def strided_sample(image: Any, keep_axis: int | None = None) -> np.ndarray:
+    """At most about :data:`SAMPLE` values of ``image`` (a strided view), as numpy.
+
+    For intensity statistics of a large (or dask) image: every ``step``-th pixel along each
+    axis but ``keep_axis`` (a channel axis kept whole), the same step on all of them.
+    """
+    shape = image.shape
+    axes = [i for i in range(len(shape)) if i != keep_axis]
+    n = int(np.prod([shape[i] for i in axes])) if axes else 1
+    if n <= SAMPLE or not axes:
+        return np.asarray(image)
+    step = int(np.ceil((n / SAMPLE) ** (1 / len(axes))))
+    key = tuple(
+        slice(None) if i == keep_axis else slice(None, None, step) for i in range(len(shape))
+    )
+    return np.asarray(image[key])
