@@ -149,3 +149,25 @@ def test_ome_metadata_that_does_not_fit_its_pages_is_set_aside_and_said(tmp_path
     assert axes is None
     assert "its OME metadata does not fit its pages (OME series is missing 1 frames)" in caplog.text
     assert "--axes" in caplog.text and "zeroed" not in caplog.text
+
+
+@pytest.mark.parametrize("ome", [False, True])
+def test_an_rgb_tiff_stored_plane_by_plane_is_read_as_colour(tmp_path, ome):
+    """An RGB TIFF in planar configuration 2 (tifffile: axes SYX) is colour, its samples last,
+    as the same picture stored pixel by pixel; a 3-channel grey TIFF stays 3 channels."""
+    import tifffile
+
+    from napari_unet.common.readers import read_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    name = "planar.ome.tif" if ome else "planar.tif"
+    tifffile.imwrite(tmp_path / name, np.moveaxis(rgb, -1, 0), photometric="rgb",
+                     planarconfig="separate")  # fmt: skip
+    tifffile.imwrite(tmp_path / "chunky.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "grey.tif", np.moveaxis(rgb, -1, 0), photometric="minisblack")
+
+    image, axes = read_image(tmp_path / name)
+    assert axes == "YXC" and ax.is_colour(axes, image.shape)
+    np.testing.assert_array_equal(image, read_image(tmp_path / "chunky.tif")[0])
+    image, axes = read_image(tmp_path / "grey.tif")
+    assert image.shape == (3, 12, 10) and axes != "YXC"

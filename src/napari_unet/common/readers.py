@@ -291,8 +291,21 @@ def _first_series(tif, path: Path) -> tuple[np.ndarray, str]:
             path, len(tif.series), tuple(series.shape), others,
             ", ..." if len(tif.series) > 4 else "",
         )  # fmt: skip
-    image = series.asarray()
-    return image, "".join(_TIFF_AXES.get(a, a) for a in series.axes.upper())
+    image, axes = series.asarray(), series.axes.upper()
+    if "S" in axes and not axes.endswith("S") and _is_rgb(series):
+        # an RGB TIFF stored plane by plane (planar configuration 2, as some scanners and
+        # OME-TIFF writers save it): its colour samples go last, as in any colour picture,
+        # so that it is read as colour and not as three channels
+        image = np.moveaxis(image, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
+    return image, "".join(_TIFF_AXES.get(a, a) for a in axes)
+
+
+def _is_rgb(series) -> bool:
+    """The series' pages are photometric RGB (their samples are colour, not channels)."""
+    import tifffile
+
+    return series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
 
 
 @contextlib.contextmanager
