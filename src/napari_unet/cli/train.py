@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
 
     from ..common.device import resolve_device
     from ..model.files import save_model
-    from ..training.arrays import prepare_data
+    from ..training.arrays import prepare_data, segment_view
     from ..training.augment import AugmentConfig
     from ..training.config import FINE_TUNE_LR, TrainConfig, config_for_model
     from ..training.data.batches import default_workers
@@ -174,11 +174,17 @@ def _train(args: argparse.Namespace, main_rank: bool = True) -> int:
     if not args.quiet:
         print(f"preparing {len(triples)} training pairs ...", file=sys.stderr)
     images, labels, names = _unzip(triples)
+    images, said = segment_view(images, config, model)
+    if said:
+        print(f"training images {said}", file=sys.stderr)
     pairs = prepare_data(images, labels, config, names=names, ignore_label=args.ignore_label)
     val = None
     if args.val_images is not None:
         vt = read_folder_pairs(args.val_images, args.val_labels)
         vi, vl, vn = _unzip(vt)
+        vi, said = segment_view(vi, config, model)
+        if said:
+            print(f"validation images {said}", file=sys.stderr)
         val = prepare_data(vi, vl, config, names=vn, ignore_label=args.ignore_label)
     stop = threading.Event()
     gen = train_iter(

@@ -12,14 +12,15 @@ import numpy as np
 from ..common.errors import UserInputError
 from ..common.progress import run_to_end
 from ..model.unet import UNet
-from .config import FINE_TUNE_LR, TrainConfig
+from .config import FINE_TUNE_LR, TrainConfig, config_for_model
 from .data.pairs import TrainingPair, prepare_pair
+from .data.view import as_segment_sees, describe_views
 from .events import BatchEnd, CheckpointSaved, EpochEnd, TrainResult
 from .loop import train_iter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["prepare_data", "train"]
+__all__ = ["prepare_data", "segment_view", "train"]
 
 
 def prepare_data(
@@ -75,7 +76,10 @@ def train(
     Parameters
     ----------
     images, labels : sequences of ndarray
-        Images ``(*spatial)`` or with one channel axis, and their labels ``(*spatial)``.
+        Images ``(*spatial)`` or with one channel axis, and their labels ``(*spatial)``. The
+        network learns them as Segment will show it images (:func:`segment_view`): a grey
+        image with a bright background inverted, a colour slide ``(Y, X, 3)`` as its optical
+        density for a model that takes that (``nuclei-he``); the log says so.
     val_images, val_labels : sequences of ndarray, optional
         Validation data; by default a fraction of the pairs is held out.
     regions : sequence of bool ndarray or None, optional
@@ -106,13 +110,44 @@ def train(
     if model is not None and "learning_rate" not in config:
         config["learning_rate"] = FINE_TUNE_LR
     cfg = TrainConfig(**config)
+    images, views = segment_view(images, cfg, model)
+    if views:
+        log.info("training images %s", views)
     pairs = prepare_data(images, labels, cfg, regions=regions, ignore_label=ignore_label)
     val = None
     if val_images is not None:
         val_labels = [] if val_labels is None else val_labels
+        val_images, _ = segment_view(val_images, cfg, model)
         val = prepare_data(val_images, val_labels, cfg, ignore_label=ignore_label)
     gen = train_iter(pairs, val, cfg, model=model, checkpoint=checkpoint, resume=resume)
     return run_to_end(gen, _log_epoch)
+
+
+def segment_view(
+    images: Sequence[np.ndarray], config: TrainConfig, model: Any = None
+) -> tuple[list[np.ndarray], str]:
+    """Training images as Segment will show them to the network of ``model`` (or a new one).
+
+    A fine-tuned ``nuclei-he`` must learn the optical density of a colour slide, and any
+    single-channel model a brightfield image inverted, since that is what Segment gives them
+    (:func:`~.data.view.as_segment_sees`).
+
+    Returns
+    -------
+    images : list of ndarray
+    said : str
+        What was done, for a status line (``""`` when nothing was).
+    """
+    if model is not None:
+        config = config_for_model(config, model)
+    card = getattr(model, "card", None) or {}
+    seen, views = as_segment_sees(
+        images,
+        ndim=config.ndim,
+        in_channels=getattr(model, "in_channels", None),
+        colour_input=card.get("colour_input"),
+    )
+    return seen, describe_views(views)
 
 
 def _log_epoch(event: BatchEnd | EpochEnd | CheckpointSaved) -> None:

@@ -40,6 +40,9 @@ class DataReady:
     n_pairs: int
     names: tuple[str, ...]
     validation: str = "images"
+    seen_as: str = ""
+    """What was done to the images so the network learns them as Segment will show them
+    (:func:`napari_unet.training.arrays.segment_view`), ``""`` when nothing was."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def training_job(
         How the models segment the held-back images: ``"no"`` for images already prepared as
         the network sees them (:func:`napari_unet.inference.pipeline.model_input`).
     """
-    from ...training.arrays import prepare_data
+    from ...training.arrays import prepare_data, segment_view
     from ...training.events import EpochEnd
     from ...training.loop import new_model, train_iter
     from ...training.validation import split_strips, split_validation
@@ -225,9 +228,13 @@ def training_job(
             model = copy.deepcopy(init).cpu()
         config = config_for_model(config, model)
     images, labels, regions, names = expand_sources(sources, config.ndim, ignore_label)
+    shown, seen_as = images, ""
+    if invert != "no":  # layers as they are: learnt as Segment will show them to the network
+        shown, seen_as = segment_view(images, config, model)
     pairs = prepare_data(
-        images, labels, config, regions=regions, names=names, ignore_label=ignore_label
+        shown, labels, config, regions=regions, names=names, ignore_label=ignore_label
     )
+    del shown  # the held-back images below stay as they are: Segment decides on them again
     # the split train_iter would make, made here to know the held-back images
     strips = split_strips(pairs, config.hold_back)
     if strips is not None:  # a few images: a strip of each is held back
@@ -246,7 +253,7 @@ def training_job(
     validation = (
         "strip" if strips is not None else "images" if val_pairs is not train_pairs else "training"
     )
-    yield DataReady(len(pairs), tuple(names), validation)
+    yield DataReady(len(pairs), tuple(names), validation, seen_as)
     if model is None:  # made here, not in train_iter: the preview reads its weights
         model = new_model(config, pairs[0].image.shape[0], config.resolved_num_classes(pairs))
     working = working_diameter(pairs, config, model) if preview is not None else None

@@ -95,7 +95,8 @@ class TrainingMonitor:
             )
         elif isinstance(event, DataReady):
             self.training_data, self.validation = event.names, event.validation
-            self.status.value = f"training on {event.n_pairs} pair(s) ..."
+            seen = f" ({event.seen_as})" if event.seen_as else ""
+            self.status.value = f"training on {event.n_pairs} pair(s){seen} ..."
             if event.validation == "strip":
                 self.note.value = (
                     "Note: one pair: the last quarter of its longest side is held back to "
