@@ -103,10 +103,16 @@ def test_domain_warning_on_a_bright_background_and_on_doubt():
     assert check_domain(choice, 0.05, 0.05) is None
     assert "darker than the background" in check_domain(choice, 0.9, None)
     assert "--invert yes" in check_domain(choice, 0.9, None)
-    assert "unsure of 60%" in check_domain(choice, 0.05, 0.6)
+    assert "unsure of many pixels (object probability 0.2-0.8: 60% of" in check_domain(
+        choice, 0.05, 0.6
+    )
     he = InputChoice(axes="YXC", colour="optical density", modality="H&E")
     advice = check_domain(he, 0.05, 0.6)
-    assert "unsure of 60%" in advice and "--invert" not in advice and "retrain" in advice
+    assert (
+        "60% of the number it calls objects" in advice
+        and "--invert" not in advice
+        and "retrain" in advice
+    )
 
 
 # -- end to end: segment() and the readers ------------------------------------------------

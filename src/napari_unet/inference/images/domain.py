@@ -159,7 +159,8 @@ def check_domain(
         )
     if doubt is not None and doubt > MAX_DOUBT:
         return (
-            f"out of domain: the model is unsure of {doubt:.0%} of what it calls objects, so "
+            f"out of domain: the model is unsure of many pixels (object probability 0.2-0.8: "
+            f"{doubt:.0%} of the number it calls objects), so "
             f"this image is unlike its training images and the result may be wrong; {tips}"
         )
     return None
