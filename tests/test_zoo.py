@@ -16,6 +16,7 @@ from napari_unet.cli import main
 from napari_unet.common.errors import ModelFileError
 from napari_unet.common.sample import load_sample
 from napari_unet.model.receptive import receptive_field
+from napari_unet.model.unet import UNet
 from napari_unet.zoo import export_bioimageio, load_package
 from napari_unet.zoo.runner import ZooModel
 
@@ -383,3 +384,25 @@ def test_exported_package_passes_the_zoo_validator_in_a_fresh_process(tiny_zip, 
     assert report["status"] == "passed", report["failed"]
     for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
         assert any(fmt in name for name in report["formats"]), report["formats"]
+
+
+def test_a_model_of_stained_slides_says_its_input_is_optical_density(tmp_path):
+    """A package of a model that takes a slide's optical density (the card's ``colour_input``,
+    as ``nuclei-he``) says so to other tools, names its channels, and is tested on a density:
+    the bundled sample's nuclei rendered as haematoxylin. Its rdf used to say "raw image
+    intensities", so another tool would give it the raw colours."""
+    model = UNet(3, 3, depth=2, base_filters=4)
+    model.card["colour_input"] = "optical_density"
+    path = save_model(model, tmp_path / "he.safetensors", task="instance", name="tiny-he")
+    zipped = export_bioimageio(path, tmp_path / "he.zip", authors=["A. Tester"])
+    (tensor,) = _rdf(zipped)["inputs"]
+    assert tensor["description"].startswith("optical density of a stained RGB slide")
+    assert tensor["axes"][1]["channel_names"] == ["od_red", "od_green", "od_blue"]
+    with zipfile.ZipFile(zipped) as z:
+        readme = z.read("README.md").decode()
+        x = np.load(z.open("test_input.npy"))
+    assert "input `raw`: optical density of a stained RGB slide" in readme
+    assert x.shape[:2] == (1, 3) and x.min() >= 0  # densities, highest where the nuclei are
+    grey = x[0].sum(axis=0)
+    assert grey.max() > 3 * np.median(grey)
+    assert load_package(zipped).card["colour_input"] == "optical_density"

@@ -13,7 +13,7 @@ import torch
 
 from ..common.errors import ShapeError, UserInputError
 from ..model.unet import UNet
-from .describe import package_halo, size_rule
+from .describe import COLOUR_INPUTS, package_halo, size_rule
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def test_image(model: UNet, image: np.ndarray | None) -> np.ndarray:
     ----------
     image : ndarray of shape ([C,] [Z,] Y, X), optional
         Real data for the test tensors; default: the bundled DSB 2018 sample (2D models; its
-        one channel is repeated for models with more input channels).
+        one channel is repeated for models with more input channels, or, for a model that
+        takes the optical density of stained slides, rendered as one: :func:`stained_density`).
     """
     if image is None:
         if model.ndim != 2:
@@ -58,6 +59,8 @@ def test_image(model: UNet, image: np.ndarray | None) -> np.ndarray:
         from ..common.sample import load_sample
 
         image = np.repeat(load_sample()[0][None], model.in_channels, axis=0)
+        if (model.card or {}).get("colour_input") == "optical_density":
+            image = stained_density(image[0])
     arr = np.asarray(image, dtype=np.float32)
     if arr.ndim == model.ndim:
         arr = arr[None]
@@ -78,6 +81,26 @@ def test_image(model: UNet, image: np.ndarray | None) -> np.ndarray:
         size = rule["min"] + (n - rule["min"]) // rule["step"] * rule["step"]
         box.append(slice((n - size) // 2, (n - size) // 2 + size))
     return np.ascontiguousarray(arr[(slice(None), *box)][None])
+
+
+def _input_words(model: UNet) -> str:
+    view = COLOUR_INPUTS.get((model.card or {}).get("colour_input"))
+    return "raw intensities" if view is None else view[0]
+
+
+def stained_density(grey: np.ndarray) -> np.ndarray:
+    """The optical density ``(3, Y, X)`` of ``grey`` rendered as a stained slide.
+
+    The grey nuclei image's intensity (0-255) becomes the amount of haematoxylin (up to 1.5),
+    on a little eosin (0.1) everywhere, mixed with Ruifrok & Johnston's stain vectors
+    (:data:`skimage.color.rgb_from_hed`): what a model of stained slides takes, from the
+    bundled sample's real nuclei.
+    """
+    from skimage.color import rgb_from_hed
+
+    amount = np.stack([np.asarray(grey, np.float32) / 255.0 * 1.5, np.full(grey.shape, 0.1)])
+    stains = np.asarray(rgb_from_hed[:2], np.float32)  # (stain, colour) optical densities
+    return np.einsum("syx,sc->cyx", amount.astype(np.float32), stains).astype(np.float32)
 
 
 def write_cover(path: Path, image: np.ndarray, probs: np.ndarray) -> Path:
@@ -131,7 +154,7 @@ def write_documentation(path: Path, model: UNet, info: dict[str, Any]) -> Path:
         "",
         "## Inputs and outputs",
         "",
-        "- input `raw`: raw intensities; normalised per channel by the `scale_range` "
+        f"- input `raw`: {_input_words(model)}; normalised per channel by the `scale_range` "
         "pre-processing (the percentiles of the model card).",
         f"- output `probabilities`: softmax class probabilities, the input's size; tiles "
         f"need a halo of {package_halo(model)} px (the network's receptive field).",

@@ -90,14 +90,34 @@ def identifier(name: str, fallback: str) -> str:
     return clean if clean and not clean[0].isdigit() else fallback
 
 
+#: what the network of a model whose card has ``colour_input`` takes, in words for the package
+#: (the spec allows 128 characters)
+COLOUR_INPUTS = {
+    "optical_density": (
+        "optical density of a stained RGB slide, not raw intensities: -log((I + 1) / 256), "
+        "I = R, G, B on 0-255",
+        ["od_red", "od_green", "od_blue"],
+    ),
+    "haematoxylin": (
+        "haematoxylin of a stained RGB slide, not raw intensities: skimage.color.rgb2hed "
+        "channel 0",
+        ["haematoxylin"],
+    ),
+}
+
+
 def input_tensor(model: UNet, test_file: str) -> dict[str, Any]:
     rule = size_rule(model)
     channels = [f"channel{i}" for i in range(model.in_channels)]
+    description = "raw image intensities, one channel per input channel of the U-Net"
+    view = COLOUR_INPUTS.get((model.card or {}).get("colour_input"))
+    if view is not None and len(view[1]) == model.in_channels:
+        description, channels = view
     axes = [{"type": "batch"}, {"type": "channel", "channel_names": channels}]
     axes += [{"type": "space", "id": a, "size": dict(rule)} for a in spatial_axes(model)]
     return {
         "id": INPUT_ID,
-        "description": "raw image intensities, one channel per input channel of the U-Net",
+        "description": description,
         "axes": axes,
         "test_tensor": {"source": test_file},
         "data": {"type": "float32"},
