@@ -99,8 +99,7 @@ COLOUR_INPUTS = {
         ["od_red", "od_green", "od_blue"],
     ),
     "haematoxylin": (
-        "haematoxylin of a stained RGB slide, not raw intensities: skimage.color.rgb2hed "
-        "channel 0",
+        "haematoxylin of a stained RGB slide, not raw intensities: skimage.color.rgb2hed channel 0",
         ["haematoxylin"],
     ),
 }
