@@ -26,6 +26,7 @@ from napari_unet._napari.train._train_settings import (
     NEW_EPOCHS,
     NEW_LR,
     START_BUILTIN,
+    START_BUILTIN_HE,
     START_NEW,
 )
 from napari_unet._napari.train.train_widget import TrainWidget
@@ -33,6 +34,8 @@ from napari_unet.common.sample import load_sample
 
 PLUGIN = "napari-unet"
 TIMEOUT_MS = 120_000
+#: a 524x348 H&E slide of the DSB stage-1 test set
+HE_SLIDE = "1d9eacb3161f1e2b45550389ecf7c535c7199c6b44b1c6a46303f7b965e508f1"
 
 
 @pytest.fixture(autouse=True)
@@ -324,7 +327,7 @@ def test_one_annotated_image_fine_tunes_the_built_in_model_by_default(
     viewer.layers.remove("b gt")
     assert arch.start_from.value == START_NEW
 
-    # a colour image is not what the built-in model reads
+    # a colour image that is not a stained slide: no built-in model learnt it
     rgb = make_napari_viewer()
     rgb.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
     rgb.add_labels(np.zeros((64, 64), np.uint8), name="gt")
@@ -352,6 +355,39 @@ def test_the_default_fine_tune_trains_from_the_built_in_model(make_napari_viewer
     assert scores.n_images == 1 and scores.new_ap50 is not None
     assert (registry.current_choice() is not None) == scores.beats
     assert "on its held-back strip against" in train.message.value
+
+
+def test_one_stained_slide_fine_tunes_the_built_in_he_model(make_napari_viewer, qtbot, data_dir):
+    """An H&E slide as an RGB layer, annotated: the Train dock starts from the built-in H&E
+    model (it used to offer only the nuclei model, which takes one channel), which learns the
+    slide's optical density, as Segment shows it to that model."""
+    import tifffile
+
+    folder, slide = data_dir / "dsb2018_stage1_test", f"{HE_SLIDE}.tif"
+    rgb = tifffile.imread(folder / "images" / slide)[100:228, 100:228, :3]
+    gt = tifffile.imread(folder / "labels" / slide)[100:228, 100:228]
+    viewer = make_napari_viewer()
+    viewer.add_image(np.ascontiguousarray(rgb), name="slide", rgb=True)
+    viewer.add_labels(gt, name="slide gt")
+    train = TrainWidget(viewer)
+    arch, h = train.architecture, train.hyper
+    assert arch.start_from.value == START_BUILTIN_HE and arch.init == "nuclei-he"
+    assert (h.epochs.value, h.learning_rate.value) == (FINE_TUNE_EPOCHS, FINE_TUNE_LR)
+    h.patch.value, h.epochs.value, h.steps.value, h.batch_size.value = 64, 1, 1, 1
+    h.device.value, h.augment.value = "cpu", False
+    said, on_event = [], train.monitor.on_event
+
+    def status_after(event):  # the status line each event leaves
+        on_event(event)
+        said.append(train.monitor.status.value)
+
+    train.monitor.on_event = status_after
+    assert train.run() is not None
+    qtbot.waitUntil(lambda: train.worker is None, timeout=TIMEOUT_MS)
+    card = train.result.model.card
+    assert card["provenance"]["initialized_from"]["name"] == "nuclei-he"
+    assert card["colour_input"] == "optical_density"
+    assert any("1 of 1 stained colour image(s) as optical density" in s for s in said)
 
 
 def test_the_registry_names_trained_models_as_the_segment_dock_does(tiny_model):

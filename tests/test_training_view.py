@@ -105,3 +105,16 @@ def test_cli_fine_tune_of_a_colour_model_learns_the_optical_density(slide, tmp_p
         "as optical density" in err
     )
     assert load_model(tmp_path / "m.safetensors").card["colour_input"] == "optical_density"
+
+
+def test_a_colour_image_for_a_single_channel_model_is_made_grey_as_segment_does(slide):
+    """Fine-tuning the nuclei model on a colour image: the grey image Segment would give it
+    (here a stained slide: its luminance, inverted), not three channels it cannot take."""
+    rgb, _ = slide
+    nuclei = load_model("nuclei")
+    seen, said = segment_view([rgb], TrainConfig(), nuclei)
+    expected = model_input(rgb, nuclei)[0]
+    assert seen[0].shape == (96, 96)
+    np.testing.assert_allclose(seen[0], expected)
+    assert "1 of 1 colour image(s) made grey (luminance)" in said
+    assert "1 of 1 image(s) inverted (bright background)" in said

@@ -161,6 +161,9 @@ def expand_sources(
     """The arrays for :func:`napari_unet.training.loop.prepare_data`: images, labels, regions,
     names, one entry per annotated slice (or volume) of every pair.
 
+    Each image is as Segment reads such a layer: ``(*spatial)`` for one channel, ``(Y, X, 3|4)``
+    for an RGB layer (its colour samples last), ``(C, *spatial)`` for several channels.
+
     Raises
     ------
     UserInputError
@@ -168,8 +171,9 @@ def expand_sources(
     """
     images, labels, regions, names = [], [], [], []
     for source in sources:
+        colour = source.rgb and ndim == 2
         for img, lab, reg, name in iter_slices(source, ndim, ignore_label):
-            images.append(img)
+            images.append(np.moveaxis(img, 0, -1) if colour else img[0] if len(img) == 1 else img)
             labels.append(lab)
             regions.append(reg)
             names.append(name)

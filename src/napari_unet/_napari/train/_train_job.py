@@ -302,9 +302,9 @@ def held_back_scores(
         The new model.
     rival : UNet, path, built-in name or None
         The model it would replace, as :func:`napari_unet.segment` takes it.
-    held_back : list of (ndarray of shape (C, *spatial), ndarray of int, bool ndarray or None)
-        Images (channels first, as :func:`expand_sources` gives them), their labels and the
-        annotated region.
+    held_back : list of (ndarray, ndarray of int, bool ndarray or None)
+        Images (``(*spatial)``, ``(Y, X, 3|4)`` for RGB or ``(C, *spatial)``, as
+        :func:`expand_sources` gives them), their labels and the annotated region.
     config : TrainConfig
         The run's settings (its ``ndim``, ``task`` and ``device``).
     stop : threading.Event, optional
@@ -372,13 +372,12 @@ def _mean_ap50(model: Any, held_back: list, config: Any, invert: str = "auto") -
     from ...evaluation.instances import average_precision
     from ...inference.pipeline import segment
 
-    axes = "C" + "ZYX"[-config.ndim :]
     scores = []
     for image, labels, region in held_back:
         predicted = segment(
             image,
             model,
-            axes=axes,
+            axes=_axes_as_read(image, labels, config.ndim),
             output="instance",
             device=config.device,
             engine="torch",
@@ -387,6 +386,16 @@ def _mean_ap50(model: Any, held_back: list, config: Any, invert: str = "auto") -
         ap = average_precision(labels, np.asarray(predicted), (0.5,), region=region)
         scores.append(float(ap.mean))
     return float(np.mean(scores))
+
+
+def _axes_as_read(image: np.ndarray, labels: np.ndarray, ndim: int) -> str:
+    """The axes of a held-back image as :func:`._train_inputs.expand_sources` gives it."""
+    spatial = "ZYX"[-ndim:]
+    if image.ndim == labels.ndim:
+        return spatial
+    if ndim == 2 and image.shape[:-1] == labels.shape and image.shape[-1] in (3, 4):
+        return spatial + "C"  # an RGB layer: Segment reads it as colour
+    return "C" + spatial
 
 
 def _card_of(ref: Any) -> dict:

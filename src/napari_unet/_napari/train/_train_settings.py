@@ -19,6 +19,9 @@ _INT_MAX = 2**31 - 1
 #: the "start from" choices: a new, randomly initialised network, or fine-tune a shipped model
 START_NEW = "new network"
 START_BUILTIN = "built-in nuclei model"
+START_BUILTIN_HE = "built-in H&E model"
+#: the built-in model each start fine-tunes
+STARTS = {START_BUILTIN: "nuclei", START_BUILTIN_HE: "nuclei-he"}
 
 #: learning rate of a fine-tune (AdamW): napari_unet.training.config.FINE_TUNE_LR, written out
 #: here because that module imports torch (tests/test_train_lr.py checks they agree)
@@ -41,17 +44,20 @@ class ArchitectureBox(Container):
 
     ``start_from`` is an attribute but not a row of this box: the Train dock shows it up front.
 
-    Starting from the built-in nuclei model fine-tunes it: its architecture and task are
-    shown and locked, and training normalises the images as the model was trained.
+    Starting from a built-in model (nuclei, or H&E for stained slides) fine-tunes it: its
+    architecture and task are shown and locked, and training normalises the images as the
+    model was trained.
     """
 
     def __init__(self) -> None:
         self.start_from = ComboBox(
-            choices=[START_NEW, START_BUILTIN],
+            choices=[START_NEW, START_BUILTIN, START_BUILTIN_HE],
             value=START_NEW,
             label="start from",
-            tooltip="fine-tune the built-in nuclei model on your annotations (fewer epochs "
-            "and annotations needed for nuclei-like objects), or train a new network",
+            tooltip="fine-tune a built-in model on your annotations (fewer epochs and "
+            "annotations needed for nuclei-like objects): the nuclei model for grey "
+            "fluorescence, the H&E model for stained colour slides (it learns their optical "
+            "density, as Segment shows it); or train a new network",
         )
         self.dims = ComboBox(
             choices=["2D", "3D"], value="2D", label="network",
@@ -96,8 +102,9 @@ class ArchitectureBox(Container):
 
     @property
     def init(self) -> str | None:
-        """The model to start from (``"nuclei"``), or None for a new network."""
-        return "nuclei" if self.start_from.value == START_BUILTIN else None
+        """The built-in model to start from (``"nuclei"``, ``"nuclei-he"``), or None for a new
+        network."""
+        return STARTS.get(self.start_from.value)
 
     def follow_start_from(self, *_: Any) -> None:
         """Show (and lock) the architecture of the model to start from; unlock for a new one."""

@@ -6,8 +6,9 @@ napari's ``thread_worker``, shows the events in a live plot, a label and napari'
 dock, and turns the returned model into a registered model (offered at once in the Segment
 widget) and, on request, a model file. The new model becomes the Segment model only if it beats
 the one in use on the run's held-back (validation) images; the message says which is used and
-why. With a single annotated image, the dock starts from the built-in model (a fine-tune) until
-the user chooses otherwise. :meth:`TrainWidget.run` is what the Train button calls.
+why. With a single annotated image, the dock starts from the built-in model of its kind (a
+fine-tune: nuclei for grey images, H&E for stained colour slides) until the user chooses
+otherwise. :meth:`TrainWidget.run` is what the Train button calls.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import Container, FileEdit, LineEdit, PushButton
 
 from ...common.errors import UserInputError
@@ -35,6 +37,7 @@ from ._train_job import NO_COMPARISON, HeldBackScores, training_job
 from ._train_monitor import InOrder, TrainingMonitor
 from ._train_settings import (
     START_BUILTIN,
+    START_BUILTIN_HE,
     START_NEW,
     ArchitectureBox,
     HyperParameters,
@@ -242,11 +245,12 @@ class TrainWidget(Dock):
             event.connect(self._default_start)
 
     def _default_start(self, *_: Any) -> None:
-        """Until the user chooses: fine-tune the built-in model on a single annotated image
-        (one 2D single-channel pair), train a new network otherwise."""
+        """Until the user chooses: fine-tune a built-in model on a single annotated image (the
+        nuclei model for one 2D single-channel pair, the H&E model for one stained colour
+        slide), train a new network otherwise."""
         if self._start_chosen or self.worker is not None:
             return
-        choice = START_BUILTIN if _single_annotated_image(self.pairs.sources()) else START_NEW
+        choice = _start_for(self.pairs.sources())
         if self.architecture.start_from.value != choice:
             self._suggesting = True
             try:
@@ -257,7 +261,7 @@ class TrainWidget(Dock):
     def _on_start_from(self, value: str) -> None:
         """The user chose (or the data suggested) where to start: a fine-tune's settings."""
         self._start_chosen = self._start_chosen or not self._suggesting
-        self.hyper.suit(fine_tune=value == START_BUILTIN)
+        self.hyper.suit(fine_tune=value != START_NEW)
 
     def _start(self, sources: list[PairSource], config: Any) -> None:
         from napari.qt.threading import GeneratorWorker, create_worker
@@ -388,16 +392,26 @@ class TrainWidget(Dock):
         show_message(self.message, text)
 
 
-def _single_annotated_image(sources: list[PairSource]) -> bool:
-    """Whether the pairs are one 2D single-channel image and its labels (rows repeating a
-    pair count once)."""
+def _start_for(sources: list[PairSource]) -> str:
+    """Where the Train dock starts by default: a fine-tune of the built-in model of the image's
+    kind for a single annotated 2D image (rows repeating a pair count once) that is grey
+    (``nuclei``) or a stained colour slide (``nuclei-he``, as Segment would choose), else a
+    new network."""
     from ._network_summary import io_channels
 
     if len({(s.image_name, s.labels_name) for s in sources}) != 1:
-        return False
-    if sources[0].rgb or len(sources[0].labels.shape) != 2:
-        return False
-    return io_channels(sources, "instance")[0] == 1
+        return START_NEW
+    source = sources[0]
+    if len(source.labels.shape) != 2:
+        return START_NEW
+    if source.rgb:
+        from ...inference.images.modality import is_stained
+
+        stained = source.image.shape[-1] in (3, 4) and is_stained(
+            np.moveaxis(source.image, -1, 0), "CYX"
+        )
+        return START_BUILTIN_HE if stained else START_NEW
+    return START_BUILTIN if io_channels(sources, "instance")[0] == 1 else START_NEW
 
 
 def _segment_model_in_use() -> tuple[Any, str, HeldBackScores | None]:

@@ -52,10 +52,13 @@ def as_segment_sees(
     images : list of ndarray
         A grey image with a bright background negated (float32, the same shape); a colour
         slide for an ``"optical_density"`` model as its optical density ``(3, Y, X)`` float32;
+        a colour image for a single-channel model as the grey image Segment makes of it
+        (``(Y, X)`` float32: equal samples, luminance or haematoxylin, inverted or not);
         every other image as given (the same object).
     views : list of str
-        What was done to each: ``""``, ``"inverted (bright background, median at 0.93)"``
-        or ``"optical density"`` (with ``" (white N)"`` for samples that are not uint8).
+        What was done to each: ``""``, ``"inverted (bright background, median at 0.93)"``,
+        ``"optical density"`` (with ``" (white N)"`` for samples that are not uint8), or the
+        grey view of a colour image (``"luminance, inverted (...)"``).
     """
     seen, views = [], []
     for image in images:
@@ -84,13 +87,17 @@ def describe_views(views: Sequence[str]) -> str:
     """One clause for a status line, e.g. ``"2 of 5 images inverted (bright background)"``;
     ``""`` when no image was changed."""
     n = len(views)
-    inverted = sum(v.startswith("inverted") for v in views)
+    inverted = sum("inverted" in v for v in views)
     density = [v for v in views if v.startswith("optical density")]
+    grey = [v.split(",")[0] for v in views if v and "optical density" not in v]
+    grey = [v for v in grey if not v.startswith("inverted")]
     parts = []
-    if inverted:
-        parts.append(f"{inverted} of {n} image(s) inverted (bright background)")
     if density:
         parts.append(f"{len(density)} of {n} stained colour image(s) as {density[0]}")
+    if grey:
+        parts.append(f"{len(grey)} of {n} colour image(s) made grey ({grey[0]})")
+    if inverted:
+        parts.append(f"{inverted} of {n} image(s) inverted (bright background)")
     if not parts:
         return ""
     return "as Segment shows them to the network: " + ", ".join(parts)
@@ -101,15 +108,19 @@ def _axes(array: np.ndarray, ndim: int, in_channels: int | None, colour_input: s
     if array.ndim == ndim and in_channels in (None, 1):
         return "ZYX"[-ndim:]  # grey: Segment inverts it if its background is bright
     colour = ndim == 2 and array.ndim == 3 and array.shape[-1] in _COLOUR
+    colour = colour and min(array.shape[:2]) > max(_COLOUR)
     if colour and colour_input == "optical_density" and in_channels == 3:
-        return "YXC" if min(array.shape[:2]) > max(_COLOUR) else None
+        return "YXC"  # a stained slide for nuclei-he: its optical density
+    if colour and in_channels == 1:
+        return "YXC"  # a single-channel model: grey, luminance (or haematoxylin), inverted or not
     return None
 
 
 def _view(choice: InputChoice) -> str:
-    if choice.inverted:
-        return f"inverted ({choice.invert_reason})"
+    white = f" (white {choice.white:g})" if choice.white is not None else ""
+    inverted = f"inverted ({choice.invert_reason})" if choice.inverted else ""
     if choice.colour == "optical density":
-        white = f" (white {choice.white:g})" if choice.white is not None else ""
         return f"optical density{white}"
-    return ""
+    if choice.colour is not None:  # a colour image made grey for a single-channel model
+        return ", ".join(v for v in (f"{choice.colour}{white}", inverted) if v)
+    return inverted
