@@ -84,8 +84,8 @@ def as_segment_sees(
 
 
 def describe_views(views: Sequence[str]) -> str:
-    """One clause for a status line, e.g. ``"2 of 5 images inverted (bright background)"``;
-    ``""`` when no image was changed."""
+    """One clause for a status line, e.g. ``"as Segment shows them to the network: 2 of 5
+    image(s) inverted (bright background)"``; ``""`` when no image was changed."""
     n = len(views)
     inverted = sum("inverted" in v for v in views)
     density = [v for v in views if v.startswith("optical density")]
