@@ -20,7 +20,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import Container, FileEdit, LineEdit, PushButton
 
 from ...common.errors import UserInputError
@@ -407,10 +406,7 @@ def _start_for(sources: list[PairSource]) -> str:
     if source.rgb:
         from ...inference.images.modality import is_stained
 
-        stained = source.image.shape[-1] in (3, 4) and is_stained(
-            np.moveaxis(source.image, -1, 0), "CYX"
-        )
-        return START_BUILTIN_HE if stained else START_NEW
+        return START_BUILTIN_HE if is_stained(source.image, "YXC") else START_NEW
     return START_BUILTIN if io_channels(sources, "instance")[0] == 1 else START_NEW
 
 
