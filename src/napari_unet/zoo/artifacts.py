@@ -58,9 +58,11 @@ def test_image(model: UNet, image: np.ndarray | None) -> np.ndarray:
             )
         from ..common.sample import load_sample
 
-        image = np.repeat(load_sample()[0][None], model.in_channels, axis=0)
+        grey = load_sample()[0]
         if (model.card or {}).get("colour_input") == "optical_density":
-            image = stained_density(image[0])
+            image = stained_density(grey)
+        else:
+            image = np.repeat(grey[None], model.in_channels, axis=0)
     arr = np.asarray(image, dtype=np.float32)
     if arr.ndim == model.ndim:
         arr = arr[None]
