@@ -388,6 +388,8 @@ def test_one_stained_slide_fine_tunes_the_built_in_he_model(make_napari_viewer, 
     assert card["provenance"]["initialized_from"]["name"] == "nuclei-he"
     assert card["colour_input"] == "optical_density"
     assert any("1 of 1 stained colour image(s) as optical density" in s for s in said)
+    # it was judged against what Segment's built-in choice runs on this slide, and says so
+    assert train._rival_name == f"{BUILTIN} (nuclei-he on stained slides)"
 
 
 def test_the_registry_names_trained_models_as_the_segment_dock_does(tiny_model):

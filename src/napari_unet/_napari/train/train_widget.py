@@ -274,7 +274,7 @@ class TrainWidget(Dock):
         self._stop = threading.Event()
         self._config, self._sources = config, sources
         self.result = None
-        compare_with, self._rival_name, self._scores = _segment_model_in_use()
+        compare_with, self._rival_name, self._scores = _segment_model_in_use(sources)
         self.save_button.enabled = self.export_button.enabled = False
         preview = None
         if self.hyper.preview.value:
@@ -410,11 +410,15 @@ def _start_for(sources: list[PairSource]) -> str:
     return START_BUILTIN if io_channels(sources, "instance")[0] == 1 else START_NEW
 
 
-def _segment_model_in_use() -> tuple[Any, str, HeldBackScores | None]:
+def _segment_model_in_use(
+    sources: list[PairSource] = (),  # type: ignore[assignment]
+) -> tuple[Any, str, HeldBackScores | None]:
     """The Segment model a new model is compared with: ``(compare_with, name, scores)``.
 
     ``compare_with`` is the model as :func:`napari_unet.segment` takes it (None: the built-in
-    model), or :data:`NO_COMPARISON` with ``scores`` saying why when it cannot be used.
+    model), or :data:`NO_COMPARISON` with ``scores`` saying why when it cannot be used. The
+    built-in choice runs the H&E model on stained slides, and its name says so when the
+    first of ``sources`` is one.
     """
     source, model_file = _model_registry.current_choice() or (_model_registry.BUILTIN, "")
     try:
@@ -422,7 +426,14 @@ def _segment_model_in_use() -> tuple[Any, str, HeldBackScores | None]:
     except UserInputError as err:
         why = f"the Segment model in use cannot be loaded ({err})"
         return NO_COMPARISON, source, HeldBackScores(None, None, 0, why)
-    return model, _model_registry.model_name(source, model), None
+    name = _model_registry.model_name(source, model)
+    if model is None and sources and sources[0].rgb:
+        from ...inference.images.modality import is_stained
+        from ...inference.pipeline import STAINED_MODEL
+
+        if is_stained(sources[0].image, "YXC"):
+            name = f"{name} ({STAINED_MODEL} on stained slides)"
+    return model, name, None
 
 
 __all__ = ["TrainWidget"]
