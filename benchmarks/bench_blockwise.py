@@ -192,7 +192,9 @@ def _largest_id(labels) -> int:
     volume are 4.3 GB of int32, more than the run's own peak."""
     import dask.array as da
 
-    return int(da.from_zarr(labels).max().compute(scheduler="threads", num_workers=1))
+    if not isinstance(labels, da.Array):  # segment() gives a dask view of its zarr output
+        labels = da.from_array(labels, chunks=getattr(labels, "chunks", "auto"))
+    return int(labels.max().compute(scheduler="threads", num_workers=1))
 
 
 def _report(labels, volume, plan, before: int, start: float, runs: Path) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ....common.allocator import return_freed_memory
+from ....common.allocator import return_freed_memory, trim_freed_memory
 from ...frames import SegmentProgress
 from ...labels.postprocess import semantic_labels
 from ..zstack import average_orientations_iter, instances_3d
@@ -60,6 +60,7 @@ def label_block(
     :func:`..zstack.instances_3d`), cropped to the core. Yields that path's events.
     """
     return_freed_memory()
+    trim_freed_memory()  # what the last block left free inside the heap, before this one's peak
     avg = yield from average_orientations_iter(model, window, z_factor, tiling)
     del window  # the caller passes its only reference: the post-processing needs room
     inner = block.inner

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ....common.allocator import trim_freed_memory
 from ....common.errors import UserInputError
 from ....common.progress import relay
 from ...frames import SegmentJob, SegmentProgress, into_stores, is_dask, lazy_results
@@ -398,6 +399,7 @@ def _merge(records, labels, index, plan: BlockPlan, frame: int, n_frames: int, f
     final ids go into ``final`` (default: ``labels``, in place).
     """
     final = labels if final is None else final
+    trim_freed_memory()  # the last block's freed arrays, before the merge's own
     merger = FaceMerger()
     offsets = {blk.grid: merger.add_block(*records[blk.grid][:2]) for blk in plan.blocks}
     for blk in plan.blocks:
@@ -420,5 +422,5 @@ def _merge(records, labels, index, plan: BlockPlan, frame: int, n_frames: int, f
 
 
 def _raw(local: np.ndarray, offset: int) -> np.ndarray:
-    local = local.astype(np.int64)
-    return np.where(local > 0, local + offset, 0)
+    raw = local.astype(np.int64)
+    return np.add(raw, offset, out=raw, where=raw > 0)  # in place: one int64 array per core
