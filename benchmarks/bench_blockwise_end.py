@@ -94,6 +94,7 @@ def _mark_finished(folder: Path, args: argparse.Namespace) -> list[tuple[int, in
     """Record every block but ``--redo`` interior ones as finished, from the final labels."""
     import zarr
 
+    from napari_unet.inference.volumes.blockwise.plan import plan_blocks, plane_below
     from napari_unet.inference.volumes.blockwise.resume import BlockLedger, ledger_path
 
     final = zarr.open_array(str(folder / "labels.zarr"), mode="r")
@@ -101,8 +102,6 @@ def _mark_finished(folder: Path, args: argparse.Namespace) -> list[tuple[int, in
     state = json.loads((ledger_path(out) / "run.json").read_text())
     ledger = BlockLedger(out, state["fingerprint"])
     local = zarr.open_array(str(ledger.labels_path), mode="r+")
-    from napari_unet.inference.volumes.blockwise.plan import plan_blocks
-
     plan = plan_blocks(final.shape, args.block, state["fingerprint"]["halo"])
     grid = plan.grid_shape
     centre = [(n - 1) / 2 for n in grid]
@@ -118,9 +117,7 @@ def _mark_finished(folder: Path, args: argparse.Namespace) -> list[tuple[int, in
         core = np.asarray(final[blk.core])
         faces = {}
         for axis, _ in plan.below(blk):
-            face = list(blk.core)
-            face[axis] = slice(blk.core[axis].start - 1, blk.core[axis].start)
-            faces[axis] = np.asarray(final[tuple(face)])
+            faces[axis] = np.asarray(final[plane_below(blk.core, axis)])
         ids = np.unique(np.concatenate([core.ravel(), *(f.ravel() for f in faces.values())]))
         ids = ids[ids > 0]
 

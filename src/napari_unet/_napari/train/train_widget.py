@@ -404,15 +404,18 @@ def _start_for(sources: list[PairSource]) -> str:
     if len(source.labels.shape) != 2:
         return START_NEW
     if source.rgb:
-        from ...inference.images.modality import is_stained
-
-        return START_BUILTIN_HE if is_stained(source.image, "YXC") else START_NEW
+        return START_BUILTIN_HE if _stained_slide(source) else START_NEW
     return START_BUILTIN if io_channels(sources, "instance")[0] == 1 else START_NEW
 
 
-def _segment_model_in_use(
-    sources: list[PairSource] = (),  # type: ignore[assignment]
-) -> tuple[Any, str, HeldBackScores | None]:
+def _stained_slide(source: PairSource) -> bool:
+    """Whether an RGB layer is a stained slide (Segment's built-in choice: ``nuclei-he``)."""
+    from ...inference.images.modality import is_stained
+
+    return source.rgb and is_stained(source.image, "YXC")
+
+
+def _segment_model_in_use(sources: list[PairSource]) -> tuple[Any, str, HeldBackScores | None]:
     """The Segment model a new model is compared with: ``(compare_with, name, scores)``.
 
     ``compare_with`` is the model as :func:`napari_unet.segment` takes it (None: the built-in
@@ -427,12 +430,10 @@ def _segment_model_in_use(
         why = f"the Segment model in use cannot be loaded ({err})"
         return NO_COMPARISON, source, HeldBackScores(None, None, 0, why)
     name = _model_registry.model_name(source, model)
-    if model is None and sources and sources[0].rgb:
-        from ...inference.images.modality import is_stained
+    if model is None and sources and _stained_slide(sources[0]):
         from ...inference.pipeline import STAINED_MODEL
 
-        if is_stained(sources[0].image, "YXC"):
-            name = f"{name} ({STAINED_MODEL} on stained slides)"
+        name = f"{name} ({STAINED_MODEL} on stained slides)"
     return model, name, None
 
 

@@ -16,7 +16,7 @@ from ....common.allocator import return_freed_memory, trim_freed_memory
 from ...frames import SegmentProgress
 from ...labels.postprocess import semantic_labels
 from ..zstack import average_orientations_iter, instances_3d
-from .plan import Block, BlockPlan
+from .plan import Block, BlockPlan, plane_below
 
 __all__ = ["BlockResult", "label_block"]
 
@@ -74,8 +74,6 @@ def label_block(
     del avg
     skins = {}
     for axis, _ in plan.below(block):
-        face = list(inner)
-        face[axis] = slice(inner[axis].start - 1, inner[axis].start)
-        skins[axis] = full[tuple(face)].copy()
+        skins[axis] = full[plane_below(inner, axis)].copy()
     core = np.ascontiguousarray(full[inner])
     return BlockResult(core, int(full.max(initial=0)), skins, core_probs)

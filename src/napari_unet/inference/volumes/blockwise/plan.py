@@ -33,6 +33,7 @@ __all__ = [
     "check_block",
     "default_block",
     "plan_blocks",
+    "plane_below",
     "read_factor",
 ]
 
@@ -104,6 +105,14 @@ class BlockPlan:
             pos[axis] -= 1
             found.append((axis, self.blocks[_flat(pos, grid)]))
         return found
+
+
+def plane_below(region: Slices, axis: int) -> Slices:
+    """The plane just below ``region`` along ``axis``: the last plane of the neighbour's core
+    there (where two blocks' ids are compared)."""
+    face = list(region)
+    face[axis] = slice(region[axis].start - 1, region[axis].start)
+    return tuple(face)  # type: ignore[return-value]
 
 
 def _flat(pos: Sequence[int], grid: Sequence[int]) -> int:

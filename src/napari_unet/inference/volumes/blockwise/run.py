@@ -42,6 +42,7 @@ from .plan import (
     check_block,
     default_block,
     plan_blocks,
+    plane_below,
     pooling_align,
     read_factor,
 )
@@ -406,8 +407,7 @@ def _merge(records, labels, index, plan: BlockPlan, frame: int, n_frames: int, f
         ours_in_core = records[blk.grid][1]
         ours_in_core = ours_in_core[ours_in_core > 0].astype(np.int64) + offsets[blk.grid]
         for axis, neighbour in plan.below(blk):
-            face = list(blk.core)
-            face[axis] = slice(blk.core[axis].start - 1, blk.core[axis].start)
+            face = plane_below(blk.core, axis)
             theirs = _raw(np.asarray(labels[(*index, *face)]), offsets[neighbour.grid])
             ours = _raw(records[blk.grid][2][axis], offsets[blk.grid])
             merger.add_pairs(face_pairs(theirs, ours, ours_in_core))
