@@ -165,7 +165,7 @@ def test_blocks_equal_the_whole_volume_with_halos_inside_it(net):
     blocks = segment(image, net, **kw, block=block, progress=events.append)
     assert isinstance(blocks, np.ndarray) and blocks.dtype == np.int32
     assert _same_partition(blocks, whole) and _consecutive(blocks)
-    assert sum(e.stage == blockwise.run.MERGE_STAGE for e in events) == len(plan.blocks)
+    assert sum(e.stage == blockwise.merge.MERGE_STAGE for e in events) == len(plan.blocks)
 
 
 def test_time_points_semantic_and_probabilities_in_blocks(net, stack):
@@ -210,7 +210,7 @@ def test_zarr_output_gets_its_name_only_when_merged(net, stack, tmp_path):
     exists_while_merging = []
 
     def watch(event):
-        if event.stage == blockwise.run.MERGE_STAGE:
+        if event.stage == blockwise.merge.MERGE_STAGE:
             exists_while_merging.append(final.exists())
 
     labels = segment(

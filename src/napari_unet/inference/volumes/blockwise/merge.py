@@ -15,16 +15,27 @@ every object is joined with itself; the majority rule keeps an odd voxel at an o
 from joining two touching nuclei. The joined ids are grouped with
 :func:`scipy.sparse.csgraph.connected_components` and numbered ``1..N`` in the order of
 their smallest raw id (block raster order, then the block's own order), so a volume of one
-block keeps its ids.
+block keeps its ids. :func:`merge_blocks` does all this for one time point of a run and
+writes the final ids block by block.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
+from ....common.allocator import trim_freed_memory
+from ...frames import SegmentProgress
 from ...labels.postprocess import LABEL_DTYPE
+from .plan import BlockPlan, plane_below
 
-__all__ = ["FaceMerger", "face_pairs"]
+__all__ = ["MERGE_STAGE", "FaceMerger", "face_pairs", "merge_blocks"]
+
+log = logging.getLogger(__name__)
+
+#: the progress stage of the merge (one event per block written)
+MERGE_STAGE = "merging blocks"
 
 
 def face_pairs(theirs: np.ndarray, ours: np.ndarray, our_ids: np.ndarray) -> np.ndarray:
@@ -101,3 +112,36 @@ class FaceMerger:
         mapping = np.zeros(n, LABEL_DTYPE)
         mapping[present] = rank[inverse]
         return mapping, int(first.size)
+
+
+def merge_blocks(records, labels, index, plan: BlockPlan, frame: int, n_frames: int, final=None):
+    """Join the blocks' ids across faces and write the final ids ``1..N``, block by block.
+
+    Raw ids are offset in block raster order, whatever order the blocks finished in. The
+    final ids go into ``final`` (default: ``labels``, in place).
+    """
+    final = labels if final is None else final
+    trim_freed_memory()  # the last block's freed arrays, before the merge's own
+    merger = FaceMerger()
+    offsets = {blk.grid: merger.add_block(*records[blk.grid][:2]) for blk in plan.blocks}
+    for blk in plan.blocks:
+        ours_in_core = records[blk.grid][1]
+        ours_in_core = ours_in_core[ours_in_core > 0].astype(np.int64) + offsets[blk.grid]
+        for axis, neighbour in plan.below(blk):
+            face = plane_below(blk.core, axis)
+            theirs = _raw(np.asarray(labels[(*index, *face)]), offsets[neighbour.grid])
+            ours = _raw(records[blk.grid][2][axis], offsets[blk.grid])
+            merger.add_pairs(face_pairs(theirs, ours, ours_in_core))
+    mapping, n = merger.mapping()
+    total = len(plan.blocks)
+    for b, blk in enumerate(plan.blocks):
+        key = (*index, *blk.core)
+        final[key] = mapping[_raw(np.asarray(labels[key]), offsets[blk.grid])]
+        yield SegmentProgress(MERGE_STAGE, b + 1, total, frame, n_frames)
+    log.info("frame %d: %d objects from %d blocks", frame, n, total)
+    return n
+
+
+def _raw(local: np.ndarray, offset: int) -> np.ndarray:
+    raw = local.astype(np.int64)
+    return np.add(raw, offset, out=raw, where=raw > 0)  # in place: one int64 array per core

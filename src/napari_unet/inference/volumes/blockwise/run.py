@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from ....common.allocator import trim_freed_memory
 from ....common.errors import UserInputError
 from ....common.progress import relay
 from ...frames import SegmentJob, SegmentProgress, into_stores, is_dask, lazy_results
 from ...images import axes as ax
 from ...labels.postprocess import LABEL_DTYPE
 from .block import BlockResult, label_block
-from .merge import FaceMerger, face_pairs
+from .merge import merge_blocks
 from .plan import (
     BYTES_PER_VOXEL,
     Block,
@@ -42,7 +41,6 @@ from .plan import (
     check_block,
     default_block,
     plan_blocks,
-    plane_below,
     pooling_align,
     read_factor,
 )
@@ -53,7 +51,6 @@ log = logging.getLogger(__name__)
 __all__ = ["plan_for", "run_blockwise"]
 
 #: the stage of the last pass (the ids joined across faces, written 1..N)
-MERGE_STAGE = "merging blocks"
 
 
 def plan_for(
@@ -347,7 +344,7 @@ def _segment_frames(
             steps = source(normalized, keep, skip)
         yield from relay(steps, _frame_event(v, len(frames)))
         if job.output == "instance":
-            yield from _merge(records, labels, index, plan, v, len(frames), final)
+            yield from merge_blocks(records, labels, index, plan, v, len(frames), final)
         elif final is not None:  # the blocks' labels are final: copied block by block
             for blk in plan.blocks:
                 key = (*index, *blk.core)
@@ -391,36 +388,3 @@ def _relay_block(step, done: int, planes: int):
         except GeneratorExit:
             step.close()
             raise
-
-
-def _merge(records, labels, index, plan: BlockPlan, frame: int, n_frames: int, final=None):
-    """Join the blocks' ids across faces and write the final ids ``1..N``, block by block.
-
-    Raw ids are offset in block raster order, whatever order the blocks finished in. The
-    final ids go into ``final`` (default: ``labels``, in place).
-    """
-    final = labels if final is None else final
-    trim_freed_memory()  # the last block's freed arrays, before the merge's own
-    merger = FaceMerger()
-    offsets = {blk.grid: merger.add_block(*records[blk.grid][:2]) for blk in plan.blocks}
-    for blk in plan.blocks:
-        ours_in_core = records[blk.grid][1]
-        ours_in_core = ours_in_core[ours_in_core > 0].astype(np.int64) + offsets[blk.grid]
-        for axis, neighbour in plan.below(blk):
-            face = plane_below(blk.core, axis)
-            theirs = _raw(np.asarray(labels[(*index, *face)]), offsets[neighbour.grid])
-            ours = _raw(records[blk.grid][2][axis], offsets[blk.grid])
-            merger.add_pairs(face_pairs(theirs, ours, ours_in_core))
-    mapping, n = merger.mapping()
-    total = len(plan.blocks)
-    for b, blk in enumerate(plan.blocks):
-        key = (*index, *blk.core)
-        final[key] = mapping[_raw(np.asarray(labels[key]), offsets[blk.grid])]
-        yield SegmentProgress(MERGE_STAGE, b + 1, total, frame, n_frames)
-    log.info("frame %d: %d objects from %d blocks", frame, n, total)
-    return n
-
-
-def _raw(local: np.ndarray, offset: int) -> np.ndarray:
-    raw = local.astype(np.int64)
-    return np.add(raw, offset, out=raw, where=raw > 0)  # in place: one int64 array per core
